@@ -1,0 +1,57 @@
+"""Checkpoints that carry their ``model_args``, training config and data hash; loaded with weights_only=True."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.nets import ModelConfig, TrajectoryNet
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+CHECKPOINT_FORMAT = 1
+
+
+def state_fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(state_dict.items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | Path, net: TrajectoryNet, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write ``{format, model_args, state_dict, version, **meta}``; meta holds plain data only."""
+    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    version = f"{net.cfg.kind}-{state_fingerprint(state)[:10]}"
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "model_args": net.cfg.to_dict(),
+        "state_dict": state,
+        "version": version,
+        **meta,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(path)
+    return ckpt
+
+
+def load_checkpoint(path: str | Path) -> tuple[TrajectoryNet, dict[str, Any]]:
+    """Load a checkpoint without unpickling arbitrary objects (``weights_only=True``)."""
+    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: unsupported checkpoint format {ckpt.get('format')!r}")
+    net = TrajectoryNet(ModelConfig(**ckpt["model_args"]))
+    net.load_state_dict(ckpt["state_dict"])
+    net.eval()
+    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    return net, meta
+
+
+def shipped_path(kind: str, weights_dir: str | Path | None = None) -> Path:
+    return Path(weights_dir or WEIGHTS_DIR) / f"{kind}.pt"

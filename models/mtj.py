@@ -1,0 +1,152 @@
+"""Compact model of a magnetic tunnel junction (MTJ) neuron whose working memory is its temperature.
+
+Every parameter is in SI units and tagged like the sourced notes in ``../shared/docs/mtj-physics.md``:
+``[S]`` a number stated in a cited source, ``[D]`` derived here from sourced numbers, ``[A]`` an
+assumption of ours (to calibrate against a real device). The physics, in the order a step applies it:
+
+1. Thermal node (lumped): ``C_th dT/dt = P(t) - (T - T0)/R_th`` with ``tau_th = R_th C_th``. For a
+   piecewise-constant power the exact solution over an interval ``dt`` is
+   ``T' = T0 + P R_th + (T - T0 - P R_th) exp(-dt/tau_th)``: stable for any ``dt >= 0``, exact for
+   irregular sampling and dropped frames, differentiable.
+2. Joule heating ``P = V^2 / R_P`` while the neuron is driven (the device is read in its parallel state;
+   R_P is nearly temperature-flat for thick barriers [S: Ma et al.]).
+3. Intrinsic plasticity: thermally activated switching. ``Delta(T) = Delta0 (T0/T) k(T)`` and
+   ``I_c0(T) = I_c0 k(T)`` with ``k(T) = (m(T)/m(T0))^n``, ``m(T) = 1 - (T/T_C)^{3/2}``;
+   ``tau_sw = tau0 exp[Delta(T) (1 - I/I_c0(T))^b]`` and ``P_sw = 1 - exp(-t_p/tau_sw)``. A hot neuron
+   has a lower barrier and a lower critical current, so it switches (fires) more easily: it is more excitable.
+
+The time-scale bridge (section 6 of the notes): a device cools in nanoseconds while a perception stream
+samples every ~100 ms. ``time_scale`` maps one scene second to ``time_scale`` device seconds (default
+1e-8: a 100 ms frame is a 1 ns device window). It is a simulation convention, not a physical claim, and
+every result records it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+K_B = 1.380649e-23  # J/K, Boltzmann constant (exact, SI 2019)
+
+
+@dataclass(frozen=True)
+class MTJParams:
+    """Device parameters (SI units). Tags: [S] sourced, [D] derived, [A] assumption."""
+
+    diameter_m: float = 50e-9  # [A] pillar diameter (notes section 5)
+    ra_ohm_m2: float = 10e-12  # [S] resistance-area product 10 Ohm um^2 (acemap; RA=8 STT-MRAM process)
+    tmr_p0: float = 0.765  # [D] spin polarisation at 0 K, fitted to TMR 280% (20 K) / 180% (300 K), Skowronski
+    tmr_a: float = 1.93e-5  # [D] K^-1.5, P(T) = P0 (1 - a T^1.5) (Shang PRB 1998 form)
+    tmr_v_half_v: float = 0.5  # [A] bias at which TMR halves (Gonzalez-Ruano: collapse above ~0.5 V)
+    v_max_v: float = 0.6  # [D] drive clamp: keeps T0 + R_th V^2/R_P <= t_max_k, below breakdown (V_bd >~ 1 V [A])
+    t0_k: float = 300.0  # [A] ambient temperature
+    t_max_k: float = 450.0  # [A] ceiling for validity (Delta T <= 150 K, cf. 145 K FEM case, D.H. Lee)
+    r_th_k_per_w: float = 2.0e6  # [D] thermal resistance: 49 uW -> 100 K rise (notes section 2)
+    tau_th_min_s: float = 1e-9  # [A] fastest device (notes default tau_th = 1 ns)
+    tau_th_max_s: float = 30e-9  # [A] slowest device: tens of ns are supported (20 ns TA-MRAM heating, Sousa)
+    duty: float = 0.5  # [A] fraction of each device window during which the drive is applied (PWM)
+    time_scale: float = 1e-8  # [A] device seconds per scene second: 100 ms frame -> 1 ns window
+    tau0_s: float = 1e-9  # convention: attempt time (Soumah arXiv 2402.03452 discusses it)
+    delta0: float = 30.0  # [A] thermal stability factor at T0 for a stochastic-leaning neuron
+    ic0_a: float = 100e-6  # [A] critical current at T0
+    switching_exponent_b: float = 2.0  # [S] Taniguchi arXiv 1204.1190
+    t_curie_k: float = 1000.0  # [A] CoFeB Curie temperature (not found in sources)
+    anisotropy_exponent_n: float = 2.0  # [A] Callen-Callen exponent
+    t_sense_s: float = 10e-9  # [A] width of the switching attempt that reads the neuron (notes worked example)
+
+    @property
+    def area_m2(self) -> float:
+        """Junction area for a circular pillar."""
+        return math.pi * self.diameter_m**2 / 4.0
+
+    @property
+    def r_p_ohm(self) -> float:
+        """Parallel-state resistance R_P = RA / area (5.09 kOhm at the defaults)."""
+        return self.ra_ohm_m2 / self.area_m2
+
+    def tau_scene_s(self, tau_th_s: float) -> float:
+        """Scene-time constant of a device whose thermal time constant is ``tau_th_s``."""
+        return tau_th_s / self.time_scale
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+# --- device physics as differentiable functions (tensors or floats broadcast) -------------------------
+
+
+def thermal_step(temp: Tensor, power_w: Tensor, dt_s: Tensor, tau_s: Tensor, p: MTJParams) -> Tensor:
+    """Exact solution of ``C_th dT/dt = P - (T - T0)/R_th`` over ``dt_s`` device seconds at constant ``P``."""
+    t_ss = p.t0_k + power_w * p.r_th_k_per_w
+    decay = torch.exp(-torch.clamp(dt_s, min=0.0) / tau_s)
+    return t_ss + (temp - t_ss) * decay
+
+
+def polarization(temp: Tensor, p: MTJParams) -> Tensor:
+    """Spin polarisation P(T) = P0 (1 - a T^1.5)."""
+    return p.tmr_p0 * (1.0 - p.tmr_a * torch.clamp(temp, min=0.0) ** 1.5)
+
+
+def tmr(temp: Tensor, p: MTJParams, bias_v: Tensor | float = 0.0) -> Tensor:
+    """TMR(T, V) = 2P^2/(1-P^2) / (1 + V^2/V_h^2): 180% at 300 K, falling with T and bias."""
+    pol = polarization(temp, p)
+    bias = torch.as_tensor(bias_v, dtype=temp.dtype)
+    return 2 * pol**2 / (1 - pol**2) / (1 + bias**2 / p.tmr_v_half_v**2)
+
+
+def resistance(temp: Tensor, antiparallel: bool, p: MTJParams, bias_v: Tensor | float = 0.0) -> Tensor:
+    """R_P (temperature-flat) or R_AP = R_P (1 + TMR(T, V))."""
+    r_p = torch.full_like(temp, p.r_p_ohm)
+    return r_p * (1 + tmr(temp, p, bias_v)) if antiparallel else r_p
+
+
+def reduced_magnetization(temp: Tensor, p: MTJParams) -> Tensor:
+    """m(T) = 1 - (T/T_C)^1.5 (Bloch law), kept positive."""
+    return torch.clamp(1.0 - (torch.clamp(temp, min=0.0) / p.t_curie_k) ** 1.5, min=1e-3)
+
+
+def anisotropy_scale(temp: Tensor, p: MTJParams) -> Tensor:
+    """k(T) = (m(T)/m(T0))^n."""
+    m0 = 1.0 - (p.t0_k / p.t_curie_k) ** 1.5
+    return (reduced_magnetization(temp, p) / m0) ** p.anisotropy_exponent_n
+
+
+def energy_barrier(temp: Tensor, p: MTJParams) -> Tensor:
+    """Delta(T) = Delta0 (T0/T) k(T), kept >= 1 so Arrhenius statistics stay meaningful."""
+    return torch.clamp(p.delta0 * (p.t0_k / temp) * anisotropy_scale(temp, p), min=1.0)
+
+
+def critical_current(temp: Tensor, p: MTJParams) -> Tensor:
+    """I_c0(T) = I_c0(T0) k(T)."""
+    return p.ic0_a * anisotropy_scale(temp, p)
+
+
+def switching_log_rate(current_a: Tensor, temp: Tensor, p: MTJParams) -> Tensor:
+    """z = ln(t_p/tau_sw), so that P_sw = 1 - exp(-exp(z)); computed in the log domain for stable gradients.
+
+    The bracket ``1 - I/I_c0(T)`` is softplus-clamped at zero so that overdriven neurons stay differentiable.
+    """
+    u = 1.0 - current_a / critical_current(temp, p)
+    beta = 20.0
+    u = torch.nn.functional.softplus(beta * u) / beta
+    return math.log(p.t_sense_s / p.tau0_s) - energy_barrier(temp, p) * u**p.switching_exponent_b
+
+
+def switching_probability(current_a: Tensor, temp: Tensor, p: MTJParams) -> Tensor:
+    """Expected switching probability of one sense pulse: the neuron's differentiable output."""
+    z = torch.clamp(switching_log_rate(current_a, temp, p), max=30.0)
+    return -torch.expm1(-torch.exp(z))
+
+
+def tau_spread(n: int, p: MTJParams, spread: bool = True) -> Tensor:
+    """Device thermal time constants: log-spaced between the min and max (devices sized on purpose).
+
+    ``spread=False`` gives every device the geometric mean, for the ablation that measures whether
+    several time scales help.
+    """
+    if not spread or n == 1:
+        return torch.full((n,), math.sqrt(p.tau_th_min_s * p.tau_th_max_s), dtype=torch.float64)
+    return torch.logspace(math.log10(p.tau_th_min_s), math.log10(p.tau_th_max_s), n, dtype=torch.float64)

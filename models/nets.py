@@ -1,0 +1,173 @@
+"""IPNet and its recurrent baselines: one encoder, one memory, one readout.
+
+``TrajectoryNet`` = encoder (features -> embedding) + memory + readout (embedding, memory output ->
+correction to constant velocity in the agent frame). Only the memory differs between models:
+
+- ``ipnet``: a layer of MTJ neurons driven by the embedding; the neuron temperatures are the only state.
+  The heat decays over the real elapsed time of each step (physics), so irregular sampling needs no padding.
+- ``gru`` / ``lstm``: recurrent cells with the same width; they see the interval only as an input feature.
+
+Every model exposes the same streaming step ``step(memory, features, dt) -> (memory, offsets, energy)``;
+``forward_sequence`` is a loop over that very step, so training and serving cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from models.kinematics import N_FEATURES
+from models.mtj import MTJParams, switching_probability, tau_spread, thermal_step
+
+MODEL_KINDS = ("ipnet", "gru", "lstm")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of one learned model (stored in every checkpoint as ``model_args``)."""
+
+    kind: str = "ipnet"
+    n_features: int = N_FEATURES
+    d_embed: int = 32
+    n_memory: int = 64  # MTJ neurons, or hidden units of the GRU/LSTM
+    d_readout: int = 128
+    pred_dt_s: float = 0.1
+    pred_steps: int = 50  # 5 s at 0.1 s
+    tau_spread: bool = True  # IPNet: several thermal time constants (False: all devices equal)
+    mtj: dict[str, float] = field(default_factory=lambda: MTJParams().to_dict())
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"unknown model kind {self.kind!r}; expected one of {MODEL_KINDS}")
+
+    @property
+    def horizons_s(self) -> list[float]:
+        return [self.pred_dt_s * (j + 1) for j in range(self.pred_steps)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class MTJNeuronLayer(nn.Module):
+    """A layer of MTJ neurons: drive -> Joule heat -> temperature (memory) -> switching probability."""
+
+    def __init__(self, n_in: int, n_neurons: int, params: MTJParams, spread: bool = True) -> None:
+        super().__init__()
+        self.params = params
+        self.drive = nn.Linear(n_in, n_neurons)
+        self.register_buffer("tau_dev_s", tau_spread(n_neurons, params, spread).to(torch.float32))
+
+    def initial(self, b: int) -> Tensor:
+        """Every neuron at ambient temperature: (B, N) kelvin."""
+        return torch.full((b, self.drive.out_features), self.params.t0_k)
+
+    def forward(self, temp: Tensor, x: Tensor, dt_s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One frame.
+
+        Args:
+            temp: (B, N) temperatures before the frame, kelvin.
+            x: (B, n_in) embedding of the new observation.
+            dt_s: (B,) scene seconds since the previous observation (0 for a track's first).
+
+        Returns:
+            new temperatures (B, N), switching probabilities (B, N), Joule heat of the frame (B,) joules.
+        """
+        p = self.params
+        volts = p.v_max_v * torch.sigmoid(self.drive(x))  # (B, N)
+        r_p = p.r_p_ohm
+        power = p.duty * volts**2 / r_p  # mean power over the device window, W
+        window = (p.time_scale * dt_s)[:, None]  # device seconds, (B, 1)
+        temp = thermal_step(temp, power, window, self.tau_dev_s, p)
+        temp = torch.clamp(temp, max=p.t_max_k)
+        out = switching_probability(volts / r_p, temp, p)
+        energy = (power * window).sum(dim=1)
+        return temp, out, energy
+
+
+class TrajectoryNet(nn.Module):
+    """Encoder + memory + readout. The memory is a plain tensor passed in and out of ``step``."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = nn.Sequential(nn.Linear(cfg.n_features, cfg.d_embed), nn.Tanh())
+        self.mtj: MTJNeuronLayer | None = None
+        self.cell: nn.Module | None = None
+        if cfg.kind == "ipnet":
+            self.mtj = MTJNeuronLayer(cfg.d_embed, cfg.n_memory, MTJParams(**cfg.mtj), cfg.tau_spread)
+        elif cfg.kind == "gru":
+            self.cell = nn.GRUCell(cfg.d_embed, cfg.n_memory)
+        else:
+            self.cell = nn.LSTMCell(cfg.d_embed, cfg.n_memory)
+        self.readout = nn.Sequential(
+            nn.Linear(cfg.d_embed + cfg.n_memory, cfg.d_readout),
+            nn.GELU(),
+            nn.Linear(cfg.d_readout, cfg.d_readout),
+            nn.GELU(),
+            nn.Linear(cfg.d_readout, 2 * cfg.pred_steps),
+        )
+        # start at "no correction": the untrained model is constant velocity
+        nn.init.zeros_(self.readout[-1].weight)
+        nn.init.zeros_(self.readout[-1].bias)
+
+    @property
+    def memory_size(self) -> int:
+        """Floats of learned state per agent."""
+        return 2 * self.cfg.n_memory if self.cfg.kind == "lstm" else self.cfg.n_memory
+
+    def initial_memory(self, b: int) -> Tensor:
+        """(B, memory_size) state of a new track."""
+        if self.mtj is not None:
+            return self.mtj.initial(b)
+        return torch.zeros(b, self.memory_size)
+
+    def step(self, memory: Tensor, feats: Tensor, dt_s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The streaming step shared by training and serving.
+
+        Args:
+            memory: (B, memory_size) state before the observation.
+            feats: (B, n_features) encoded observation (``models.kinematics.observe``).
+            dt_s: (B,) seconds since the previous observation.
+
+        Returns:
+            memory (B, memory_size), agent-frame correction to constant velocity (B, H, 2), and the
+            modeled physical energy of the memory update (B,) joules (IPNet only; zeros otherwise:
+            the digital memory energy model is in ``models.energy``).
+        """
+        e = self.encoder(feats)  # (B, E)
+        energy = torch.zeros(feats.shape[0])
+        if self.mtj is not None:
+            memory, m_out, energy = self.mtj(memory, e, dt_s)
+        elif self.cfg.kind == "gru":
+            assert self.cell is not None
+            memory = self.cell(e, memory)
+            m_out = memory
+        else:
+            assert self.cell is not None
+            n = self.cfg.n_memory
+            h, c = self.cell(e, (memory[:, :n], memory[:, n:]))
+            memory = torch.cat([h, c], dim=1)
+            m_out = h
+        out = self.readout(torch.cat([e, m_out], dim=1))
+        return memory, out.view(-1, self.cfg.pred_steps, 2), energy
+
+    def forward_sequence(self, feats: Tensor, dt_s: Tensor, valid: Tensor) -> Tensor:
+        """Run the streaming step over padded sequences (training and evaluation).
+
+        Args:
+            feats: (B, L, F); dt_s: (B, L); valid: (B, L) bool, True where an observation exists.
+
+        Returns:
+            (B, L, H, 2) corrections at every step (garbage where not valid).
+        """
+        b, seq_len, _ = feats.shape
+        memory = self.initial_memory(b)
+        outs = []
+        for k in range(seq_len):
+            new_mem, out, _ = self.step(memory, feats[:, k], dt_s[:, k])
+            keep = valid[:, k : k + 1]
+            memory = torch.where(keep, new_mem, memory)
+            outs.append(out)
+        return torch.stack(outs, dim=1)

@@ -1,0 +1,73 @@
+"""Batched streaming inference: the object the evaluation and the service both call.
+
+``Predictor.step`` advances B agents by one observation each and returns their world-frame futures.
+The full per-agent state is plain data: ``kin`` (7 float64: last position, last velocity, heading, step
+count) and ``memory`` (float32: neuron temperatures, or the recurrent hidden state).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.checkpoint import load_checkpoint
+from models.kinematics import KinState, cv_offsets, observe, to_world
+from models.nets import ModelConfig, TrajectoryNet
+
+
+@dataclass
+class StepResult:
+    kin: KinState
+    memory: np.ndarray  # (B, M) float32
+    trajectory: np.ndarray  # (B, H, 2) world metres at horizons_s after each observation
+    energy_j: np.ndarray  # (B,) modeled physical energy of the memory update (IPNet), joules
+
+
+class Predictor:
+    """A learned model (IPNet/GRU/LSTM) or constant velocity (``net=None``) behind one streaming API."""
+
+    def __init__(self, net: TrajectoryNet | None, name: str, version: str, cfg: ModelConfig | None = None) -> None:
+        self.net = net
+        self.name = name
+        self.version = version
+        self.cfg = net.cfg if net is not None else (cfg or ModelConfig())
+        self.horizons_s = np.asarray(self.cfg.horizons_s)
+        if net is not None:
+            net.eval()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, name: str | None = None) -> Predictor:
+        net, meta = load_checkpoint(path)
+        return cls(net, name or net.cfg.kind, meta["version"])
+
+    @classmethod
+    def constant_velocity(cls) -> Predictor:
+        return cls(None, "cv", "cv-1")
+
+    @property
+    def memory_size(self) -> int:
+        return self.net.memory_size if self.net is not None else 0
+
+    def initial_memory(self, b: int) -> np.ndarray:
+        if self.net is None:
+            return np.zeros((b, 0), dtype=np.float32)
+        return self.net.initial_memory(b).numpy()
+
+    @torch.no_grad()
+    def step(
+        self, kin: KinState, memory: np.ndarray, xy: np.ndarray, dt: np.ndarray, types: np.ndarray
+    ) -> StepResult:
+        """Advance B agents by one observation each (one batched forward)."""
+        kin2, feats = observe(kin, xy, dt, types)
+        offsets = cv_offsets(kin2, self.horizons_s)
+        energy = np.zeros(len(xy))
+        if self.net is not None:
+            dt_t = torch.from_numpy(np.where(kin.n == 0, 0.0, dt).astype(np.float32))
+            mem_t, corr, e = self.net.step(torch.from_numpy(memory), torch.from_numpy(feats), dt_t)
+            memory = mem_t.numpy()
+            offsets = offsets + corr.numpy().astype(np.float64)
+            energy = e.numpy().astype(np.float64)
+        return StepResult(kin2, memory, to_world(kin2, offsets), energy)

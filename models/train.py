@@ -1,0 +1,209 @@
+"""Training: an importable ``Trainer`` (no globals), deterministic on CPU.
+
+Every step of every training chunk is supervised (dense supervision): the model predicts the agent's next
+``pred_steps`` positions from every observation, exactly as it does when serving a stream. Chunks restart
+the state, like an evaluation window does; serving keeps the state across the whole track.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from models.data import Track
+from models.kinematics import cv_offsets, to_agent
+from models.nets import ModelConfig, TrajectoryNet
+from models.windows import Perturbation, encode_sequences, perturb_observed
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (stored in the checkpoint beside ``model_args``)."""
+
+    epochs: int = 30
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 128
+    chunk_len: int = 40  # observations per training chunk
+    chunk_stride: int = 10
+    seed: int = 0
+    max_gap_s: float = 1.0  # no target is interpolated across a longer gap in the ground truth
+    augment: bool = False  # random rates, drops, jitter and noise on the observed stream
+    threads: int = 2
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainingSet:
+    feats: torch.Tensor  # (C, L, F)
+    dt: torch.Tensor  # (C, L)
+    valid: torch.Tensor  # (C, L) bool
+    residual: torch.Tensor  # (C, L, H, 2) truth minus constant velocity, agent frame
+    tmask: torch.Tensor  # (C, L, H) bool
+
+    def __len__(self) -> int:
+        return self.feats.shape[0]
+
+
+def data_hash(tracks: list[Track]) -> str:
+    """sha256 of the exact samples a model was trained on (ids, types, times, positions)."""
+    h = hashlib.sha256()
+    for tr in sorted(tracks, key=lambda t: (t.scene_id, t.agent_id)):
+        h.update(f"{tr.scene_id}|{tr.agent_id}|{tr.agent_type}|".encode())
+        h.update(np.ascontiguousarray(tr.t, dtype=np.float64).tobytes())
+        h.update(np.ascontiguousarray(tr.xy, dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def random_perturbation(rng: np.random.Generator) -> Perturbation:
+    """Training-time stream degradation: random rate, drops, jitter and noise (or none)."""
+    if rng.random() < 0.3:
+        return Perturbation()
+    return Perturbation(
+        resample_hz=float(rng.choice([10.0, 5.0, 3.3, 2.0])) if rng.random() < 0.4 else None,
+        drop_rate=float(rng.uniform(0.0, 0.6)) if rng.random() < 0.4 else 0.0,
+        jitter_s=float(rng.uniform(0.0, 0.03)) if rng.random() < 0.3 else 0.0,
+        noise_m=float(rng.uniform(0.0, 0.3)) if rng.random() < 0.4 else 0.0,
+    )
+
+
+def build_training_set(
+    tracks: list[Track], cfg: TrainConfig, horizons_s: np.ndarray, rng: np.random.Generator
+) -> TrainingSet:
+    """Chunk tracks, encode them with the shared encoder and compute per-step residual targets."""
+    seqs_t, seqs_xy, types, owners = [], [], [], []
+    for ti, tr in enumerate(tracks):
+        n = len(tr.t)
+        if n < 3:
+            continue
+        for start in range(0, max(1, n - 2), cfg.chunk_stride):
+            t = tr.t[start : start + cfg.chunk_len]
+            xy = tr.xy[start : start + cfg.chunk_len]
+            if len(t) < 3:
+                continue
+            if cfg.augment:
+                t, xy = perturb_observed(t, xy, random_perturbation(rng), rng)
+            seqs_t.append(t)
+            seqs_xy.append(xy)
+            types.append(tr.agent_type)
+            owners.append(ti)
+            if start + cfg.chunk_len >= n:
+                break
+    enc = encode_sequences(seqs_t, seqs_xy, types)
+    c, seq_len = enc.valid.shape
+    h = len(horizons_s)
+    residual = np.zeros((c, seq_len, h, 2), dtype=np.float32)
+    tmask = np.zeros((c, seq_len, h), dtype=bool)
+    truth = np.zeros((c, seq_len, h, 2))
+    for i, ti in enumerate(owners):
+        tr = tracks[ti]
+        t_obs = seqs_t[i]
+        q = t_obs[:, None] + horizons_s[None, :]  # (n, H) query times
+        truth[i, : len(t_obs), :, 0] = np.interp(q, tr.t, tr.xy[:, 0])
+        truth[i, : len(t_obs), :, 1] = np.interp(q, tr.t, tr.xy[:, 1])
+        hi = np.clip(np.searchsorted(tr.t, q), 1, len(tr.t) - 1)
+        gap = tr.t[hi] - tr.t[hi - 1]
+        ok = (q <= tr.t[-1] + 1e-6) & (gap <= cfg.max_gap_s)
+        tmask[i, : len(t_obs)] = ok
+    for k in range(seq_len):
+        kin = enc.kin_steps[k]
+        cv = cv_offsets(kin, horizons_s)
+        residual[:, k] = (to_agent(kin, truth[:, k]) - cv).astype(np.float32)
+    # the first observation of a chunk has no velocity yet: its prediction is not supervised
+    tmask &= enc.valid[:, :, None]
+    tmask[:, 0] = False
+    return TrainingSet(
+        torch.from_numpy(enc.feats),
+        torch.from_numpy(enc.dt),
+        torch.from_numpy(enc.valid),
+        torch.from_numpy(residual),
+        torch.from_numpy(tmask),
+    )
+
+
+def masked_displacement(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean Euclidean distance over masked points: the ADE being optimised directly."""
+    dist = torch.linalg.vector_norm(pred - target, dim=-1)
+    m = mask.to(dist.dtype)
+    return (dist * m).sum() / m.sum().clamp(min=1.0)
+
+
+class Trainer:
+    """Fits one ``TrajectoryNet`` on tracks and returns it with its training history."""
+
+    def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, progress: bool = True) -> None:
+        self.model_cfg = model_cfg
+        self.cfg = train_cfg
+        self.progress = progress
+        self.history: list[dict[str, float]] = []
+
+    def fit(self, train_tracks: list[Track], val_tracks: list[Track] | None = None) -> TrajectoryNet:
+        cfg = self.cfg
+        torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        horizons = np.asarray(self.model_cfg.horizons_s)
+        train = build_training_set(train_tracks, cfg, horizons, rng)
+        val_cfg = TrainConfig(**{**cfg.to_dict(), "augment": False})
+        val = build_training_set(val_tracks, val_cfg, horizons, rng) if val_tracks else None
+        model = TrajectoryNet(self.model_cfg)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        n_batches = math.ceil(len(train) / cfg.batch_size)
+        total = cfg.epochs * n_batches
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total, 1), pct_start=0.1)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        best_state, best_val = None, math.inf
+        bar = tqdm(total=total, desc=f"train {self.model_cfg.kind}", disable=not self.progress, unit="batch")
+        t_start = time.perf_counter()
+        for epoch in range(cfg.epochs):
+            model.train()
+            perm = torch.randperm(len(train), generator=gen)
+            running = 0.0
+            for bi in range(n_batches):
+                idx = perm[bi * cfg.batch_size : (bi + 1) * cfg.batch_size]
+                out = model.forward_sequence(train.feats[idx], train.dt[idx], train.valid[idx])
+                loss = masked_displacement(out, train.residual[idx], train.tmask[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                running += float(loss)
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{running / (bi + 1):.3f}")
+            record = {"epoch": epoch + 1, "train_loss_m": running / n_batches}
+            if val is not None:
+                record["val_loss_m"] = self.evaluate_loss(model, val)
+                if record["val_loss_m"] < best_val:
+                    best_val = record["val_loss_m"]
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            self.history.append(record)
+        bar.close()
+        self.train_seconds = time.perf_counter() - t_start
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        model.eval()
+        return model
+
+    @torch.no_grad()
+    def evaluate_loss(self, model: TrajectoryNet, ds: TrainingSet) -> float:
+        model.eval()
+        total, weight = 0.0, 0.0
+        for s in range(0, len(ds), 512):
+            sl = slice(s, s + 512)
+            out = model.forward_sequence(ds.feats[sl], ds.dt[sl], ds.valid[sl])
+            m = ds.tmask[sl]
+            total += float(masked_displacement(out, ds.residual[sl], m)) * float(m.sum())
+            weight += float(m.sum())
+        model.train()
+        return total / max(weight, 1.0)
