@@ -56,6 +56,7 @@ class MTJParams:
     t_curie_k: float = 1000.0  # [A] CoFeB Curie temperature (not found in sources)
     anisotropy_exponent_n: float = 2.0  # [A] Callen-Callen exponent
     t_sense_s: float = 10e-9  # [A] width of the switching attempt that reads the neuron (notes worked example)
+    max_drive_s: float = 300e-9  # [A] one observation drives for at most this long (10 tau_max); longer gaps only cool
 
     @property
     def area_m2(self) -> float:

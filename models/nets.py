@@ -79,10 +79,15 @@ class MTJNeuronLayer(nn.Module):
         r_p = p.r_p_ohm
         power = p.duty * volts**2 / r_p  # mean power over the device window, W
         window = (p.time_scale * dt_s)[:, None]  # device seconds, (B, 1)
-        temp = thermal_step(temp, power, window, self.tau_dev_s, p)
+        # a long gap (dropped frames) is mostly cooling: the drive covers at most max_drive_s of it,
+        # the end of the window, so energy stays bounded and the newest motion is what heats the neuron
+        drive_s = torch.clamp(window, max=p.max_drive_s)
+        zero = torch.zeros_like(power)
+        temp = thermal_step(temp, zero, window - drive_s, self.tau_dev_s, p)
+        temp = thermal_step(temp, power, drive_s, self.tau_dev_s, p)
         temp = torch.clamp(temp, max=p.t_max_k)
         out = switching_probability(volts / r_p, temp, p)
-        energy = (power * window).sum(dim=1)
+        energy = (power * drive_s).sum(dim=1)
         return temp, out, energy
 
 

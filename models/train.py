@@ -178,7 +178,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 opt.step()
                 sched.step()
-                running += float(loss)
+                running += loss.item()
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{running / (bi + 1):.3f}")
             record = {"epoch": epoch + 1, "train_loss_m": running / n_batches}

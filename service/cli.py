@@ -1,0 +1,204 @@
+"""The ``ipnet`` command: train, evaluate, energy, card (and serve, once the service is installed).
+
+Heavy imports (torch, the models) happen inside each subcommand so that ``ipnet --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+LEARNED = ("ipnet", "gru", "lstm")
+
+
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--obs-s", type=float, default=2.0, help="observed history, seconds (default 2)")
+    p.add_argument("--pred-s", type=float, default=3.0, help="prediction horizon, seconds (default 3)")
+    p.add_argument("--stride-s", type=float, default=1.0, help="spacing of window anchors, seconds (default 1)")
+    p.add_argument(
+        "--agent-types",
+        default="vehicle",
+        help="comma-separated: vehicle,pedestrian,cyclist,unknown or 'all' (default vehicle)",
+    )
+    p.add_argument("--moving-only", action="store_true", help="only windows whose path exceeds 2 m")
+    p.add_argument("--resample-hz", type=float, default=None, help="resample the observed stream to this rate")
+    p.add_argument("--drop-rate", type=float, default=0.0, help="drop this fraction of observations (seeded)")
+    p.add_argument("--jitter-s", type=float, default=0.0, help="Gaussian timestamp jitter, seconds")
+    p.add_argument("--noise-m", type=float, default=0.0, help="Gaussian position noise, metres")
+    p.add_argument("--seed", type=int, default=0, help="seed of the perturbations")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ipnet", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train IPNet and the recurrent baselines on CPU")
+    p.add_argument("--corpus", default="shipped", help="'shipped' or 'ethucy-loo:<scene>' (see models/corpus.py)")
+    p.add_argument("--data", default=None, help="train on this file/folder instead of a named corpus")
+    p.add_argument("--format", default="auto", choices=["auto", "csv", "av2", "ethucy", "lyft"])
+    p.add_argument("--models", default="ipnet,gru,lstm", help="comma-separated subset of ipnet,gru,lstm")
+    p.add_argument("--epochs", type=int, default=None, help="override the epochs of the training config")
+    p.add_argument("--n-memory", type=int, default=None, help="neurons / hidden units (same for every model)")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--augment", action="store_true", help="train on randomly degraded streams")
+    p.add_argument("--no-tau-spread", action="store_true", help="IPNet ablation: one thermal time constant")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default models/weights)")
+    p.add_argument("--data-root", default=None, help="folder of the shared data (default ../shared/data)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("evaluate", help="ADE/FDE per model on a data set")
+    p.add_argument("--data", required=True, help="file or folder (interchange CSV, AV2, ETH/UCY, Lyft zarr)")
+    p.add_argument("--format", default="auto", choices=["auto", "csv", "av2", "ethucy", "lyft"])
+    p.add_argument("--weights", default=None, help="folder with ipnet.pt, gru.pt, lstm.pt (default: shipped)")
+    p.add_argument("--models", default="ipnet,gru,lstm,cv")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_eval_args(p)
+
+    p = sub.add_parser("energy", help="modeled memory energy per state update, per model")
+    p.add_argument("--weights", default=None, help="folder with ipnet.pt (default: shipped)")
+    p.add_argument("--dt-s", type=float, default=0.1, help="interval between updates (default 0.1 s)")
+    p.add_argument("--sram", default="8KB", choices=["8KB", "32KB", "1MB"], help="Horowitz SRAM size")
+    p.add_argument("--measure-on", default=None, help="data file/folder: measure IPNet's real drive on it")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("card", help="regenerate models/MODEL_CARD.md (evaluation tables)")
+    p.add_argument("--weights", default=None)
+    p.add_argument("--loo-weights", default=None, help="folder with ethucy-loo fold weights")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--out", default=None)
+
+    _add_service_commands(sub)
+    return parser
+
+
+def _add_service_commands(sub: Any) -> None:
+    try:
+        from service.commands import add_commands  # added by the service; optional while it does not exist
+    except ImportError:
+        return
+    add_commands(sub)
+
+
+def _types(s: str) -> tuple[str, ...] | None:
+    return None if s == "all" else tuple(x.strip() for x in s.split(",") if x.strip())
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from models.corpus import corpus, split_train_val
+    from models.data import load_tracks
+    from models.pipeline import train_models
+
+    if args.data:
+        tracks = load_tracks(args.data, args.format)
+        name = f"data:{Path(args.data).name}"
+    else:
+        tracks = corpus(args.corpus, args.data_root)
+        name = args.corpus
+    train, val = split_train_val(tracks)
+    out = train_models(
+        train,
+        val,
+        kinds=[k for k in args.models.split(",") if k],
+        corpus_name=name,
+        out_dir=args.out,
+        epochs=args.epochs,
+        n_memory=args.n_memory,
+        lr=args.lr,
+        augment=args.augment,
+        tau_spread=not args.no_tau_spread,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    for kind, info in out.items():
+        print(f"{kind}: {info['path']}  version {info['version']}  val {info['val_loss_m']:.3f} m  "
+              f"{info['train_seconds']:.0f} s")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from models.data import load_tracks
+    from models.evaluate import Protocol, evaluate
+    from models.pipeline import load_predictors
+    from models.windows import Perturbation
+
+    tracks = load_tracks(args.data, args.format)
+    predictors = load_predictors(args.models.split(","), args.weights)
+    proto = Protocol(
+        obs_s=args.obs_s,
+        pred_s=args.pred_s,
+        stride_s=args.stride_s,
+        agent_types=_types(args.agent_types),
+        moving_only=args.moving_only,
+        perturbation=Perturbation(args.resample_hz, args.drop_rate, args.jitter_s, args.noise_m, args.seed),
+    )
+    result = evaluate(tracks, predictors, proto)
+    result["protocol"]["data"] = str(args.data)
+    result["model_versions"] = {k: p.version for k, p in predictors.items()}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    n = next(iter(result["models"].values()))["n_windows"] if result["models"] else 0
+    print(f"data {args.data}: {n} windows, {args.obs_s:g} s -> {args.pred_s:g} s, types {args.agent_types}"
+          f"{', moving only' if args.moving_only else ''}")
+    print(f"{'model':8s} {'ADE m':>8s} {'FDE m':>8s} {'@1s':>7s} {'@2s':>7s} {'@3s':>7s}")
+    for name, m in result["models"].items():
+        if m["ade_m"] is None:
+            print(f"{name:8s} no windows")
+            continue
+        hz = [m["horizons_s"].get(h) for h in ("1", "2", "3")]
+        hs = " ".join(f"{v:7.3f}" if v is not None else "      -" for v in hz)
+        print(f"{name:8s} {m['ade_m']:8.3f} {m['fde_m']:8.3f} {hs}")
+    return 0
+
+
+def cmd_energy(args: argparse.Namespace) -> int:
+    from models.energy import DigitalMemory, energy_table
+    from models.pipeline import load_predictors, measured_mean_v2
+
+    ip = load_predictors(["ipnet"], args.weights)["ipnet"]
+    assert ip.net is not None
+    mean_v2 = None
+    if args.measure_on:
+        from models.data import load_tracks
+
+        mean_v2 = measured_mean_v2(ip, load_tracks(args.measure_on))
+    table = energy_table(ip.net.cfg, args.dt_s, mean_v2, DigitalMemory(sram=args.sram))
+    if args.json:
+        print(json.dumps(table))
+        return 0
+    e = table["joules_per_update"]
+    print(f"memory energy per state update (dt = {args.dt_s:g} s, {table['n_memory']} neurons/units, "
+          f"SRAM {args.sram}, IPNet drive: {table['ipnet_drive']})")
+    for k, v in e.items():
+        print(f"  {k:18s} {v:.3e} J")
+    print("ratio to IPNet      ours        paper")
+    print(f"  LSTM           {table['ratio_vs_ipnet']['lstm']:10.0f}x  {table['paper_ratio_vs_ipnet']['lstm']:10.0f}x")
+    print(f"  GRU            {table['ratio_vs_ipnet']['gru']:10.0f}x  {'-':>10s}")
+    print(f"  window buffer  {table['ratio_vs_ipnet']['window_buffer']:10.0f}x  "
+          f"{table['paper_ratio_vs_ipnet']['3d_cnn']:10.0f}x (3D-CNN)")
+    return 0
+
+
+def cmd_card(args: argparse.Namespace) -> int:
+    from models.card import write_card
+
+    path = write_card(args.weights, args.loo_weights, args.data_root, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "energy": cmd_energy, "card": cmd_card}
+    if args.command in handlers:
+        return handlers[args.command](args)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Physics of the MTJ neuron: thermal relaxation, steady state, excitability, step composition, robustness."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from models.mtj import (
+    MTJParams,
+    energy_barrier,
+    resistance,
+    switching_probability,
+    tau_spread,
+    thermal_step,
+    tmr,
+)
+from models.nets import MTJNeuronLayer
+
+P = MTJParams()
+F64 = torch.float64
+
+
+def t(x: float) -> torch.Tensor:
+    return torch.tensor(x, dtype=F64)
+
+
+def test_derived_device_values_match_the_parameter_sheet() -> None:
+    # notes section 1: R_P = RA / (pi d^2 / 4) = 5.09 kOhm for d = 50 nm, RA = 10 Ohm um^2
+    assert P.r_p_ohm == pytest.approx(5093, rel=1e-3)
+    # TMR 180% at 300 K from the fitted polarisation law, falling with T (144% at 400 K, 112% at 500 K)
+    assert float(tmr(t(300.0), P)) == pytest.approx(1.80, abs=0.01)
+    assert float(tmr(t(400.0), P)) == pytest.approx(1.44, abs=0.02)
+    assert float(tmr(t(500.0), P)) == pytest.approx(1.12, abs=0.02)
+    assert float(resistance(t(300.0), True, P)) == pytest.approx(14.3e3, rel=0.01)
+    # the drive clamp keeps the steady state within T_max
+    assert P.t0_k + P.v_max_v**2 / P.r_p_ohm * P.r_th_k_per_w <= P.t_max_k
+
+
+def test_relaxation_to_ambient_follows_tau() -> None:
+    tau = t(5e-9)
+    t_hot = t(400.0)
+    for k in (0.5, 1.0, 3.0):
+        got = thermal_step(t_hot, t(0.0), tau * k, tau, P)
+        assert float(got) == pytest.approx(P.t0_k + 100.0 * math.exp(-k), rel=1e-12)
+    assert float(thermal_step(t_hot, t(0.0), tau * 60, tau, P)) == pytest.approx(P.t0_k, abs=1e-9)
+
+
+def test_steady_state_under_constant_drive() -> None:
+    power = t(49e-6)
+    tau = t(2e-9)
+    temp = t(P.t0_k)
+    for _ in range(200):
+        temp = thermal_step(temp, power, t(1e-9), tau, P)
+    assert float(temp) == pytest.approx(P.t0_k + P.r_th_k_per_w * 49e-6, rel=1e-9)  # ~ +98 K
+
+
+def test_two_half_steps_equal_one_step_without_input() -> None:
+    tau = tau_spread(8, P)
+    temp0 = torch.linspace(310, 440, 8, dtype=F64)
+    dt = t(3e-9)
+    one = thermal_step(temp0, t(0.0), dt, tau, P)
+    two = thermal_step(thermal_step(temp0, t(0.0), dt / 2, tau, P), t(0.0), dt / 2, tau, P)
+    torch.testing.assert_close(one, two, rtol=0, atol=1e-10)
+
+
+def test_excitability_rises_monotonically_with_temperature() -> None:
+    temps = torch.linspace(300, 450, 151, dtype=F64)
+    for frac in (0.2, 0.5, 0.8):
+        p_sw = switching_probability(t(frac * P.ic0_a), temps, P)
+        assert torch.all(torch.diff(p_sw) > 0)
+    assert torch.all(torch.diff(energy_barrier(temps, P)) < 0)
+
+
+def test_worked_example_of_the_parameter_sheet() -> None:
+    # notes section 3: Delta(300 K) = 30, I = 0.5 I_c0, t_p = 10 ns, b = 2
+    expected = {300.0: 0.006, 350.0: 0.10, 400.0: 0.55, 450.0: 0.96}
+    for temp, p in expected.items():
+        got = float(switching_probability(t(0.5 * P.ic0_a), t(temp), P))
+        assert got == pytest.approx(p, abs=0.02), temp
+
+
+def test_no_nan_or_inf_for_any_dt_and_extreme_inputs() -> None:
+    torch.manual_seed(0)
+    layer = MTJNeuronLayer(4, 16, P)
+    x = torch.tensor([[0.0] * 4, [1e6] * 4, [-1e6] * 4, [3.0, -2.0, 1e3, -1e3]])
+    temp = layer.initial(4)
+    for dt in (0.0, 1e-12, 0.1, 1.0, 1e3, 1e9, float("inf")):
+        temp, out, energy = layer(temp, x, torch.full((4,), dt))
+        for tensor in (temp, out, energy):
+            assert torch.isfinite(tensor).all(), dt
+        assert (temp >= P.t0_k - 1e-3).all() and (temp <= P.t_max_k + 1e-3).all()
+        assert ((out >= 0) & (out <= 1)).all()
+
+
+def test_gradients_flow_through_the_neuron() -> None:
+    torch.manual_seed(0)
+    layer = MTJNeuronLayer(3, 8, P)
+    temp = layer.initial(2)
+    x = torch.randn(2, 3)
+    for _ in range(3):
+        temp, out, _ = layer(temp, x, torch.full((2,), 0.1))
+    out.sum().backward()
+    grad = layer.drive.weight.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_hot_neuron_fires_more_easily_than_a_cold_one() -> None:
+    # intrinsic plasticity at the layer level: same input, one neuron recently driven hard
+    torch.manual_seed(0)
+    layer = MTJNeuronLayer(1, 1, P, spread=False)
+    with torch.no_grad():
+        layer.drive.weight.fill_(1.0)
+        layer.drive.bias.fill_(0.0)
+    cold = layer.initial(1)
+    hot = cold.clone()
+    for _ in range(10):
+        hot, _, _ = layer(hot, torch.tensor([[4.0]]), torch.tensor([0.1]))
+    probe = torch.tensor([[0.0]])
+    _, out_cold, _ = layer(cold, probe, torch.tensor([0.1]))
+    _, out_hot, _ = layer(hot, probe, torch.tensor([0.1]))
+    assert float(hot) > float(cold) + 10
+    assert float(out_hot) > float(out_cold)
+    # and it forgets: after many time constants without drive it is back to ambient
+    cooled, _, _ = layer(hot, torch.tensor([[-50.0]]), torch.tensor([100.0]))
+    assert float(cooled) == pytest.approx(P.t0_k, abs=0.5)
+
+
+def test_time_constants_are_spread_log_uniformly() -> None:
+    taus = tau_spread(5, P)
+    assert float(taus[0]) == pytest.approx(P.tau_th_min_s)
+    assert float(taus[-1]) == pytest.approx(P.tau_th_max_s)
+    ratios = taus[1:] / taus[:-1]
+    torch.testing.assert_close(ratios, torch.full_like(ratios, float(ratios[0])))
+    same = tau_spread(5, P, spread=False)
+    assert torch.all(same == same[0])
+    # the documented scene-time mapping: 1 ns device at 1e-8 s/s is 100 ms of scene time
+    assert P.tau_scene_s(1e-9) == pytest.approx(0.1)

@@ -1,0 +1,118 @@
+"""Models: the streaming step equals the batched sequence forward; the state is the only memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.kinematics import KinState, type_indices
+from models.nets import MODEL_KINDS, ModelConfig, TrajectoryNet
+from models.predictor import Predictor
+from models.windows import encode_sequences
+
+
+def _random_tracks(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    ts, xys, types = [], [], []
+    for i in range(n):
+        length = int(rng.integers(3, 25))
+        dt = rng.choice([0.1, 0.2, 0.5], size=length) * rng.uniform(0.9, 1.1, size=length)
+        t = 1000.0 + np.cumsum(dt)
+        heading = rng.uniform(-np.pi, np.pi)
+        speed = rng.uniform(0, 15)
+        steps = np.array([np.cos(heading), np.sin(heading)])[None, :] * speed * dt[:, None] + rng.normal(0, 0.1, (length, 2))
+        xy = np.array([5000.0, -3000.0]) + np.cumsum(steps, axis=0)
+        ts.append(t)
+        xys.append(xy)
+        types.append(["vehicle", "pedestrian", "cyclist", "unknown"][i % 4])
+    return ts, xys, types
+
+
+def _trained_like(kind: str) -> TrajectoryNet:
+    torch.manual_seed(1)
+    net = TrajectoryNet(ModelConfig(kind=kind, n_memory=16, d_embed=8, d_readout=16, pred_steps=10))
+    # the readout starts at zero (pure constant velocity); perturb it so the memory matters
+    with torch.no_grad():
+        for prm in net.parameters():
+            prm.add_(0.3 * torch.randn_like(prm))
+    return net.eval()
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_streaming_step_equals_sequence_forward(kind: str) -> None:
+    net = _trained_like(kind)
+    ts, xys, types = _random_tracks(12)
+    enc = encode_sequences(ts, xys, types)
+    with torch.no_grad():
+        seq = net.forward_sequence(torch.from_numpy(enc.feats), torch.from_numpy(enc.dt), torch.from_numpy(enc.valid))
+    seq_last = seq[torch.arange(len(ts)), torch.from_numpy(enc.last_index)].numpy()
+
+    # one observation at a time, agents in a different order each step, as a server would see them
+    pred = Predictor(net, kind, "test")
+    kin = KinState.empty(len(ts))
+    mem = pred.initial_memory(len(ts))
+    last = [None] * len(ts)
+    tindex = type_indices(types)
+    for k in range(max(len(t) for t in ts)):
+        idx = np.array([i for i in range(len(ts)) if k < len(ts[i])])
+        sub_kin = KinState(kin.last_xy[idx], kin.last_v[idx], kin.heading[idx], kin.n[idx])
+        xy = np.stack([xys[i][k] for i in idx])
+        dt = np.array([ts[i][k] - ts[i][k - 1] if k else 0.0 for i in idx])
+        res = pred.step(sub_kin, mem[idx], xy, dt, tindex[idx])
+        kin.last_xy[idx], kin.last_v[idx], kin.heading[idx], kin.n[idx] = (
+            res.kin.last_xy,
+            res.kin.last_v,
+            res.kin.heading,
+            res.kin.n,
+        )
+        mem[idx] = res.memory
+        for j, i in enumerate(idx):
+            last[i] = res.trajectory[j]
+    from models.kinematics import cv_offsets, to_world
+
+    expected = to_world(enc.kin_last, cv_offsets(enc.kin_last, pred.horizons_s) + seq_last)
+    np.testing.assert_allclose(np.stack(last), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_prediction_depends_on_history(kind: str) -> None:
+    """Same last two observations, different past -> different prediction (memory is used)."""
+    net = _trained_like(kind)
+    pred = Predictor(net, kind, "test")
+    t = np.arange(10) * 0.1
+    straight = np.stack([t * 10.0, np.zeros_like(t)], 1)
+    curved = straight.copy()
+    curved[:8, 1] = np.linspace(-4, -0.5, 8)  # arrived from the side, same last two points
+    outs = []
+    for xy in (straight, curved):
+        kin, mem = KinState.empty(1), pred.initial_memory(1)
+        for k in range(len(t)):
+            res = pred.step(kin, mem, xy[k : k + 1], np.array([0.1 if k else 0.0]), np.array([0]))
+            kin, mem = res.kin, res.memory
+        outs.append(res.trajectory[0])
+    assert np.abs(outs[0] - outs[1]).max() > 1e-3
+
+
+def test_untrained_model_is_constant_velocity() -> None:
+    net = TrajectoryNet(ModelConfig(kind="ipnet", n_memory=8, d_embed=8, d_readout=8, pred_steps=5)).eval()
+    pred = Predictor(net, "ipnet", "x")
+    kin, mem = KinState.empty(1), pred.initial_memory(1)
+    for k, xy in enumerate([[0.0, 0.0], [1.0, 1.0]]):
+        res = pred.step(kin, mem, np.array([xy]), np.array([0.5 if k else 0.0]), np.array([0]))
+        kin, mem = res.kin, res.memory
+    np.testing.assert_allclose(res.trajectory[0, -1], [1 + 2 * 0.5, 1 + 2 * 0.5], atol=1e-9)
+
+
+def test_ipnet_memory_is_only_temperatures_and_finite() -> None:
+    net = _trained_like("ipnet")
+    assert net.memory_size == net.cfg.n_memory
+    pred = Predictor(net, "ipnet", "x")
+    kin, mem = KinState.empty(3), pred.initial_memory(3)
+    assert np.allclose(mem, 300.0)
+    xy = np.array([[0.0, 0.0], [1e5, -1e5], [3.0, 4.0]])
+    for dt in (0.0, 0.1, 1e-6, 3600.0):
+        res = pred.step(kin, mem, xy + dt, np.full(3, dt), np.array([0, 1, 2]))
+        kin, mem = res.kin, res.memory
+        assert np.isfinite(res.trajectory).all() and np.isfinite(mem).all()
+        assert (mem >= 299.99).all() and (mem <= 450.01).all()
