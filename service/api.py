@@ -1,0 +1,175 @@
+"""HTTP routes: thin, they parse, delegate to the engine and shape the answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Response
+
+from service.deps import ApiKeyDep, EngineDep, MetricsDep, RuntimeDep
+from service.engine import AgentPrediction, Obs
+from service.errors import NotReady, ServiceError
+from service.schemas import (
+    AGENT_ID_PATTERN,
+    MAX_AGENT_ID_LENGTH,
+    ABPredictResponse,
+    ABReport,
+    AgentDeleted,
+    AgentSummary,
+    AgentType,
+    ErrorResponse,
+    Health,
+    Prediction,
+    PredictRequest,
+    PredictResponse,
+    Readiness,
+)
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    text = {
+        400: "malformed JSON",
+        401: "missing or invalid X-API-Key",
+        404: "unknown agent",
+        409: "timestamp not after the agent's last one, or a write conflict that outlasted the retries",
+        413: "body larger than TRAJPRED_MAX_BODY_BYTES",
+        422: "invalid request: the error names the field, the observation index and the reason",
+        500: "internal error",
+        503: "not ready (starting, stopping) or the state store is unavailable",
+    }
+    return {s: {"model": ErrorResponse, "description": text[s]} for s in statuses}
+
+
+PREDICT_ERRORS = _errors(400, 401, 409, 413, 422, 500, 503)
+AgentIdPath = Annotated[
+    str,
+    Path(min_length=1, max_length=MAX_AGENT_ID_LENGTH, pattern=AGENT_ID_PATTERN, description="agent id"),
+]
+
+v1 = APIRouter(prefix="/v1", dependencies=[ApiKeyDep])
+ops = APIRouter()
+
+
+def _observations(body: PredictRequest) -> list[Obs]:
+    return [Obs(i, o.agent_id, o.timestamp, o.x, o.y, o.agent_type) for i, o in enumerate(body.observations)]
+
+
+def _prediction(p: AgentPrediction) -> Prediction:
+    return Prediction.model_validate(
+        {
+            "agent_id": p.agent_id,
+            "timestamp": p.timestamp,
+            "steps": p.steps,
+            "new_track": p.new_track,
+            "dt_s": p.dt_s,
+            "agent_type": p.agent_type,
+            "trajectory": [
+                {"timestamp": float(t), "x": float(xy[0]), "y": float(xy[1])}
+                for t, xy in zip(p.trajectory_t, p.trajectory_xy, strict=True)
+            ],
+        }
+    )
+
+
+async def _predict_one(engine: EngineDep, body: PredictRequest, role: str) -> PredictResponse:
+    out = await engine.predict(_observations(body), [role])
+    p = engine.predictors[engine.roles[role]]
+    predictions = [_prediction(x) for x in out[role]]
+    return PredictResponse(model=p.name, model_version=p.version, predictions=predictions)
+
+
+@v1.post("/predict", response_model=PredictResponse, responses=PREDICT_ERRORS, summary="IPNet prediction")
+async def predict(body: PredictRequest, engine: EngineDep) -> PredictResponse:
+    """Advance each agent's IPNet state by its observations; one prediction per agent."""
+    return await _predict_one(engine, body, "ipnet")
+
+
+@v1.post("/baseline/predict", response_model=PredictResponse, responses=PREDICT_ERRORS, summary="Baseline")
+async def baseline_predict(body: PredictRequest, engine: EngineDep) -> PredictResponse:
+    """The recurrent baseline (``TRAJPRED_BASELINE``) on its own state."""
+    return await _predict_one(engine, body, "baseline")
+
+
+@v1.post("/ab/predict", response_model=ABPredictResponse, responses=PREDICT_ERRORS, summary="Shadow A/B")
+async def ab_predict(body: PredictRequest, engine: EngineDep) -> ABPredictResponse:
+    """Both models advance their own state on the same observations; both predictions per agent."""
+    out = await engine.predict(_observations(body), ["ipnet", "baseline"])
+    refs = {
+        role: {
+            "model": engine.predictors[engine.roles[role]].name,
+            "model_version": engine.predictors[engine.roles[role]].version,
+        }
+        for role in ("ipnet", "baseline")
+    }
+    return ABPredictResponse.model_validate(
+        {
+            "models": refs,
+            "predictions": {role: [_prediction(x) for x in out[role]] for role in ("ipnet", "baseline")},
+        }
+    )
+
+
+@v1.get("/ab/report", response_model=ABReport, responses=_errors(401, 422, 500, 503), summary="A/B report")
+async def ab_report(
+    engine: EngineDep,
+    agent_type: Annotated[AgentType | None, Query(description="only this agent type")] = None,
+) -> ABReport:
+    """ADE/FDE of both models on identical matured predictions (see ``service.scoring``)."""
+    return ABReport.model_validate(engine.report(agent_type))
+
+
+@v1.get(
+    "/agents/{agent_id:path}",
+    response_model=AgentSummary,
+    responses=_errors(401, 404, 422, 500, 503),
+    summary="Agent state summary",
+)
+async def agent_state(agent_id: AgentIdPath, engine: EngineDep) -> AgentSummary:
+    """Steps, last timestamp, age and (IPNet) the neuron temperatures of every model's state."""
+    return AgentSummary.model_validate({"agent_id": agent_id, "models": await engine.agent_summary(agent_id)})
+
+
+@v1.delete(
+    "/agents/{agent_id:path}",
+    response_model=AgentDeleted,
+    responses=_errors(401, 404, 422, 500, 503),
+    summary="End of track",
+)
+async def agent_delete(agent_id: AgentIdPath, engine: EngineDep) -> AgentDeleted:
+    """Free the agent's state in every model."""
+    return AgentDeleted(agent_id=agent_id, deleted=await engine.end_track(agent_id))
+
+
+@ops.get("/healthz", response_model=Health, responses=_errors(500), summary="Liveness")
+async def healthz() -> Health:
+    """The process answers."""
+    return Health(status="ok")
+
+
+@ops.get("/readyz", response_model=Readiness, responses=_errors(500, 503), summary="Readiness")
+async def readyz(runtime: RuntimeDep) -> Readiness:
+    """Ready once the models are loaded and warmed and the state store answers."""
+    try:
+        await runtime.store.ping()
+    except ServiceError as e:
+        raise NotReady(f"state store unavailable: {e.message}") from e
+    return Readiness(
+        status="ready",
+        models={role: runtime.engine.predictors[name].version for role, name in runtime.engine.roles.items()},
+        store="redis" if runtime.settings.uses_redis else "memory",
+        snapshot=runtime.snapshot_status,
+    )
+
+
+@ops.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
+        **_errors(500, 503),
+    },
+    summary="Prometheus metrics",
+)
+async def metrics(m: MetricsDep) -> Response:
+    """Prometheus text exposition of this app's registry."""
+    return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,368 @@
+"""``create_app(settings)``: the FastAPI application, its lifespan, middleware and error mapping.
+
+The lifespan owns every long-lived object: the loaded models, the state store, the metrics registry, the
+engine and the background tasks (TTL sweep, periodic snapshot). Nothing lives at module level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from models.kinematics import KinState
+from models.predictor import Predictor
+from service import snapshot
+from service.api import ops, v1
+from service.deps import Runtime
+from service.engine import MAX_REPORTED_ISSUES, Engine
+from service.errors import InvalidRequest, MalformedRequest, PayloadTooLarge, ServiceError
+from service.metrics import Metrics
+from service.settings import Settings
+from service.state import AgentState, StateDecodeError
+from service.store import MemoryStore, StateStore
+
+log = logging.getLogger("service.app")
+
+
+# --- models -------------------------------------------------------------------------------------------
+def load_models(settings: Settings) -> dict[str, Predictor]:
+    """Load IPNet and the baseline and run each once, so the first request pays no warm-up."""
+    import torch
+
+    from models.checkpoint import shipped_path
+    from models.pipeline import load_predictors
+
+    torch.set_num_threads(settings.torch_threads)
+    names = ["ipnet", settings.baseline]
+    for name in names:
+        path = shipped_path(name, settings.weights_dir)
+        if name != "cv" and not path.is_file():
+            raise FileNotFoundError(
+                f"model weights {path} not found: train them with `ipnet train` or set TRAJPRED_WEIGHTS_DIR"
+            )
+    predictors = load_predictors(names, settings.weights_dir)
+    for p in predictors.values():
+        types = np.zeros(2, np.int64)
+        r = p.step(KinState.empty(2), p.initial_memory(2), np.zeros((2, 2)), np.zeros(2), types)
+        p.step(r.kin, r.memory, np.ones((2, 2)), np.full(2, 0.1), types)
+    return predictors
+
+
+def build_store(settings: Settings, metrics: Metrics, models: list[str]) -> StateStore:
+    if settings.uses_redis:
+        from service.redis_store import RedisStore
+
+        return RedisStore(
+            settings.store,
+            settings.redis_key_prefix,
+            settings.state_ttl_s,
+            settings.max_agents,
+            models,
+            metrics,
+        )
+    return MemoryStore(settings.state_ttl_s, settings.max_agents, metrics)
+
+
+def _wall_of(record: bytes) -> float:
+    try:
+        return AgentState.from_bytes(record).updated_wall
+    except StateDecodeError:
+        return float("-inf")  # unreadable: older than any TTL, so it is not restored
+
+
+def restore_snapshot(store: MemoryStore, path: Path, metrics: Metrics) -> str:
+    """Load the snapshot at ``path`` into ``store``; a damaged file is reported, set aside and skipped."""
+    try:
+        entries = snapshot.read(path)
+    except snapshot.SnapshotError as e:
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        with contextlib.suppress(OSError):
+            path.replace(aside)
+        metrics.snapshots.labels(event="corrupt").inc()
+        log.error("snapshot %s is damaged (%s): NOT loaded, moved to %s; starting empty", path, e, aside)
+        return f"corrupt: {e} (moved to {aside.name})"
+    if entries is None:
+        return "no snapshot"
+    kept = store.restore(entries, _wall_of)
+    metrics.snapshots.labels(event="restored").inc()
+    log.info("restored %d of %d agent states from %s", kept, len(entries), path)
+    return f"restored {kept} of {len(entries)} states"
+
+
+async def write_snapshot(store: MemoryStore, path: Path, metrics: Metrics, lock: asyncio.Lock) -> None:
+    """Atomically write the store's records (taken in one event-loop step, so no request is half in)."""
+    async with lock:
+        entries = store.entries()
+        try:
+            data = await anyio.to_thread.run_sync(snapshot.encode, entries)
+            await anyio.to_thread.run_sync(snapshot.write_atomic, path, data)
+        except OSError:
+            metrics.snapshots.labels(event="failed").inc()
+            log.exception("snapshot to %s failed", path)
+            return
+    metrics.snapshots.labels(event="written").inc()
+
+
+async def _every(interval_s: float, job: Callable[[], Awaitable[None]], name: str) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await job()
+        except Exception:  # a failing housekeeping round must not kill the loop
+            log.exception("%s failed", name)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    metrics = Metrics()
+    predictors = await anyio.to_thread.run_sync(load_models, settings)
+    roles = {"ipnet": "ipnet", "baseline": settings.baseline}
+    store = build_store(settings, metrics, list(predictors))
+    await store.open()
+    snapshot_status = None
+    if isinstance(store, MemoryStore) and settings.snapshot_path is not None:
+        snapshot_status = restore_snapshot(store, settings.snapshot_path, metrics)
+    engine = Engine(settings, predictors, roles, store, metrics)
+    runtime = Runtime(settings, metrics, predictors, store, engine, snapshot_status)
+    tasks = [asyncio.create_task(_every(settings.eviction_interval_s, engine.maintain, "maintenance"))]
+    snap_lock = asyncio.Lock()
+    if isinstance(store, MemoryStore) and settings.snapshot_path is not None:
+        mem_store, path = store, settings.snapshot_path
+
+        async def periodic() -> None:
+            await write_snapshot(mem_store, path, metrics, snap_lock)
+
+        tasks.append(asyncio.create_task(_every(settings.snapshot_interval_s, periodic, "snapshot")))
+    app.state.runtime = runtime
+    log.info(
+        "ready: ipnet %s, baseline %s %s, store %s",
+        predictors["ipnet"].version,
+        settings.baseline,
+        predictors[settings.baseline].version,
+        "redis" if settings.uses_redis else "memory",
+    )
+    try:
+        yield
+    finally:
+        runtime.stopping = True
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if isinstance(store, MemoryStore) and settings.snapshot_path is not None:
+            # the shutdown snapshot (SIGTERM): a graceful restart loses no agent state
+            await write_snapshot(store, settings.snapshot_path, metrics, snap_lock)
+            log.info("wrote %d agent states to %s", len(store.entries()), settings.snapshot_path)
+        await store.close()
+
+
+# --- middleware ---------------------------------------------------------------------------------------
+def _runtime_metrics(scope: Scope) -> Metrics | None:
+    runtime = getattr(scope["app"].state, "runtime", None) if "app" in scope else None
+    return runtime.metrics if runtime is not None else None
+
+
+class BodyLimitMiddleware:
+    """Reject bodies above ``max_bytes`` with 413 before anything parses them (Content-Length or streamed)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await self._reject(scope, send)
+                return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.max_bytes:
+                await self._reject(scope, send)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+        whole = b"".join(chunks)
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": whole, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        err = PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes", field="body")
+        metrics = _runtime_metrics(scope)
+        if metrics is not None:
+            metrics.rejected.labels(reason=err.code).inc()
+        response = JSONResponse({"error": err.to_dict()}, status_code=err.status)
+        await response(scope, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+class TimingMiddleware:
+    """``trajpred_request_duration_seconds{route}`` by route template (bounded labels, never an id)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            metrics = _runtime_metrics(scope)
+            route = scope.get("route")
+            if metrics is not None:
+                label = getattr(route, "path", None) or "unmatched"
+                metrics.request_duration.labels(route=label).observe(time.perf_counter() - start)
+
+
+# --- errors -------------------------------------------------------------------------------------------
+_TYPE_CODES = {
+    "missing": "missing_field",
+    "extra_forbidden": "extra_field",
+    "finite_number": "not_finite",
+    "greater_than_equal": "out_of_range",
+    "greater_than": "out_of_range",
+    "less_than_equal": "out_of_range",
+    "less_than": "out_of_range",
+    "too_short": "empty_request",
+    "too_long": "too_many_observations",
+}
+
+
+def _code_for(err_type: str, field: str | None) -> str:
+    if err_type in _TYPE_CODES:
+        return _TYPE_CODES[err_type]
+    if err_type.startswith("string_") and field == "agent_id" and err_type != "string_type":
+        return "invalid_agent_id"
+    if err_type == "literal_error":
+        return "invalid_agent_type" if field == "agent_type" else "invalid_value"
+    if err_type.endswith("_type") or err_type.endswith("_parsing"):
+        return "invalid_type"
+    return "invalid_request"
+
+
+def from_validation_error(exc: RequestValidationError) -> ServiceError:
+    """Pydantic/FastAPI errors -> one :class:`ServiceError` naming field, index and reason."""
+    details: list[dict[str, Any]] = []
+    first: tuple[str, str | None, int | None] | None = None
+    for e in exc.errors():
+        loc = list(e.get("loc", ()))
+        source = loc.pop(0) if loc and loc[0] in ("body", "query", "path", "header") else "body"
+        if e.get("type") == "json_invalid":
+            reason = (e.get("ctx") or {}).get("error", "invalid JSON")
+            pos = loc[0] if loc else "?"
+            return MalformedRequest(f"malformed JSON at character {pos}: {reason}", field="body")
+        index: int | None = None
+        if len(loc) >= 2 and loc[0] == "observations" and isinstance(loc[1], int):
+            index = loc[1]
+            field = ".".join(str(x) for x in loc[2:]) or "observations"
+        else:
+            field = ".".join(str(x) for x in loc) or source
+        msg = e.get("msg", "invalid")
+        where = f"observations[{index}].{field}" if index is not None else field
+        details.append({"field": field, "index": index, "message": f"{where}: {msg}"})
+        if first is None:
+            first = (e.get("type", ""), field, index)
+    assert first is not None
+    code = _code_for(first[0], first[1])
+    if code == "empty_request":
+        details[0]["message"] = "observations: at least one observation is required"
+    return InvalidRequest(
+        details[0]["message"],
+        field=first[1],
+        index=first[2],
+        code=code,
+        details=details[:MAX_REPORTED_ISSUES],
+    )
+
+
+def _error_response(request: Request, err: ServiceError) -> JSONResponse:
+    if 400 <= err.status < 500:
+        metrics = _runtime_metrics(request.scope)
+        if metrics is not None:
+            metrics.rejected.labels(reason=err.code).inc()
+    headers = {"WWW-Authenticate": "ApiKey"} if err.status == 401 else None
+    return JSONResponse({"error": err.to_dict()}, status_code=err.status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_service_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ServiceError)
+        return _error_response(request, exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return _error_response(request, from_validation_error(exc))
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "route_not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        err = ServiceError(str(exc.detail), code=code)
+        err.status = exc.status_code
+        return _error_response(request, err)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error_response(request, ServiceError("internal error"))
+
+    app.add_exception_handler(ServiceError, on_service_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+# --- factory ------------------------------------------------------------------------------------------
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new application; its lifespan loads the models and opens the store."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="ipnet-traj",
+        version="0.1.0",
+        summary="Streaming trajectory prediction: IPNet (MTJ thermal memory) with a recurrent baseline, "
+        "shadow A/B and online error and energy metrics.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(v1)
+    app.include_router(ops)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(TimingMiddleware)
+    return app

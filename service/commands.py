@@ -1,0 +1,44 @@
+"""Service subcommands of the ``ipnet`` CLI (``service/cli.py`` picks them up): ``ipnet serve``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``serve`` to the CLI's subparsers."""
+    p = sub.add_parser(
+        "serve",
+        help="run the prediction service (uvicorn, one worker; settings from TRAJPRED_* variables)",
+        description="Run the HTTP prediction service. Every setting is a TRAJPRED_* environment variable.",
+    )
+    p.add_argument("--host", default=None, help="bind address (default TRAJPRED_HOST or 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default TRAJPRED_PORT or 8000)")
+    p.set_defaults(handler=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Build the app from the environment's settings and serve it until SIGINT/SIGTERM."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    host = args.host if args.host is not None else settings.host
+    port = args.port if args.port is not None else settings.port
+    # one worker: the memory store and the online scorer live in this process (use Redis for replicas)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        workers=1,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+    )
+    return 0

@@ -1,0 +1,490 @@
+"""The data plane: observations in, predictions out. Knows no HTTP.
+
+One request: validate it whole (bounds, duplicates) -> lock its agents in this process -> load every
+(model, agent) state in one store round trip -> reject stale timestamps -> one batched step per model and
+per observation rank, off the event loop -> commit all new states conditionally on the versions loaded
+(retry from fresh state if another writer won) -> score earlier predictions, keep the new ones, metrics.
+Nothing is written unless the whole request is accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio.to_thread
+import numpy as np
+
+from models.data import AGENT_TYPES
+from models.energy import memory_energy_per_update_j
+from models.kinematics import TYPE_INDEX, KinState
+from models.predictor import Predictor
+from service.errors import Conflict, InvalidRequest, NotFound, StaleObservation
+from service.metrics import Metrics
+from service.scoring import OnlineScorer
+from service.settings import Settings
+from service.state import AgentState, StateDecodeError, model_tag, new_version, version_of
+from service.store import StateKey, StateStore, Write
+
+log = logging.getLogger("service.engine")
+
+#: every model kind whose state an agent may hold (DELETE frees them all, even of a former baseline)
+ALL_MODEL_KINDS = ("ipnet", "gru", "lstm", "cv")
+MAX_REPORTED_ISSUES = 20
+
+
+@dataclass(frozen=True)
+class Obs:
+    """A schema-valid observation and its index in the request."""
+
+    index: int
+    agent_id: str
+    t: float
+    x: float
+    y: float
+    agent_type: str | None
+
+
+@dataclass
+class AgentPrediction:
+    """One agent's answer for one model."""
+
+    agent_id: str
+    timestamp: float
+    steps: int
+    new_track: bool
+    dt_s: float | None
+    agent_type: str
+    trajectory_t: np.ndarray  # (K,) absolute seconds
+    trajectory_xy: np.ndarray  # (K, 2) metres
+
+
+@dataclass
+class _Computed:
+    """Result of the batched steps of one model (built in a worker thread)."""
+
+    states: list[AgentState]
+    trajectories: np.ndarray  # (A, H, 2) from each agent's newest observation
+    new_track: np.ndarray  # (A,) bool
+    dt_s: np.ndarray  # (A,) float, NaN for a first observation
+    energy_j: float
+    updates: int
+    batch_sizes: list[int]
+    new_tracks: int
+
+
+class KeyLocks:
+    """Per-key asyncio locks, taken in sorted order (no deadlock) and freed when unused."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    @asynccontextmanager
+    async def hold(self, keys: Sequence[str]) -> AsyncIterator[None]:
+        entries = []
+        for k in sorted(set(keys)):
+            entry = self._locks.setdefault(k, (asyncio.Lock(), [0]))
+            entry[1][0] += 1
+            entries.append((k, entry))
+        acquired: list[asyncio.Lock] = []
+        try:
+            for _, (lock, _) in entries:
+                await lock.acquire()
+                acquired.append(lock)
+            yield
+        finally:
+            for lock in reversed(acquired):
+                lock.release()
+            for k, (_, users) in entries:
+                users[0] -= 1
+                if users[0] == 0:
+                    del self._locks[k]
+
+
+class Engine:
+    """Streaming prediction over a state store. ``roles`` maps 'ipnet'/'baseline' to loaded model names."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        predictors: dict[str, Predictor],
+        roles: dict[str, str],
+        store: StateStore,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.predictors = predictors
+        self.roles = roles
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        self.locks = KeyLocks()
+        self.tags = {name: model_tag(p.version) for name, p in predictors.items()}
+        self.scorer = OnlineScorer(
+            metrics,
+            (roles["ipnet"], roles["baseline"]),
+            min_steps=settings.scoring_min_steps,
+            max_total=settings.scoring_max_pending,
+            max_per_agent=settings.scoring_max_pending_per_agent,
+            purge_after_s=settings.state_ttl_s
+            + 2 * max(float(p.horizons_s[-1]) for p in predictors.values()),
+            clock=clock,
+        )
+        for name, p in predictors.items():
+            metrics.model_info.labels(model=name, version=p.version).set(1)
+            h = p.horizons_s
+            if settings.prediction_horizon_s > float(h[-1]) + 1e-9:
+                raise ValueError(
+                    f"prediction_horizon_s={settings.prediction_horizon_s} exceeds model {name}'s "
+                    f"longest horizon {float(h[-1]):g} s"
+                )
+
+    # --- validation -----------------------------------------------------------------------------------
+    def validate(self, observations: Sequence[Obs]) -> dict[str, list[Obs]]:
+        """Settings-dependent checks of the whole request; returns observations grouped per agent.
+
+        Groups keep the order in which agents first appear; each group is sorted by timestamp.
+        """
+        s = self.settings
+        if len(observations) > s.max_observations:
+            raise InvalidRequest(
+                f"{len(observations)} observations in one request; the maximum is {s.max_observations}",
+                field="observations",
+                code="too_many_observations",
+            )
+        latest = self.clock() + s.max_future_s
+        issues: list[tuple[str, int, str, str]] = []
+        for o in observations:
+            for name, v in (("x", o.x), ("y", o.y)):
+                if abs(v) > s.max_abs_coordinate_m:
+                    issues.append(
+                        (
+                            name,
+                            o.index,
+                            f"|{name}| = {abs(v):g} m exceeds {s.max_abs_coordinate_m:g} m",
+                            "coordinate_out_of_range",
+                        )
+                    )
+            if o.t > latest:
+                issues.append(
+                    (
+                        "timestamp",
+                        o.index,
+                        f"timestamp {o.t:.3f} is more than {s.max_future_s:g} s in the future",
+                        "timestamp_in_future",
+                    )
+                )
+        groups: dict[str, list[Obs]] = {}
+        for o in observations:
+            groups.setdefault(o.agent_id, []).append(o)
+        for agent, group in groups.items():
+            group.sort(key=lambda o: o.t)
+            for a, b in itertools.pairwise(group):
+                if b.t == a.t:
+                    issues.append(
+                        (
+                            "timestamp",
+                            b.index,
+                            f"agent {agent!r} has two observations at timestamp {b.t!r} "
+                            f"(indexes {a.index} and {b.index})",
+                            "duplicate_timestamp",
+                        )
+                    )
+        if issues:
+            issues.sort(key=lambda i: (i[1], i[0]))
+            first = issues[0]
+            raise InvalidRequest(
+                f"observations[{first[1]}].{first[0]}: {first[2]}",
+                field=first[0],
+                index=first[1],
+                code=first[3],
+                details=[
+                    {"field": f, "index": i, "message": f"observations[{i}].{f}: {m}"}
+                    for f, i, m, _ in issues[:MAX_REPORTED_ISSUES]
+                ],
+            )
+        return groups
+
+    # --- predict --------------------------------------------------------------------------------------
+    async def predict(
+        self, observations: Sequence[Obs], roles: Sequence[str]
+    ) -> dict[str, list[AgentPrediction]]:
+        """Apply the observations to the state of each role's model; one prediction per agent and role."""
+        groups = self.validate(observations)
+        models = [self.roles[r] for r in roles]
+        agents = list(groups)
+        keys: list[StateKey] = [(m, a) for m in models for a in agents]
+        async with self.locks.hold(agents):
+            for _ in range(self.settings.commit_retries):
+                raw = await self.store.load(keys)
+                loaded = {k: self._decode(k, r) for k, r in zip(keys, raw, strict=True)}
+                versions = {k: version_of(r) for k, r in zip(keys, raw, strict=True)}
+                self._check_stale(models, groups, loaded)
+                computed = await anyio.to_thread.run_sync(self._compute_all, models, agents, groups, loaded)
+                writes = [
+                    Write((m, a), versions[(m, a)], computed[m].states[i].to_bytes())
+                    for m in models
+                    for i, a in enumerate(agents)
+                ]
+                if await self.store.commit(writes):
+                    break
+                self.metrics.commit_conflicts.inc()
+            else:
+                raise Conflict(
+                    f"the agents' state kept changing in {self.settings.commit_retries} attempts; retry",
+                    field="agent_id",
+                )
+        return self._after_commit(models, roles, agents, groups, computed)
+
+    def _decode(self, key: StateKey, raw: bytes | None) -> AgentState | None:
+        if raw is None:
+            return None
+        try:
+            st = AgentState.from_bytes(raw)
+        except StateDecodeError as e:
+            log.warning("state of %s/%s unreadable (%s): starting a new track", key[0], key[1], e)
+            return None
+        if st.tag != self.tags[key[0]] or st.memory.size != self.predictors[key[0]].memory_size:
+            return None  # written by other weights: its memory means nothing to this model
+        return st
+
+    def _check_stale(
+        self, models: Sequence[str], groups: dict[str, list[Obs]], loaded: dict[StateKey, AgentState | None]
+    ) -> None:
+        for m in models:
+            for agent, group in groups.items():
+                st = loaded[(m, agent)]
+                if st is not None and group[0].t <= st.last_t:
+                    o = group[0]
+                    raise StaleObservation(
+                        f"observations[{o.index}].timestamp: {o.t!r} is not after the last observation "
+                        f"of agent {agent!r} ({st.last_t!r}, model {m}); send observations in time order",
+                        field="timestamp",
+                        index=o.index,
+                    )
+
+    def _compute_all(
+        self,
+        models: Sequence[str],
+        agents: list[str],
+        groups: dict[str, list[Obs]],
+        loaded: dict[StateKey, AgentState | None],
+    ) -> dict[str, _Computed]:
+        return {m: self._compute(m, agents, groups, [loaded[(m, a)] for a in agents]) for m in models}
+
+    def _compute(
+        self, model: str, agents: list[str], groups: dict[str, list[Obs]], states: list[AgentState | None]
+    ) -> _Computed:
+        """Blocking: every observation rank is one batched ``Predictor.step`` over the agents that have it."""
+        pred = self.predictors[model]
+        n_agents = len(agents)
+        kin_arr = np.zeros((n_agents, 7))
+        kin_arr[:] = KinState.empty(1).to_array()[0]
+        memory = pred.initial_memory(n_agents)
+        last_t = np.full(n_agents, -np.inf)
+        start_t = np.zeros(n_agents)
+        types = np.full(n_agents, TYPE_INDEX["unknown"], dtype=np.int64)
+        for i, st in enumerate(states):
+            if st is not None:
+                kin_arr[i], memory[i], last_t[i], start_t[i], types[i] = (
+                    st.kin,
+                    st.memory,
+                    st.last_t,
+                    st.track_start_t,
+                    st.agent_type,
+                )
+        trajectories = np.zeros((n_agents, len(pred.horizons_s), 2))
+        new_track = np.zeros(n_agents, dtype=bool)
+        dt_used = np.full(n_agents, np.nan)
+        energy, updates, new_tracks = 0.0, 0, 0
+        batch_sizes = []
+        ttl = self.settings.state_ttl_s
+        depth = max(len(g) for g in groups.values())
+        for k in range(depth):
+            idx = np.array([i for i, a in enumerate(agents) if len(groups[a]) > k], dtype=np.int64)
+            obs = [groups[agents[i]][k] for i in idx]
+            t = np.array([o.t for o in obs])
+            xy = np.array([[o.x, o.y] for o in obs], dtype=np.float64)
+            for j, o in enumerate(obs):
+                if o.agent_type is not None:
+                    types[idx[j]] = TYPE_INDEX[o.agent_type]
+            kin = KinState.from_array(kin_arr[idx])
+            mem = memory[idx]
+            gap = t - last_t[idx]
+            reset = (kin.n == 0) | (gap > ttl)
+            if reset.any():
+                # a first observation, or a gap longer than the TTL: the old track is over
+                fresh = KinState.empty(int(reset.sum())).to_array()
+                arr = kin.to_array()
+                arr[reset] = fresh
+                kin = KinState.from_array(arr)
+                mem[reset] = pred.initial_memory(int(reset.sum()))
+                start_t[idx[reset]] = t[reset]
+                new_track[idx[reset]] = True
+                new_tracks += int(reset.sum())
+            dt = np.where(reset, 0.0, gap)
+            res = pred.step(kin, mem, xy, dt, types[idx])
+            kin_arr[idx] = res.kin.to_array()
+            memory[idx] = res.memory
+            last_t[idx] = t
+            dt_used[idx] = np.where(reset, np.nan, dt)
+            trajectories[idx] = res.trajectory  # later ranks overwrite: the newest observation wins
+            batch_sizes.append(len(idx))
+            updates += len(idx)
+            if pred.net is not None and pred.net.mtj is not None:
+                energy += float(res.energy_j.sum())
+            else:
+                energy += sum(memory_energy_per_update_j(pred.name, pred.cfg, float(d)) for d in dt)
+        wall = self.clock()
+        tag = self.tags[model]
+        new_states = [
+            AgentState(
+                kin_arr[i].copy(),
+                memory[i].copy(),
+                float(last_t[i]),
+                float(start_t[i]),
+                int(types[i]),
+                tag,
+                new_version(),
+                wall,
+            )
+            for i in range(n_agents)
+        ]
+        return _Computed(
+            new_states, trajectories, new_track, dt_used, energy, updates, batch_sizes, new_tracks
+        )
+
+    def _after_commit(
+        self,
+        models: Sequence[str],
+        roles: Sequence[str],
+        agents: list[str],
+        groups: dict[str, list[Obs]],
+        computed: dict[str, _Computed],
+    ) -> dict[str, list[AgentPrediction]]:
+        met = self.metrics
+        for m in models:
+            c = computed[m]
+            met.observations.labels(model=m).inc(c.updates)
+            met.memory_energy.labels(model=m).inc(c.energy_j)
+            if c.new_tracks:
+                met.new_tracks.labels(model=m).inc(c.new_tracks)
+            for b in c.batch_sizes:
+                met.batch_agents.observe(b)
+            pred = self.predictors[m]
+            if pred.net is not None and pred.net.mtj is not None:
+                met.neuron_temperature.observe_many(np.stack([s.memory for s in c.states]))
+        # score what these observations reveal, then keep the new predictions
+        for a in agents:
+            for o in groups[a]:
+                self.scorer.observe(a, o.t, np.array([o.x, o.y]))
+        first = computed[models[0]]
+        horizons = self.predictors[models[0]].horizons_s
+        same_grid = all(np.array_equal(self.predictors[m].horizons_s, horizons) for m in models)
+        for i, a in enumerate(agents):
+            newest = groups[a][-1]
+            dt = float(first.dt_s[i])
+            steps = min(computed[m].states[i].steps for m in models)
+            if same_grid:
+                self.scorer.add(
+                    a,
+                    AGENT_TYPES[first.states[i].agent_type],
+                    newest.t,
+                    np.array([newest.x, newest.y]),
+                    steps,
+                    horizons,
+                    {m: computed[m].trajectories[i] for m in models},
+                    step_s=None if math.isnan(dt) else dt,
+                )
+        out: dict[str, list[AgentPrediction]] = {}
+        for role, m in zip(roles, models, strict=True):
+            out[role] = self._answers(m, agents, groups, computed[m])
+        return out
+
+    def _answers(
+        self, model: str, agents: list[str], groups: dict[str, list[Obs]], c: _Computed
+    ) -> list[AgentPrediction]:
+        h = self.predictors[model].horizons_s
+        keep = h <= self.settings.prediction_horizon_s + 1e-9
+        out = []
+        for i, a in enumerate(agents):
+            st = c.states[i]
+            dt = float(c.dt_s[i])
+            out.append(
+                AgentPrediction(
+                    agent_id=a,
+                    timestamp=st.last_t,
+                    steps=st.steps,
+                    new_track=bool(c.new_track[i]),
+                    dt_s=None if math.isnan(dt) else dt,
+                    agent_type=AGENT_TYPES[st.agent_type],
+                    trajectory_t=st.last_t + h[keep],
+                    trajectory_xy=c.trajectories[i][keep],
+                )
+            )
+        return out
+
+    # --- agents ---------------------------------------------------------------------------------------
+    async def agent_summary(self, agent_id: str) -> dict[str, dict[str, object]]:
+        """Per-model state summary of one agent; :class:`NotFound` when no model tracks it."""
+        models = list(self.predictors)
+        raw = await self.store.load([(m, agent_id) for m in models])
+        now = self.clock()
+        out: dict[str, dict[str, object]] = {}
+        for m, r in zip(models, raw, strict=True):
+            st = self._decode((m, agent_id), r)
+            if st is None:
+                continue
+            pred = self.predictors[m]
+            is_ipnet = pred.net is not None and pred.net.mtj is not None
+            out[m] = {
+                "model_version": pred.version,
+                "steps": st.steps,
+                "last_timestamp": st.last_t,
+                "track_start": st.track_start_t,
+                "age_s": max(0.0, now - st.updated_wall),
+                "agent_type": AGENT_TYPES[st.agent_type],
+                "neuron_temperatures_k": [float(v) for v in st.memory] if is_ipnet else None,
+            }
+        if not out:
+            raise NotFound(f"no state for agent {agent_id!r}", field="agent_id")
+        return out
+
+    async def end_track(self, agent_id: str) -> list[str]:
+        """Free the agent's state in every model (end of track)."""
+        async with self.locks.hold([agent_id]):
+            deleted = await self.store.delete(agent_id, ALL_MODEL_KINDS)
+        self.scorer.forget(agent_id)
+        if not deleted:
+            raise NotFound(f"no state for agent {agent_id!r}", field="agent_id")
+        self.metrics.evictions.labels(reason="ended").inc(len(deleted))
+        return deleted
+
+    # --- report ---------------------------------------------------------------------------------------
+    def report(self, agent_type: str | None = None) -> dict[str, object]:
+        """The online A/B comparison (see ``service.scoring``)."""
+        r = self.scorer.report(agent_type)
+        for role in ("ipnet", "baseline"):
+            p = self.predictors[self.roles[role]]
+            r[role] = {"model": p.name, "model_version": p.version, **r[role]}  # type: ignore[dict-item]
+        return {
+            "models": {"ipnet": r["ipnet"], "baseline": r["baseline"]},
+            "ade_reduction": r["ade_reduction"],
+            "horizons_s": r["horizons_s"],
+            "agent_type": agent_type,
+            "horizon_s": self.scorer.horizon_s,
+            "min_steps": self.scorer.min_steps,
+            "pending": self.scorer.pending,
+        }
+
+    async def maintain(self) -> None:
+        """Periodic housekeeping: TTL sweep of the store, purge of unobserved predictions."""
+        await self.store.sweep()
+        self.scorer.purge()

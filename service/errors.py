@@ -1,0 +1,110 @@
+"""The one error hierarchy of the service. The data plane raises these; the HTTP layer maps them once.
+
+Every error carries an HTTP status, a stable machine code (also the ``reason`` label of
+``trajpred_rejected_requests_total``), a human message and, for input errors, the offending field and the
+index of the observation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    """Base class: ``status`` and ``code`` are class defaults, overridable per instance."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        index: int | None = None,
+        code: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.index = index
+        if code is not None:
+            self.code = code
+        self.details = details or []
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``error`` object of the JSON body."""
+        body: dict[str, Any] = {
+            "status": self.status,
+            "code": self.code,
+            "message": self.message,
+            "field": self.field,
+            "index": self.index,
+        }
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class InvalidRequest(ServiceError):
+    """Input that breaks the contract (schema, bounds, duplicates): 422."""
+
+    status = 422
+    code = "invalid_request"
+
+
+class MalformedRequest(ServiceError):
+    """A body that is not JSON at all: 400."""
+
+    status = 400
+    code = "malformed_json"
+
+
+class PayloadTooLarge(ServiceError):
+    """A body above ``max_body_bytes``: 413."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class Unauthorized(ServiceError):
+    """Missing or wrong ``X-API-Key``: 401."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class NotFound(ServiceError):
+    """No state for this agent: 404."""
+
+    status = 404
+    code = "not_found"
+
+
+class StaleObservation(ServiceError):
+    """An observation not after the agent's last one: 409 (it would rewrite history)."""
+
+    status = 409
+    code = "stale_timestamp"
+
+
+class Conflict(ServiceError):
+    """Concurrent writers kept changing the same agents; the client may retry: 409."""
+
+    status = 409
+    code = "write_conflict"
+
+
+class NotReady(ServiceError):
+    """Models not loaded or the state store unreachable: 503."""
+
+    status = 503
+    code = "not_ready"
+
+
+class StoreUnavailable(ServiceError):
+    """The state store failed (e.g. Redis down): 503."""
+
+    status = 503
+    code = "store_unavailable"

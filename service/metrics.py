@@ -1,0 +1,159 @@
+"""Prometheus metrics of one app, in an explicit ``CollectorRegistry`` (never the global one).
+
+Labels are bounded sets (model, route, reason, horizon): never an agent id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+ERROR_BUCKETS_M = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 50.0)
+TEMPERATURE_BUCKETS_K = (300.5, 301.0, 302.0, 305.0, 310.0, 320.0, 340.0, 360.0, 380.0, 400.0, 425.0, 450.0)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class BulkHistogram(Collector):
+    """An unlabelled histogram fed with whole numpy arrays at once.
+
+    The neuron-temperature histogram gets (agents x neurons) values per request; one Python call per value
+    would cost more than the forward itself.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = np.asarray(buckets, dtype=np.float64)
+        self.counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)  # last: above every bound (+Inf)
+        self.sum = 0.0
+
+    def observe_many(self, values: np.ndarray) -> None:
+        v = np.asarray(values, dtype=np.float64).ravel()
+        if v.size == 0:
+            return
+        idx = np.searchsorted(self.bounds, v, side="left")  # bucket i holds v <= bounds[i]
+        self.counts += np.bincount(idx, minlength=len(self.counts))
+        self.sum += float(v.sum())
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        cumulative = np.cumsum(self.counts)
+        buckets = [(f"{b:g}", float(c)) for b, c in zip(self.bounds, cumulative[:-1], strict=True)]
+        buckets.append(("+Inf", float(cumulative[-1])))
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=self.sum)
+
+
+class Metrics:
+    """Every metric of the service; also the :class:`service.store.StoreEvents` sink."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.request_duration = Histogram(
+            "trajpred_request_duration_seconds",
+            "HTTP request duration by route template",
+            ["route"],
+            buckets=DURATION_BUCKETS_S,
+            registry=r,
+        )
+        self.observations = Counter(
+            "trajpred_observations_total", "observations applied to a model's state", ["model"], registry=r
+        )
+        self.rejected = Counter(
+            "trajpred_rejected_requests_total",
+            "requests answered with a 4xx, by error code",
+            ["reason"],
+            registry=r,
+        )
+        self.tracked_agents = Gauge(
+            "trajpred_tracked_agents",
+            "agents with a live state, per model (this store's view)",
+            ["model"],
+            registry=r,
+        )
+        self.evictions = Counter(
+            "trajpred_state_evictions_total",
+            "per-model agent states removed: ttl (idle), capacity (max agents), ended (DELETE)",
+            ["reason"],
+            registry=r,
+        )
+        self.displacement_error = Histogram(
+            "trajpred_displacement_error_meters",
+            "online displacement error of scored predictions at 1, 2 and 3 s",
+            ["model", "horizon_s"],
+            buckets=ERROR_BUCKETS_M,
+            registry=r,
+        )
+        self.ade = Histogram(
+            "trajpred_ade_meters",
+            "ADE of matured scored predictions",
+            ["model"],
+            buckets=ERROR_BUCKETS_M,
+            registry=r,
+        )
+        self.fde = Histogram(
+            "trajpred_fde_meters",
+            "FDE of matured scored predictions",
+            ["model"],
+            buckets=ERROR_BUCKETS_M,
+            registry=r,
+        )
+        self.memory_energy = Counter(
+            "trajpred_memory_energy_joules",
+            "modeled memory energy of every state update (models.energy; IPNet: Joule heat of its neurons)",
+            ["model"],
+            registry=r,
+        )
+        self.neuron_temperature = BulkHistogram(
+            "trajpred_neuron_temperature_kelvin",
+            "IPNet neuron temperatures after each update (every neuron of every agent)",
+            TEMPERATURE_BUCKETS_K,
+        )
+        r.register(self.neuron_temperature)
+        self.batch_agents = Histogram(
+            "trajpred_batch_agents", "agents per batched model step", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.model_info = Gauge(
+            "trajpred_model_info", "loaded model versions (value 1)", ["model", "version"], registry=r
+        )
+        self.new_tracks = Counter(
+            "trajpred_new_tracks_total",
+            "tracks started (first observation or gap longer than the TTL)",
+            ["model"],
+            registry=r,
+        )
+        self.scoring = Counter(
+            "trajpred_scored_predictions_total",
+            "kept predictions by outcome: matured (scored), incomplete (gap in the observed future), "
+            "unobserved (horizon passed without observations), dropped (memory bound)",
+            ["outcome"],
+            registry=r,
+        )
+        self.pending_predictions = Gauge(
+            "trajpred_pending_predictions", "predictions kept until their horizon has passed", registry=r
+        )
+        self.commit_conflicts = Counter(
+            "trajpred_commit_conflicts_total",
+            "optimistic commits retried because another writer won",
+            registry=r,
+        )
+        self.snapshots = Counter(
+            "trajpred_snapshots_total",
+            "snapshot events: written, failed, restored, corrupt",
+            ["event"],
+            registry=r,
+        )
+
+    # StoreEvents
+    def evicted(self, model: str, reason: str, n: int) -> None:
+        self.evictions.labels(reason=reason).inc(n)
+
+    def tracked(self, model: str, n: int) -> None:
+        self.tracked_agents.labels(model=model).set(n)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of this registry."""
+        return generate_latest(self.registry)

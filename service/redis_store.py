@@ -1,0 +1,199 @@
+"""The Redis state store: the same records as the memory store, shared by several replicas.
+
+Keys: ``<prefix>:s:<model>:<agent_id>`` hold one state record (``service.state``) with a Redis TTL;
+``<prefix>:idx:<model>`` is a sorted set of agent ids scored by the Redis server time of their last write,
+used for capacity eviction and the tracked-agents count.
+
+A request is one ``MGET`` (load) and one Lua script call (commit). The script checks that every key still
+holds the version that was loaded, then writes all records, refreshes their TTL and evicts beyond
+``max_agents``, atomically: a replica that lost a race writes nothing and retries from fresh state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from service.errors import StoreUnavailable
+from service.state import VERSION_OFFSET, VERSION_SIZE
+from service.store import StateKey, StoreEvents, Write
+
+# KEYS: n state keys, then the index key of each.
+# ARGV: n, ttl_ms, max_agents, then per key: expected version (8 bytes, "" = must be absent), record,
+#       agent id, state-key prefix of its model (for deleting evicted agents).
+# Returns {0, i} on a version conflict at key i, else {1, idx1, ttl1, cap1, count1, idx2, ...}.
+_COMMIT_LUA = f"""
+local n = tonumber(ARGV[1])
+local ttl_ms = tonumber(ARGV[2])
+local max_agents = tonumber(ARGV[3])
+for i = 1, n do
+  local expected = ARGV[4 * i]
+  local cur = redis.call('GET', KEYS[i])
+  if expected == '' then
+    if cur then return {{0, i}} end
+  elseif (not cur) or string.sub(cur, {VERSION_OFFSET + 1}, {VERSION_OFFSET + VERSION_SIZE}) ~= expected then
+    return {{0, i}}
+  end
+end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, n do
+  redis.call('SET', KEYS[i], ARGV[4 * i + 1], 'PX', ttl_ms)
+  redis.call('ZADD', KEYS[n + i], now_ms, ARGV[4 * i + 2])
+end
+local out = {{1}}
+local seen = {{}}
+for i = 1, n do
+  local idx = KEYS[n + i]
+  if not seen[idx] then
+    seen[idx] = true
+    -- members whose state key Redis already expired
+    local expired = redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. (now_ms - ttl_ms))
+    local over = redis.call('ZCARD', idx) - max_agents
+    local evicted = 0
+    if over > 0 then
+      local popped = redis.call('ZPOPMIN', idx, over)
+      for j = 1, #popped, 2 do
+        redis.call('DEL', ARGV[4 * i + 3] .. popped[j])
+        evicted = evicted + 1
+      end
+    end
+    table.insert(out, idx)
+    table.insert(out, expired)
+    table.insert(out, evicted)
+    table.insert(out, redis.call('ZCARD', idx))
+  end
+end
+return out
+"""
+
+# KEYS: index keys of every model. ARGV: ttl_ms. Returns {expired1, count1, expired2, count2, ...}.
+_SWEEP_LUA = """
+local ttl_ms = tonumber(ARGV[1])
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for i = 1, #KEYS do
+  table.insert(out, redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. (now_ms - ttl_ms)))
+  table.insert(out, redis.call('ZCARD', KEYS[i]))
+end
+return out
+"""
+
+
+class RedisStore:
+    """State records in Redis (``redis.asyncio``); see the module docstring."""
+
+    def __init__(
+        self, url: str, prefix: str, ttl_s: float, max_agents: int, models: Sequence[str], events: StoreEvents
+    ) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.ttl_ms = max(1, round(ttl_s * 1000))
+        self.max_agents = max_agents
+        self.models = list(models)
+        self.events = events
+        self._redis: aioredis.Redis | None = None
+        self._commit: Any = None
+        self._sweep: Any = None
+
+    def state_prefix(self, model: str) -> str:
+        return f"{self.prefix}:s:{model}:"
+
+    def key(self, model: str, agent: str) -> str:
+        return self.state_prefix(model) + agent
+
+    def index_key(self, model: str) -> str:
+        return f"{self.prefix}:idx:{model}"
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise StoreUnavailable("the Redis store is not open")
+        return self._redis
+
+    async def open(self) -> None:
+        self._redis = aioredis.Redis.from_url(self.url, decode_responses=False, health_check_interval=30)
+        self._commit = self._redis.register_script(_COMMIT_LUA)
+        self._sweep = self._redis.register_script(_SWEEP_LUA)
+        await self.ping()
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    async def ping(self) -> None:
+        try:
+            await self.redis.ping()
+        except RedisError as e:
+            raise StoreUnavailable(f"Redis at {self.url} is unreachable: {e}") from e
+
+    async def load(self, keys: Sequence[StateKey]) -> list[bytes | None]:
+        if not keys:
+            return []
+        try:
+            values = await self.redis.mget([self.key(m, a) for m, a in keys])
+        except RedisError as e:
+            raise StoreUnavailable(f"Redis load failed: {e}") from e
+        return [v if isinstance(v, bytes) or v is None else str(v).encode() for v in values]
+
+    async def commit(self, writes: Sequence[Write]) -> bool:
+        if not writes:
+            return True
+        keys = [self.key(*w.key) for w in writes] + [self.index_key(w.key[0]) for w in writes]
+        args: list[Any] = [len(writes), self.ttl_ms, self.max_agents]
+        for w in writes:
+            expected = w.expected.to_bytes(VERSION_SIZE, "little") if w.expected else b""
+            args += [expected, w.record, w.key[1], self.state_prefix(w.key[0])]
+        try:
+            out = await self._commit(keys=keys, args=args)
+        except RedisError as e:
+            raise StoreUnavailable(f"Redis commit failed: {e}") from e
+        if int(out[0]) == 0:
+            return False
+        self._report(out[1:], with_capacity=True)
+        return True
+
+    def _report(self, flat: list[Any], with_capacity: bool) -> None:
+        step = 4 if with_capacity else 3
+        for i in range(0, len(flat), step):
+            idx = flat[i].decode() if isinstance(flat[i], bytes) else str(flat[i])
+            model = idx.rsplit(":", 1)[1]
+            expired = int(flat[i + 1])
+            if expired:
+                self.events.evicted(model, "ttl", expired)
+            if with_capacity and int(flat[i + 2]):
+                self.events.evicted(model, "capacity", int(flat[i + 2]))
+            self.events.tracked(model, int(flat[i + step - 1]))
+
+    async def delete(self, agent_id: str, models: Sequence[str]) -> list[str]:
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for m in models:
+                    pipe.delete(self.key(m, agent_id))
+                    pipe.zrem(self.index_key(m), agent_id)
+                for m in models:
+                    pipe.zcard(self.index_key(m))
+                res = await pipe.execute()
+        except RedisError as e:
+            raise StoreUnavailable(f"Redis delete failed: {e}") from e
+        deleted = [m for i, m in enumerate(models) if int(res[2 * i])]
+        for i, m in enumerate(models):
+            self.events.tracked(m, int(res[2 * len(models) + i]))
+        return deleted
+
+    async def sweep(self) -> None:
+        """Drop index members whose records Redis expired; refresh the tracked counts."""
+        keys = [self.index_key(m) for m in self.models]
+        try:
+            out = await self._sweep(keys=keys, args=[self.ttl_ms])
+        except RedisError as e:
+            raise StoreUnavailable(f"Redis sweep failed: {e}") from e
+        flat: list[Any] = []
+        for i, k in enumerate(keys):
+            flat += [k, out[2 * i], out[2 * i + 1]]
+        self._report(flat, with_capacity=False)

@@ -1,0 +1,172 @@
+"""Request and response schemas of the HTTP API (pydantic v2). Clients may import them.
+
+Requests are strict: no extra fields, no booleans or strings for numbers, no NaN or infinity. Bounds that
+depend on settings (coordinates, future timestamps, observation count) are checked by the engine, with
+the same error shape.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+AgentType = Literal["vehicle", "pedestrian", "cyclist", "unknown"]
+MAX_AGENT_ID_LENGTH = 128
+#: printable characters only: no C0/C1 control characters, no DEL
+AGENT_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
+AgentId = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_AGENT_ID_LENGTH, pattern=AGENT_ID_PATTERN)
+]
+
+_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class Observation(BaseModel):
+    """One position of one agent at one time."""
+
+    model_config = ConfigDict(
+        **_STRICT,
+        json_schema_extra={
+            "examples": [
+                {
+                    "agent_id": "veh-17",
+                    "timestamp": 1718000000.1,
+                    "x": 12.3,
+                    "y": -4.1,
+                    "agent_type": "vehicle",
+                }
+            ]
+        },
+    )
+
+    agent_id: AgentId = Field(description="stable id of the agent (1-128 printable characters)")
+    timestamp: float = Field(ge=0.0, description="seconds (e.g. Unix time); must increase per agent")
+    x: float = Field(description="metres, world frame")
+    y: float = Field(description="metres, world frame")
+    agent_type: AgentType | None = Field(
+        default=None, description="default: the agent's previous type, else unknown"
+    )
+
+
+class PredictRequest(BaseModel):
+    """A batch of observations; several per agent are applied in timestamp order."""
+
+    model_config = _STRICT
+
+    observations: list[Observation] = Field(min_length=1)
+
+
+class TrajectoryPoint(BaseModel):
+    timestamp: float = Field(description="absolute seconds: observation timestamp + horizon")
+    x: float
+    y: float
+
+
+class Prediction(BaseModel):
+    """One agent's predicted future, from its newest observation."""
+
+    agent_id: str
+    timestamp: float = Field(description="timestamp of the newest observation (the prediction's anchor)")
+    steps: int = Field(description="observations in the agent's current track")
+    new_track: bool = Field(description="a track started in this request (first observation or gap > TTL)")
+    dt_s: float | None = Field(description="observed interval used: seconds since the previous observation")
+    agent_type: AgentType
+    trajectory: list[TrajectoryPoint]
+
+
+class PredictResponse(BaseModel):
+    model: str
+    model_version: str
+    predictions: list[Prediction]
+
+
+class ModelRef(BaseModel):
+    model: str
+    model_version: str
+
+
+class ABPredictions(BaseModel):
+    ipnet: list[Prediction]
+    baseline: list[Prediction]
+
+
+class ABPredictResponse(BaseModel):
+    models: dict[str, ModelRef] = Field(description="'ipnet' and 'baseline' -> the model behind each")
+    predictions: ABPredictions
+
+
+class ModelScore(BaseModel):
+    model: str
+    model_version: str
+    ade_m: float | None
+    fde_m: float | None
+    n: int
+
+
+class HorizonScore(BaseModel):
+    ipnet: float | None
+    baseline: float | None
+    n: int
+
+
+class ABReport(BaseModel):
+    """Online A/B comparison on identical matured predictions (same agent, same anchor, both models)."""
+
+    models: dict[str, ModelScore]
+    ade_reduction: float | None = Field(description="1 - ADE(ipnet) / ADE(baseline)")
+    horizons_s: dict[str, HorizonScore]
+    agent_type: AgentType | None
+    horizon_s: float
+    min_steps: int
+    pending: int
+
+
+class ModelAgentState(BaseModel):
+    model_version: str
+    steps: int
+    last_timestamp: float
+    track_start: float
+    age_s: float = Field(description="wall-clock seconds since the last update")
+    agent_type: AgentType
+    neuron_temperatures_k: list[float] | None = Field(default=None, description="IPNet: the memory, kelvin")
+
+
+class AgentSummary(BaseModel):
+    agent_id: str
+    models: dict[str, ModelAgentState]
+
+
+class AgentDeleted(BaseModel):
+    agent_id: str
+    deleted: list[str] = Field(description="models whose state was freed")
+
+
+class ErrorDetail(BaseModel):
+    field: str | None
+    index: int | None
+    message: str
+
+
+class ErrorBody(BaseModel):
+    status: int
+    code: str = Field(description="stable machine code (label of trajpred_rejected_requests_total)")
+    message: str
+    field: str | None = Field(description="offending field, e.g. 'x', 'observations', 'X-API-Key'")
+    index: int | None = Field(description="index of the offending observation in the request")
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    models: dict[str, str] = Field(description="'ipnet' and 'baseline' -> model version")
+    store: str
+    snapshot: str | None = Field(default=None, description="what the memory store restored at start")

@@ -1,0 +1,127 @@
+"""Every setting of the service, read from ``TRAJPRED_*`` environment variables (pydantic-settings).
+
+There is no module-level instance: ``create_app(Settings())`` and the tests build their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: longest horizon the shipped models predict (50 steps of 0.1 s); checked again against the loaded models
+MAX_MODEL_HORIZON_S = 5.0
+
+
+class Settings(BaseSettings):
+    """Service configuration. Each field is the environment variable ``TRAJPRED_<FIELD NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="TRAJPRED_", extra="ignore", frozen=True)
+
+    # --- models -------------------------------------------------------------------------------------
+    weights_dir: Path | None = Field(
+        default=None,
+        description="folder with ipnet.pt, gru.pt, lstm.pt (default: the shipped models/weights)",
+    )
+    baseline: Literal["gru", "lstm", "cv"] = Field(
+        default="gru", description="model behind /v1/baseline and the A/B"
+    )
+    prediction_horizon_s: float = Field(
+        default=3.0,
+        gt=0.0,
+        le=MAX_MODEL_HORIZON_S,
+        description="trajectory points returned up to this horizon",
+    )
+    torch_threads: int = Field(default=1, ge=1, le=64, description="intra-op threads of each batched forward")
+
+    # --- state ----------------------------------------------------------------------------------------
+    store: str = Field(
+        default="memory", description="'memory' or a Redis URL (redis://host:port/db, rediss://, unix://)"
+    )
+    redis_key_prefix: str = Field(
+        default="trajpred", min_length=1, max_length=64, description="Redis key namespace"
+    )
+    state_ttl_s: float = Field(
+        default=30.0,
+        gt=0.0,
+        description="idle agents expire after this; a longer gap between observations starts a new track",
+    )
+    max_agents: int = Field(
+        default=100_000, ge=1, description="tracked agents per model; the least recently updated go first"
+    )
+    snapshot_path: Path | None = Field(
+        default=Path("trajpred-state.snap"), description="memory store snapshot file (empty: no persistence)"
+    )
+    snapshot_interval_s: float = Field(default=30.0, gt=0.0, description="seconds between periodic snapshots")
+    eviction_interval_s: float = Field(
+        default=5.0, gt=0.0, description="seconds between TTL sweeps of the memory store"
+    )
+    commit_retries: int = Field(
+        default=8, ge=1, le=100, description="optimistic-concurrency retries of one request"
+    )
+
+    # --- input limits ---------------------------------------------------------------------------------
+    max_observations: int = Field(default=10_000, ge=1, description="observations per request")
+    max_body_bytes: int = Field(default=4_000_000, ge=1024, description="request body size, bytes")
+    max_abs_coordinate_m: float = Field(default=1.0e7, gt=0.0, description="|x| and |y| bound, metres")
+    max_future_s: float = Field(
+        default=300.0, ge=0.0, description="timestamps later than now + this are rejected"
+    )
+    api_keys: str = Field(
+        default="", description="comma-separated keys accepted in X-API-Key on /v1 (empty: no auth)"
+    )
+
+    # --- online scoring -------------------------------------------------------------------------------
+    scoring_min_steps: int = Field(
+        default=20,
+        ge=1,
+        description="only predictions made after this many observations of a track are scored",
+    )
+    scoring_max_pending: int = Field(default=200_000, ge=1, description="unmatured predictions kept in total")
+    scoring_max_pending_per_agent: int = Field(
+        default=64, ge=1, description="unmatured predictions kept per agent"
+    )
+
+    # --- serving --------------------------------------------------------------------------------------
+    host: str = Field(default="127.0.0.1", description="`ipnet serve` bind address (--host overrides)")
+    port: int = Field(default=8000, ge=0, le=65535, description="`ipnet serve` port (--port overrides)")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    @field_validator("store")
+    @classmethod
+    def _check_store(cls, v: str) -> str:
+        v = v.strip()
+        if v == "memory" or v.startswith(("redis://", "rediss://", "unix://")):
+            return v
+        raise ValueError("must be 'memory' or a Redis URL (redis://, rediss://, unix://)")
+
+    @field_validator("snapshot_path", "weights_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: object) -> object:
+        # an empty environment variable means "off", not the current directory
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_keys(cls, v: str) -> str:
+        keys = [k.strip() for k in v.split(",") if k.strip()]
+        if any(len(k) < 8 for k in keys):
+            raise ValueError("every API key needs at least 8 characters")
+        return ",".join(keys)
+
+    @model_validator(mode="after")
+    def _check_intervals(self) -> Settings:
+        if self.scoring_max_pending_per_agent > self.scoring_max_pending:
+            raise ValueError("scoring_max_pending_per_agent exceeds scoring_max_pending")
+        return self
+
+    @property
+    def api_key_set(self) -> frozenset[str]:
+        """The accepted API keys (empty: authentication is off)."""
+        return frozenset(k for k in self.api_keys.split(",") if k)
+
+    @property
+    def uses_redis(self) -> bool:
+        return self.store != "memory"
