@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
+from fastapi.responses import JSONResponse
 
 from service.deps import ApiKeyDep, EngineDep, MetricsDep, RuntimeDep
 from service.engine import AgentPrediction, Obs
@@ -19,7 +20,6 @@ from service.schemas import (
     AgentType,
     ErrorResponse,
     Health,
-    Prediction,
     PredictRequest,
     PredictResponse,
     Readiness,
@@ -54,44 +54,47 @@ def _observations(body: PredictRequest) -> list[Obs]:
     return [Obs(i, o.agent_id, o.timestamp, o.x, o.y, o.agent_type) for i, o in enumerate(body.observations)]
 
 
-def _prediction(p: AgentPrediction) -> Prediction:
-    return Prediction.model_validate(
-        {
-            "agent_id": p.agent_id,
-            "timestamp": p.timestamp,
-            "steps": p.steps,
-            "new_track": p.new_track,
-            "dt_s": p.dt_s,
-            "agent_type": p.agent_type,
-            "trajectory": [
-                {"timestamp": float(t), "x": float(xy[0]), "y": float(xy[1])}
-                for t, xy in zip(p.trajectory_t, p.trajectory_xy, strict=True)
-            ],
-        }
-    )
+def _prediction(p: AgentPrediction) -> dict[str, Any]:
+    """A :class:`Prediction` as plain JSON data.
+
+    Built directly (not through pydantic) because a frame of a few hundred agents has thousands of points;
+    ``tests/service`` validates answers against the response schemas.
+    """
+    return {
+        "agent_id": p.agent_id,
+        "timestamp": p.timestamp,
+        "steps": p.steps,
+        "new_track": p.new_track,
+        "dt_s": p.dt_s,
+        "agent_type": p.agent_type,
+        "trajectory": [
+            {"timestamp": t, "x": x, "y": y}
+            for t, (x, y) in zip(p.trajectory_t.tolist(), p.trajectory_xy.tolist(), strict=True)
+        ],
+    }
 
 
-async def _predict_one(engine: EngineDep, body: PredictRequest, role: str) -> PredictResponse:
+async def _predict_one(engine: EngineDep, body: PredictRequest, role: str) -> JSONResponse:
     out = await engine.predict(_observations(body), [role])
     p = engine.predictors[engine.roles[role]]
     predictions = [_prediction(x) for x in out[role]]
-    return PredictResponse(model=p.name, model_version=p.version, predictions=predictions)
+    return JSONResponse({"model": p.name, "model_version": p.version, "predictions": predictions})
 
 
 @v1.post("/predict", response_model=PredictResponse, responses=PREDICT_ERRORS, summary="IPNet prediction")
-async def predict(body: PredictRequest, engine: EngineDep) -> PredictResponse:
+async def predict(body: PredictRequest, engine: EngineDep) -> JSONResponse:
     """Advance each agent's IPNet state by its observations; one prediction per agent."""
     return await _predict_one(engine, body, "ipnet")
 
 
 @v1.post("/baseline/predict", response_model=PredictResponse, responses=PREDICT_ERRORS, summary="Baseline")
-async def baseline_predict(body: PredictRequest, engine: EngineDep) -> PredictResponse:
+async def baseline_predict(body: PredictRequest, engine: EngineDep) -> JSONResponse:
     """The recurrent baseline (``TRAJPRED_BASELINE``) on its own state."""
     return await _predict_one(engine, body, "baseline")
 
 
 @v1.post("/ab/predict", response_model=ABPredictResponse, responses=PREDICT_ERRORS, summary="Shadow A/B")
-async def ab_predict(body: PredictRequest, engine: EngineDep) -> ABPredictResponse:
+async def ab_predict(body: PredictRequest, engine: EngineDep) -> JSONResponse:
     """Both models advance their own state on the same observations; both predictions per agent."""
     out = await engine.predict(_observations(body), ["ipnet", "baseline"])
     refs = {
@@ -101,12 +104,8 @@ async def ab_predict(body: PredictRequest, engine: EngineDep) -> ABPredictRespon
         }
         for role in ("ipnet", "baseline")
     }
-    return ABPredictResponse.model_validate(
-        {
-            "models": refs,
-            "predictions": {role: [_prediction(x) for x in out[role]] for role in ("ipnet", "baseline")},
-        }
-    )
+    predictions = {role: [_prediction(x) for x in out[role]] for role in ("ipnet", "baseline")}
+    return JSONResponse({"models": refs, "predictions": predictions})
 
 
 @v1.get("/ab/report", response_model=ABReport, responses=_errors(401, 422, 500, 503), summary="A/B report")

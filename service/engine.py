@@ -382,9 +382,7 @@ class Engine:
             if pred.net is not None and pred.net.mtj is not None:
                 met.neuron_temperature.observe_many(np.stack([s.memory for s in c.states]))
         # score what these observations reveal, then keep the new predictions
-        for a in agents:
-            for o in groups[a]:
-                self.scorer.observe(a, o.t, np.array([o.x, o.y]))
+        self.scorer.observe_many([(a, o.t, o.x, o.y) for a in agents for o in groups[a]])
         first = computed[models[0]]
         horizons = self.predictors[models[0]].horizons_s
         same_grid = all(np.array_equal(self.predictors[m].horizons_s, horizons) for m in models)

@@ -83,6 +83,7 @@ class OnlineScorer:
         self._by_agent: dict[str, deque[_Pending]] = {}
         self._order: deque[_Pending] = deque()  # creation order, lazily cleaned of finished entries
         self._live = 0
+        self._grids: dict[bytes, np.ndarray] = {}
         # agent type -> (ipnet aggregate, baseline aggregate), over paired matured predictions
         self._ab: dict[str, tuple[_Agg, _Agg]] = {}
 
@@ -109,7 +110,10 @@ class OnlineScorer:
         """
         if steps < self.min_steps or not trajectories:
             return
-        times = np.concatenate([[0.0], np.asarray(horizons_s, dtype=np.float64)])
+        key = np.asarray(horizons_s, dtype=np.float64).tobytes()
+        times = self._grids.get(key)
+        if times is None:  # one shared array per grid: predictions on one grid are scored together
+            times = self._grids[key] = np.concatenate([[0.0], np.asarray(horizons_s, dtype=np.float64)])
         preds = {
             m: np.concatenate([np.asarray(anchor_xy, np.float64)[None], np.asarray(tr, np.float64)])
             for m, tr in trajectories.items()
@@ -139,10 +143,43 @@ class OnlineScorer:
 
     def observe(self, agent_id: str, t: float, xy: np.ndarray) -> None:
         """Score the kept predictions of ``agent_id`` against its observation at ``t``."""
-        queue = self._by_agent.get(agent_id)
-        if not queue:
-            return
-        xy = np.asarray(xy, dtype=np.float64)
+        self.observe_many([(agent_id, t, float(xy[0]), float(xy[1]))])
+
+    def observe_many(self, observations: list[tuple[str, float, float, float]]) -> None:
+        """Score kept predictions against ``(agent_id, t, x, y)`` observations (in time order per agent).
+
+        One observation per agent is scored at a time; several rounds serve several per agent.
+        """
+        rounds: list[list[tuple[str, float, float, float]]] = []
+        seen: dict[str, int] = {}
+        for o in observations:
+            k = seen.get(o[0], 0)
+            seen[o[0]] = k + 1
+            if k == len(rounds):
+                rounds.append([])
+            rounds[k].append(o)
+        for batch in rounds:
+            self._observe_round(batch)
+        self.metrics.pending_predictions.set(self._live)
+
+    def _observe_round(self, observations: list[tuple[str, float, float, float]]) -> None:
+        scored: list[_Pending] = []
+        where: list[tuple[float, float]] = []
+        for agent_id, t, x, y in observations:
+            queue = self._by_agent.get(agent_id)
+            if queue:
+                n = len(scored)
+                self._eligible(queue, t, scored)
+                where += [(x, y)] * (len(scored) - n)
+        if scored:
+            self._score(scored, np.asarray(where, dtype=np.float64))
+        for p in scored:
+            tol = 0.5 * p.rels[0]
+            if p.rels[-1] >= self.horizon_s - tol - 1e-9:
+                self._mature(p, tol)
+
+    def _eligible(self, queue: deque[_Pending], t: float, scored: list[_Pending]) -> None:
+        """Append to ``scored`` the predictions that an observation at ``t`` scores (and record its time)."""
         for p in list(queue):
             rel = t - p.anchor_t
             last = p.rels[-1] if p.rels else 0.0
@@ -158,12 +195,31 @@ class OnlineScorer:
                 self._finish(p, "incomplete")
                 continue
             p.rels.append(rel)
-            for m, pred in p.preds.items():
-                at = np.array([np.interp(rel, p.times, pred[:, 0]), np.interp(rel, p.times, pred[:, 1])])
-                p.errs[m].append(float(np.hypot(*(at - xy))))
-            if rel >= self.horizon_s - tol - 1e-9:
-                self._mature(p, tol)
-        self.metrics.pending_predictions.set(self._live)
+            scored.append(p)
+
+    @staticmethod
+    def _score(scored: list[_Pending], xy: np.ndarray) -> None:
+        """Append the error at each prediction's newest scored time; ``xy[i]`` is what ``scored[i]`` saw.
+
+        Vectorised per (grid, model).
+        """
+        groups: dict[tuple[int, str], list[int]] = {}
+        for i, p in enumerate(scored):
+            for m in p.preds:
+                groups.setdefault((id(p.times), m), []).append(i)
+        for (_, m), members in groups.items():
+            ps = [scored[i] for i in members]
+            obs = xy[members]
+            times = ps[0].times
+            rel = np.array([p.rels[-1] for p in ps])
+            j = np.clip(np.searchsorted(times, rel, side="right"), 1, len(times) - 1)
+            frac = ((rel - times[j - 1]) / (times[j] - times[j - 1]))[:, None]
+            pred = np.stack([p.preds[m] for p in ps])  # (P, H+1, 2)
+            rows = np.arange(len(ps))
+            at = pred[rows, j - 1] + frac * (pred[rows, j] - pred[rows, j - 1])
+            err = np.hypot(at[:, 0] - obs[:, 0], at[:, 1] - obs[:, 1])
+            for p, e in zip(ps, err.tolist(), strict=True):
+                p.errs[m].append(e)
 
     def forget(self, agent_id: str) -> None:
         """The track ended: its kept predictions will never be observed."""
