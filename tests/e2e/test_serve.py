@@ -1,0 +1,127 @@
+"""Real `ipnet serve` processes: streaming a real AV2 log, history, SIGTERM and restart, Redis replicas."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.support import Replay, Server, serve
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _post(server: Server, route: str, body: dict[str, Any]) -> dict[str, Any]:
+    r = server.client.post(route, json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _by_agent(answer: dict[str, Any], role: str | None = None) -> dict[str, np.ndarray]:
+    preds = answer["predictions"][role] if role else answer["predictions"]
+    return {
+        p["agent_id"]: np.array([[q["timestamp"], q["x"], q["y"]] for q in p["trajectory"]]) for p in preds
+    }
+
+
+def _assert_same(a: dict[str, Any], b: dict[str, Any], role: str | None = None) -> None:
+    pa, pb = _by_agent(a, role), _by_agent(b, role)
+    assert pa.keys() == pb.keys()
+    for agent in pa:
+        np.testing.assert_allclose(pb[agent], pa[agent], rtol=0, atol=1e-9, err_msg=agent)
+
+
+def test_stream_history_and_graceful_restart(weights: Path, replay: Replay, tmp_path: Path):
+    env = {"TRAJPRED_WEIGHTS_DIR": str(weights)}
+    half = len(replay.times) // 2
+    with serve({**env, "TRAJPRED_SNAPSHOT_PATH": str(tmp_path / "ref.snap")}, tmp_path / "ref.log") as ref:
+        restarted = Server({**env, "TRAJPRED_SNAPSHOT_PATH": str(tmp_path / "b.snap")}, tmp_path / "b.log")
+        try:
+            restarted.wait_ready()
+            for i in range(half):
+                _assert_same(
+                    _post(ref, "/v1/predict", replay.body(i)), _post(restarted, "/v1/predict", replay.body(i))
+                )
+
+            # predictions depend on history: same last three observations, a different past
+            vehicle = next(
+                t
+                for t in replay.tracks
+                if t.agent_type == "vehicle" and len(t.t) > 40 and np.linalg.norm(t.xy[40] - t.xy[0]) > 10.0
+            )
+            t, xy = vehicle.t[:41], vehicle.xy[:41]
+            other = xy.copy()
+            other[:-3] += np.stack([np.zeros(38), 2.5 * np.sin(np.linspace(0, np.pi, 38))], axis=1)
+            answers = []
+            for name, path in (("hist-a", xy), ("hist-b", other)):
+                obs = [
+                    {
+                        "agent_id": name,
+                        "timestamp": float(a),
+                        "x": float(p[0]),
+                        "y": float(p[1]),
+                        "agent_type": "vehicle",
+                    }
+                    for a, p in zip(t, path, strict=True)
+                ]
+                answers.append(_by_agent(_post(ref, "/v1/predict", {"observations": obs}))[name][:, 1:])
+            assert np.abs(answers[0] - answers[1]).max() > 1e-4  # only the neurons' memory differs
+
+            # SIGTERM: a graceful stop writes the snapshot; the restarted server continues every track
+            assert restarted.stop(signal.SIGTERM) == 0
+            assert (tmp_path / "b.snap").is_file()
+            restarted = Server(
+                {**env, "TRAJPRED_SNAPSHOT_PATH": str(tmp_path / "b.snap")}, tmp_path / "b2.log"
+            )
+            restarted.wait_ready()
+            assert restarted.client.get("/readyz").json()["snapshot"].startswith("restored")
+            for i in range(half, min(half + 3, len(replay.times))):
+                want, got = (
+                    _post(ref, "/v1/predict", replay.body(i)),
+                    _post(restarted, "/v1/predict", replay.body(i)),
+                )
+                _assert_same(want, got)
+                assert [p["steps"] for p in got["predictions"]] == [p["steps"] for p in want["predictions"]]
+        finally:
+            restarted.stop()
+
+
+def test_two_replicas_on_one_redis_match_one_server(
+    weights: Path, replay: Replay, redis_url: str, tmp_path: Path
+):
+    env = {"TRAJPRED_WEIGHTS_DIR": str(weights), "TRAJPRED_STORE": redis_url, "TRAJPRED_SNAPSHOT_PATH": ""}
+    with (
+        serve({**env, "TRAJPRED_REDIS_KEY_PREFIX": "replicas"}, tmp_path / "r1.log") as r1,
+        serve({**env, "TRAJPRED_REDIS_KEY_PREFIX": "replicas"}, tmp_path / "r2.log") as r2,
+        serve({**env, "TRAJPRED_REDIS_KEY_PREFIX": "single"}, tmp_path / "one.log") as one,
+    ):
+        n = min(60, len(replay.times))
+        for i in range(n):
+            replica = (r1, r2)[i % 2]  # fed alternately, frame by frame
+            want, got = (
+                _post(one, "/v1/ab/predict", replay.body(i)),
+                _post(replica, "/v1/ab/predict", replay.body(i)),
+            )
+            _assert_same(want, got, "ipnet")
+            _assert_same(want, got, "baseline")
+
+        # both replicas hammer one agent at once: every accepted observation is applied exactly once
+        def send(k: int, i: int) -> int:
+            body = {
+                "observations": [
+                    {"agent_id": "contended", "timestamp": 1000.0 + 0.1 * i, "x": float(i), "y": 0.0}
+                ]
+            }
+            return httpx.post(f"{(r1, r2)[k % 2].url}/v1/ab/predict", json=body, timeout=30).status_code
+
+        order = list(np.random.default_rng(3).permutation(40))
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(send, range(40), order))
+        assert set(codes) <= {200, 409}
+        state = r2.client.get("/v1/agents/contended").json()["models"]
+        assert state["ipnet"]["steps"] == state["gru"]["steps"] == codes.count(200)

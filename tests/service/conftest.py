@@ -1,0 +1,66 @@
+"""Fixtures of the service tests: apps built by ``create_app`` and run with their lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+from tests.support import AV2_LOG, Replay, redis_server, weights_dir
+
+MakeClient = Callable[..., TestClient]
+
+
+@pytest.fixture(scope="session")
+def weights() -> Path:
+    return weights_dir()
+
+
+@pytest.fixture
+def make_settings(weights: Path) -> Callable[..., Settings]:
+    """Settings with the test weights and no snapshot file unless a test asks for one."""
+
+    def make(**overrides: Any) -> Settings:
+        base: dict[str, Any] = {"weights_dir": weights, "snapshot_path": None}
+        return Settings(**{**base, **overrides})
+
+    return make
+
+
+@pytest.fixture
+def make_client(make_settings: Callable[..., Settings]) -> Iterator[MakeClient]:
+    """``make_client(**settings)``: a started ``TestClient`` (lifespan run), closed at the end of the test."""
+    clients: list[TestClient] = []
+
+    def make(**overrides: Any) -> TestClient:
+        client = TestClient(create_app(make_settings(**overrides)))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for c in reversed(clients):
+        c.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: MakeClient) -> TestClient:
+    return make_client()
+
+
+@pytest.fixture(scope="session")
+def replay(data_root: Path) -> Replay:
+    """A real AV2 sensor log, frame by frame."""
+    return Replay.load(data_root / "av2" / "raw" / "sensor_logs" / AV2_LOG)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server for the whole session (tests use distinct key prefixes)."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url

@@ -1,0 +1,89 @@
+"""Prometheus metrics: fixed names, bounded labels, values that follow from what was sent."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.energy import memory_energy_per_update_j
+from models.mtj import MTJParams
+from models.pipeline import load_predictors
+from tests.service.helpers import metric, samples
+
+REQUIRED = {
+    "trajpred_request_duration_seconds": "histogram",
+    "trajpred_observations_total": "counter",
+    "trajpred_rejected_requests_total": "counter",
+    "trajpred_tracked_agents": "gauge",
+    "trajpred_state_evictions_total": "counter",
+    "trajpred_displacement_error_meters": "histogram",
+    "trajpred_ade_meters": "histogram",
+    "trajpred_fde_meters": "histogram",
+    "trajpred_memory_energy_joules_total": "counter",
+    "trajpred_neuron_temperature_kelvin": "histogram",
+    "trajpred_batch_agents": "histogram",
+    "trajpred_model_info": "gauge",
+}
+
+
+def test_metrics_follow_a_real_replay(client, replay, weights):
+    preds = load_predictors(["ipnet", "gru"], weights)
+    n_frames = 12
+    sent, agents, batches, dts = 0, set(), [], []
+    last_t: dict[str, float] = {}
+    for i in range(n_frames):
+        body = replay.body(i)
+        assert client.post("/v1/ab/predict", json=body).status_code == 200
+        sent += len(body["observations"])
+        batches.append(len(body["observations"]))
+        for o in body["observations"]:
+            agents.add(o["agent_id"])
+            dts.append(o["timestamp"] - last_t[o["agent_id"]] if o["agent_id"] in last_t else 0.0)
+            last_t[o["agent_id"]] = o["timestamp"]
+    client.post("/v1/predict", json={"observations": [{"agent_id": "x", "timestamp": -1, "x": 0, "y": 0}]})
+
+    text = client.get("/metrics").text
+    s = samples(client)
+    for name, kind in REQUIRED.items():
+        assert f"# TYPE {name.removesuffix('_total')} {kind}" in text or f"# TYPE {name} {kind}" in text, name
+    # never a label per agent
+    assert not any(a in text for a in agents)
+
+    assert metric(client, "trajpred_observations_total", model="ipnet") == sent
+    assert metric(client, "trajpred_observations_total", model="gru") == sent
+    assert metric(client, "trajpred_tracked_agents", model="ipnet") == len(agents)
+    assert metric(client, "trajpred_tracked_agents", model="gru") == len(agents)
+    assert metric(client, "trajpred_rejected_requests_total", reason="out_of_range") == 1
+    assert metric(client, "trajpred_model_info", model="ipnet", version=preds["ipnet"].version) == 1
+    assert metric(client, "trajpred_model_info", model="gru", version=preds["gru"].version) == 1
+    # one batched step per model and frame
+    assert metric(client, "trajpred_batch_agents_count") == 2 * n_frames
+    assert metric(client, "trajpred_batch_agents_sum") == 2 * sum(batches)
+
+    # GRU: the modeled SRAM energy of reading and writing its hidden state once per update
+    e_gru = sum(memory_energy_per_update_j("gru", preds["gru"].cfg, dt) for dt in dts)
+    assert metric(client, "trajpred_memory_energy_joules_total", model="gru") == pytest.approx(
+        e_gru, rel=1e-9
+    )
+    # IPNet: the Joule heat of its neurons, positive and below driving every neuron at v_max all the time
+    p = MTJParams(**preds["ipnet"].cfg.mtj)
+    worst = sum(
+        preds["ipnet"].cfg.n_memory
+        * p.duty
+        * p.v_max_v**2
+        / p.r_p_ohm
+        * min(p.time_scale * dt, p.max_drive_s)
+        for dt in dts
+    )
+    e_ip = metric(client, "trajpred_memory_energy_joules_total", model="ipnet")
+    assert 0.0 < e_ip <= worst * (1 + 1e-9)
+
+    # every neuron of every updated agent, after each step, all at or above ambient temperature
+    n_memory = preds["ipnet"].memory_size
+    assert metric(client, "trajpred_neuron_temperature_kelvin_count") == n_memory * sum(batches)
+    assert metric(client, "trajpred_neuron_temperature_kelvin_bucket", le="300.5") < n_memory * sum(batches)
+    mean_t = metric(client, "trajpred_neuron_temperature_kelvin_sum") / (n_memory * sum(batches))
+    assert 300.0 <= mean_t <= p.t_max_k
+    assert metric(client, "trajpred_request_duration_seconds_count", route="/v1/ab/predict") == n_frames
+    assert s[("trajpred_request_duration_seconds_sum", frozenset({("route", "/v1/ab/predict")}))] > 0
+    assert np.isfinite(list(s.values())).all()

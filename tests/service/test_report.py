@@ -1,0 +1,82 @@
+"""A real log replayed through /v1/ab/predict: the online report and histograms match `ipnet evaluate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from service.cli import main as ipnet
+from service.schemas import ABReport
+from tests.service.helpers import metric
+from tests.support import Replay
+
+#: relative tolerance between online and offline means. They score the same windows at the same true
+#: timestamps; what differs is the history: offline restarts each model on the 2 s window, online the model
+#: carries its state from the start of the track.
+REL_TOL = 0.03
+
+
+def _evaluate(capsys: pytest.CaptureFixture[str], data: Path, weights: Path, types: str) -> dict:
+    capsys.readouterr()
+    code = ipnet(
+        [
+            "evaluate",
+            "--data",
+            str(data),
+            "--weights",
+            str(weights),
+            "--models",
+            "ipnet,gru",
+            "--stride-s",
+            "0.1",
+            "--agent-types",
+            types,
+            "--json",
+        ]
+    )
+    assert code == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.slow
+def test_online_report_agrees_with_offline_evaluate(client, replay: Replay, weights, capsys):
+    for i in range(len(replay.times)):
+        r = client.post("/v1/ab/predict", json=replay.body(i))
+        assert r.status_code == 200, r.text
+
+    report = ABReport.model_validate(client.get("/v1/ab/report", params={"agent_type": "vehicle"}).json())
+    offline = _evaluate(capsys, replay.path, weights, "vehicle")
+    assert offline["protocol"]["obs_s"] == 2.0 and offline["protocol"]["pred_s"] == report.horizon_s == 3.0
+    for role, model in (("ipnet", "ipnet"), ("baseline", "gru")):
+        online, off = report.models[role], offline["models"][model]
+        assert online.model == model and online.model_version == offline["model_versions"][model]
+        # the same windows: every complete 2 s -> 3 s vehicle window of the log, anchored at every frame
+        assert online.n == off["n_windows"] > 100
+        assert online.ade_m == pytest.approx(off["ade_m"], rel=REL_TOL)
+        assert online.fde_m == pytest.approx(off["fde_m"], rel=REL_TOL)
+        for h in ("1", "2", "3"):
+            got = getattr(report.horizons_s[h], role)
+            assert report.horizons_s[h].n == online.n
+            assert got == pytest.approx(off["horizons_s"][h], rel=REL_TOL), (role, h)
+    want = 1.0 - offline["models"]["ipnet"]["ade_m"] / offline["models"]["gru"]["ade_m"]
+    assert report.ade_reduction == pytest.approx(want, abs=0.02)
+
+    # the histograms hold every matured prediction (all agent types): compare their means
+    everything = _evaluate(capsys, replay.path, weights, "all")
+    for model in ("ipnet", "gru"):
+        off = everything["models"][model]
+        for name, key in (("trajpred_ade_meters", "ade_m"), ("trajpred_fde_meters", "fde_m")):
+            count = metric(client, f"{name}_count", model=model)
+            assert count == off["n_windows"]
+            assert metric(client, f"{name}_sum", model=model) / count == pytest.approx(off[key], rel=REL_TOL)
+        for h in ("1", "2", "3"):
+            count = metric(client, "trajpred_displacement_error_meters_count", model=model, horizon_s=h)
+            total = metric(client, "trajpred_displacement_error_meters_sum", model=model, horizon_s=h)
+            assert count == off["n_windows"]
+            assert total / count == pytest.approx(off["horizons_s"][h], rel=REL_TOL)
+    assert (
+        metric(client, "trajpred_scored_predictions_total", outcome="matured")
+        == everything["models"]["ipnet"]["n_windows"]
+    )
