@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import anyio.to_thread
 import numpy as np
+import torch
 
 from models.data import AGENT_TYPES
 from models.energy import memory_energy_per_update_j
@@ -277,6 +278,9 @@ class Engine:
         groups: dict[str, list[Obs]],
         loaded: dict[StateKey, AgentState | None],
     ) -> dict[str, _Computed]:
+        # torch's intra-op thread count behaves per OS thread under OpenMP: set it in the worker that runs
+        if torch.get_num_threads() != self.settings.torch_threads:
+            torch.set_num_threads(self.settings.torch_threads)
         return {m: self._compute(m, agents, groups, [loaded[(m, a)] for a in agents]) for m in models}
 
     def _compute(

@@ -21,6 +21,7 @@ from service.store import Write
 from tests.service.conftest import MakeClient
 from tests.service.helpers import metric, obs
 from tests.service.test_concurrency import _hammer
+from tests.support import redis_server
 
 
 def _prefix() -> str:
@@ -139,3 +140,14 @@ def test_two_apps_on_one_redis_never_lose_an_update(make_settings: Callable[...,
 def test_store_setting_is_validated(bad: str):
     with pytest.raises(ValueError, match="Redis URL"):
         Settings(store=bad)
+
+
+def test_redis_outage_answers_503(make_client: MakeClient, tmp_path):
+    with redis_server(tmp_path) as url:
+        c = make_client(store=url, redis_key_prefix=_prefix())
+        assert c.post("/v1/predict", json={"observations": [obs("o", 1.0, 0.0, 0.0)]}).status_code == 200
+    r = c.post("/v1/predict", json={"observations": [obs("o", 2.0, 1.0, 0.0)]})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable"
+    ready = c.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["error"]["code"] == "not_ready"
+    assert c.get("/healthz").status_code == 200
