@@ -56,7 +56,9 @@ class Settings(BaseSettings):
     )
     snapshot_interval_s: float = Field(default=30.0, gt=0.0, description="seconds between periodic snapshots")
     eviction_interval_s: float = Field(
-        default=5.0, gt=0.0, description="seconds between TTL sweeps of the memory store"
+        default=5.0,
+        gt=0.0,
+        description="seconds between housekeeping rounds (TTL sweep, purge of unobserved predictions)",
     )
     commit_retries: int = Field(
         default=8, ge=1, le=100, description="optimistic-concurrency retries of one request"
@@ -87,7 +89,9 @@ class Settings(BaseSettings):
     # --- serving --------------------------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="`ipnet serve` bind address (--host overrides)")
     port: int = Field(default=8000, ge=0, le=65535, description="`ipnet serve` port (--port overrides)")
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        default="info", description="log level of `ipnet serve`"
+    )
 
     @field_validator("store")
     @classmethod
