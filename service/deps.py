@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -28,7 +28,6 @@ class Runtime:
     engine: Engine
     snapshot_status: str | None = None
     stopping: bool = False
-    notes: dict[str, str] = field(default_factory=dict)
 
 
 def get_runtime(request: Request) -> Runtime:

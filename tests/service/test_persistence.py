@@ -63,10 +63,11 @@ def test_periodic_snapshot_bounds_what_a_crash_loses(make_client: MakeClient, re
     snap = tmp_path / "state.snap"
     live = make_client(snapshot_path=snap, snapshot_interval_s=0.2)
     _stream(live, replay, range(5), route="/v1/predict")
-    deadline = time.monotonic() + 10
-    while metric(live, "trajpred_snapshots_total", event="written") < 1 and time.monotonic() < deadline:
+    # two more writes: the second one started after the last frame was applied
+    target = metric(live, "trajpred_snapshots_total", event="written") + 2
+    deadline = time.monotonic() + 20
+    while metric(live, "trajpred_snapshots_total", event="written") < target and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(0.3)  # one more period: the file now holds frame 4
     crashed = tmp_path / "copy.snap"
     shutil.copy(snap, crashed)  # what a kill -9 would leave: the last periodic snapshot
     after_crash = make_client(snapshot_path=crashed)
