@@ -133,42 +133,46 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     predictors = await anyio.to_thread.run_sync(load_models, settings)
     roles = {"ipnet": "ipnet", "baseline": settings.baseline}
     store = build_store(settings, metrics, list(predictors))
-    await store.open()
-    snapshot_status = None
-    if isinstance(store, MemoryStore) and settings.snapshot_path is not None:
-        snapshot_status = restore_snapshot(store, settings.snapshot_path, metrics)
-    engine = Engine(settings, predictors, roles, store, metrics)
-    runtime = Runtime(settings, metrics, predictors, store, engine, snapshot_status)
-    tasks = [asyncio.create_task(_every(settings.eviction_interval_s, engine.maintain, "maintenance"))]
+    engine = Engine(settings, predictors, roles, store, metrics)  # checks the settings against the models
+    snapshot_path = settings.snapshot_path if isinstance(store, MemoryStore) else None
     snap_lock = asyncio.Lock()
-    if isinstance(store, MemoryStore) and settings.snapshot_path is not None:
-        mem_store, path = store, settings.snapshot_path
-
-        async def periodic() -> None:
-            await write_snapshot(mem_store, path, metrics, snap_lock)
-
-        tasks.append(asyncio.create_task(_every(settings.snapshot_interval_s, periodic, "snapshot")))
-    app.state.runtime = runtime
-    log.info(
-        "ready: ipnet %s, baseline %s %s, store %s",
-        predictors["ipnet"].version,
-        settings.baseline,
-        predictors[settings.baseline].version,
-        "redis" if settings.uses_redis else "memory",
-    )
+    tasks: list[asyncio.Task[None]] = []
+    await store.open()
     try:
+        snapshot_status = None
+        if isinstance(store, MemoryStore) and snapshot_path is not None:
+            snapshot_status = restore_snapshot(store, snapshot_path, metrics)
+        runtime = Runtime(settings, metrics, predictors, store, engine, snapshot_status)
+        tasks.append(
+            asyncio.create_task(_every(settings.eviction_interval_s, engine.maintain, "maintenance"))
+        )
+        if isinstance(store, MemoryStore) and snapshot_path is not None:
+            mem_store, path = store, snapshot_path
+
+            async def periodic() -> None:
+                await write_snapshot(mem_store, path, metrics, snap_lock)
+
+            tasks.append(asyncio.create_task(_every(settings.snapshot_interval_s, periodic, "snapshot")))
+        app.state.runtime = runtime
+        log.info(
+            "ready: ipnet %s, baseline %s %s, store %s",
+            predictors["ipnet"].version,
+            settings.baseline,
+            predictors[settings.baseline].version,
+            "redis" if settings.uses_redis else "memory",
+        )
         yield
-    finally:
         runtime.stopping = True
+    finally:
         for t in tasks:
             t.cancel()
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        if isinstance(store, MemoryStore) and settings.snapshot_path is not None:
+        if isinstance(store, MemoryStore) and snapshot_path is not None:
             # the shutdown snapshot (SIGTERM): a graceful restart loses no agent state
-            await write_snapshot(store, settings.snapshot_path, metrics, snap_lock)
-            log.info("wrote %d agent states to %s", len(store.entries()), settings.snapshot_path)
+            await write_snapshot(store, snapshot_path, metrics, snap_lock)
+            log.info("wrote %d agent states to %s", len(store.entries()), snapshot_path)
         await store.close()
 
 
