@@ -129,10 +129,10 @@ class OnlineScorer:
             preds=preds,
             errs={m: [] for m in trajectories},
         )
-        queue = self._by_agent.setdefault(agent_id, deque())
-        if len(queue) >= self.max_per_agent:
-            self._finish(queue[0], "dropped")
-        queue.append(p)
+        queue = self._by_agent.get(agent_id)
+        if queue is not None and len(queue) >= self.max_per_agent:
+            self._finish(queue[0], "dropped")  # may empty and unlink the queue: fetch it again
+        self._by_agent.setdefault(agent_id, deque()).append(p)
         self._order.append(p)
         self._live += 1
         while self._live > self.max_total:

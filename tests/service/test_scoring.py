@@ -96,3 +96,15 @@ def test_memory_is_bounded_per_agent_in_total_and_in_time():
     s.purge()
     assert s.pending == 0 and _value(m, "trajpred_pending_predictions") == 0
     assert _value(m, "trajpred_scored_predictions_total", outcome="unobserved") == 10
+
+
+def test_a_single_slot_per_agent_keeps_the_newest_prediction():
+    s, m = _scorer(max_per_agent=1)
+    line = {"ipnet": np.stack([HORIZONS, 0 * HORIZONS], 1)}
+    for k in range(3):
+        s.add("a", "vehicle", 0.1 * k, np.array([0.1 * k, 0.0]), 30, HORIZONS, line, step_s=0.1)
+    assert s.pending == 1
+    for k in range(3, 33):
+        s.observe("a", 0.1 * k, np.array([0.1 * k, 0.0]))
+    assert _value(m, "trajpred_scored_predictions_total", outcome="matured") == 1
+    assert _value(m, "trajpred_scored_predictions_total", outcome="dropped") == 2
