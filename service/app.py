@@ -172,7 +172,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if isinstance(store, MemoryStore) and snapshot_path is not None:
             # the shutdown snapshot (SIGTERM): a graceful restart loses no agent state
             await write_snapshot(store, snapshot_path, metrics, snap_lock)
-            log.info("wrote %d agent states to %s", len(store.entries()), snapshot_path)
+            log.info("wrote %d state records to %s", len(store.entries()), snapshot_path)
         await store.close()
 
 

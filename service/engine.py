@@ -425,9 +425,10 @@ class Engine:
                     timestamp=st.last_t,
                     steps=st.steps,
                     new_track=bool(c.new_track[i]),
-                    dt_s=None if math.isnan(dt) else dt,
+                    # Unix-time float64 differences carry ~1e-7 s of noise: answer in microseconds
+                    dt_s=None if math.isnan(dt) else round(dt, 6),
                     agent_type=AGENT_TYPES[st.agent_type],
-                    trajectory_t=st.last_t + h[keep],
+                    trajectory_t=np.round(st.last_t + h[keep], 6),
                     trajectory_xy=c.trajectories[i][keep],
                 )
             )
