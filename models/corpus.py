@@ -22,6 +22,7 @@ ETHUCY_SPLITS = {
     "zara2": ("crowds_zara02",),
 }
 VAL_FRACTION = 0.1
+MIN_UNKNOWN_LEN = 20
 
 
 def _val_bucket(track: Track) -> bool:
@@ -36,7 +37,9 @@ def split_train_val(tracks: list[Track]) -> tuple[list[Track], list[Track]]:
     return train, val
 
 
-def ethucy_tracks(root: Path, scenes: tuple[str, ...] | None = None, exclude: tuple[str, ...] = ()) -> list[Track]:
+def ethucy_tracks(
+    root: Path, scenes: tuple[str, ...] | None = None, exclude: tuple[str, ...] = ()
+) -> list[Track]:
     tracks = load_tracks(root / "ethucy" / "raw", "ethucy")
     if scenes is not None:
         tracks = [t for t in tracks if t.scene_id in scenes]
@@ -47,11 +50,13 @@ def corpus(name: str, root: str | Path | None = None) -> list[Track]:
     """All tracks of a named corpus (train and validation together)."""
     root = Path(root) if root else default_data_root()
     if name == "shipped":
-        return (
+        tracks = (
             load_tracks(root / "kitti" / "normalized" / "kitti_tracking_10hz.csv", "csv")
             + load_tracks(root / "lyft_l5" / "raw" / "single_scene.zarr", "lyft")
             + ethucy_tracks(root)
         )
+        # Lyft's tracker emits ~1,300 short 'unknown' tracks, mostly clutter: keep only sustained ones
+        return [t for t in tracks if t.agent_type != "unknown" or len(t.t) >= MIN_UNKNOWN_LEN]
     if name.startswith("ethucy-loo:"):
         test = name.split(":", 1)[1]
         if test not in ETHUCY_SPLITS:

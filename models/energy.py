@@ -73,7 +73,11 @@ def energy_table(
     mem = mem or DigitalMemory()
     p = MTJParams(**cfg.mtj)
     e_ip_worst = ipnet_energy_per_update(cfg.n_memory, p, dt_s)
-    e_ip = ipnet_energy_per_update(cfg.n_memory, p, dt_s, ipnet_mean_v2) if ipnet_mean_v2 is not None else e_ip_worst
+    e_ip = (
+        ipnet_energy_per_update(cfg.n_memory, p, dt_s, ipnet_mean_v2)
+        if ipnet_mean_v2 is not None
+        else e_ip_worst
+    )
     e_gru = recurrent_energy_per_update("gru", cfg.n_memory, mem)
     e_lstm = recurrent_energy_per_update("lstm", cfg.n_memory, mem)
     e_win = window_buffer_energy_per_update(cfg.d_embed, mem)
@@ -94,7 +98,9 @@ def energy_table(
     }
 
 
-def memory_energy_per_update_j(kind: str, cfg: ModelConfig, dt_s: float, mem: DigitalMemory | None = None) -> float:
+def memory_energy_per_update_j(
+    kind: str, cfg: ModelConfig, dt_s: float, mem: DigitalMemory | None = None
+) -> float:
     """Energy charged to one state update in serving (worst-case drive for IPNet when not measured)."""
     mem = mem or DigitalMemory()
     if kind == "ipnet":

@@ -11,7 +11,14 @@ import torch
 from models.data import Track
 from models.kinematics import cv_offsets, to_world
 from models.predictor import Predictor
-from models.windows import Perturbation, Window, encode_sequences, grid_to_times, make_windows, perturb_observed
+from models.windows import (
+    Perturbation,
+    Window,
+    encode_sequences,
+    grid_to_times,
+    make_windows,
+    perturb_observed,
+)
 
 REPORT_HORIZONS_S = (1.0, 2.0, 3.0)
 
@@ -103,11 +110,12 @@ def evaluate(tracks: list[Track], predictors: dict[str, Predictor], proto: Proto
     return {"protocol": proto.describe(), "models": models}
 
 
-def ade_reduction(result: dict[str, Any], model: str = "ipnet", against: tuple[str, ...] = ("gru", "lstm")) -> float | None:
+def ade_reduction(
+    result: dict[str, Any], model: str = "ipnet", against: tuple[str, ...] = ("gru", "lstm")
+) -> float | None:
     """1 - ADE(model) / min ADE(against): the paper's headline comparison (positive = better)."""
     m = result["models"]
     base = [m[a]["ade_m"] for a in against if a in m and m[a]["ade_m"]]
     if model not in m or not base or not m[model]["ade_m"]:
         return None
     return 1.0 - m[model]["ade_m"] / min(base)
-

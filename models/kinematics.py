@@ -56,7 +56,9 @@ class KinState:
 
     def to_array(self) -> np.ndarray:
         """(B, 7) float64: last_xy, last_v, heading, n — the serialised form."""
-        return np.concatenate([self.last_xy, self.last_v, self.heading, self.n[:, None].astype(np.float64)], 1)
+        return np.concatenate(
+            [self.last_xy, self.last_v, self.heading, self.n[:, None].astype(np.float64)], 1
+        )
 
     @staticmethod
     def from_array(a: np.ndarray) -> KinState:
@@ -68,7 +70,9 @@ def _wrap(angle: np.ndarray) -> np.ndarray:
     return (angle + np.pi) % (2 * np.pi) - np.pi
 
 
-def observe(kin: KinState, xy: np.ndarray, dt: np.ndarray, agent_type: np.ndarray) -> tuple[KinState, np.ndarray]:
+def observe(
+    kin: KinState, xy: np.ndarray, dt: np.ndarray, agent_type: np.ndarray
+) -> tuple[KinState, np.ndarray]:
     """Advance the buffer by one observation per agent.
 
     Args:

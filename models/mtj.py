@@ -38,10 +38,14 @@ class MTJParams:
 
     diameter_m: float = 50e-9  # [A] pillar diameter (notes section 5)
     ra_ohm_m2: float = 10e-12  # [S] resistance-area product 10 Ohm um^2 (acemap; RA=8 STT-MRAM process)
-    tmr_p0: float = 0.765  # [D] spin polarisation at 0 K, fitted to TMR 280% (20 K) / 180% (300 K), Skowronski
+    tmr_p0: float = (
+        0.765  # [D] spin polarisation at 0 K, fitted to TMR 280% (20 K) / 180% (300 K), Skowronski
+    )
     tmr_a: float = 1.93e-5  # [D] K^-1.5, P(T) = P0 (1 - a T^1.5) (Shang PRB 1998 form)
     tmr_v_half_v: float = 0.5  # [A] bias at which TMR halves (Gonzalez-Ruano: collapse above ~0.5 V)
-    v_max_v: float = 0.6  # [D] drive clamp: keeps T0 + R_th V^2/R_P <= t_max_k, below breakdown (V_bd >~ 1 V [A])
+    v_max_v: float = (
+        0.6  # [D] drive clamp: keeps T0 + R_th V^2/R_P <= t_max_k, below breakdown (V_bd >~ 1 V [A])
+    )
     t0_k: float = 300.0  # [A] ambient temperature
     t_max_k: float = 450.0  # [A] ceiling for validity (Delta T <= 150 K, cf. 145 K FEM case, D.H. Lee)
     r_th_k_per_w: float = 2.0e6  # [D] thermal resistance: 49 uW -> 100 K rise (notes section 2)
@@ -55,8 +59,12 @@ class MTJParams:
     switching_exponent_b: float = 2.0  # [S] Taniguchi arXiv 1204.1190
     t_curie_k: float = 1000.0  # [A] CoFeB Curie temperature (not found in sources)
     anisotropy_exponent_n: float = 2.0  # [A] Callen-Callen exponent
-    t_sense_s: float = 10e-9  # [A] width of the switching attempt that reads the neuron (notes worked example)
-    max_drive_s: float = 300e-9  # [A] one observation drives for at most this long (10 tau_max); longer gaps only cool
+    t_sense_s: float = (
+        10e-9  # [A] width of the switching attempt that reads the neuron (notes worked example)
+    )
+    max_drive_s: float = (
+        300e-9  # [A] one observation drives for at most this long (10 tau_max); longer gaps only cool
+    )
 
     @property
     def area_m2(self) -> float:

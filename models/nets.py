@@ -31,11 +31,16 @@ class ModelConfig:
     kind: str = "ipnet"
     n_features: int = N_FEATURES
     d_embed: int = 32
+    encoder_layers: int = 2
     n_memory: int = 64  # MTJ neurons, or hidden units of the GRU/LSTM
     d_readout: int = 128
     pred_dt_s: float = 0.1
     pred_steps: int = 50  # 5 s at 0.1 s
     tau_spread: bool = True  # IPNet: several thermal time constants (False: all devices equal)
+    readout: str = "both"  # IPNet: what the readout senses: "p_switch", "temperature" or "both"
+    lateral: bool = (
+        True  # IPNet: the driver reads each neuron's temperature before its pulse (lateral coupling)
+    )
     mtj: dict[str, float] = field(default_factory=lambda: MTJParams().to_dict())
 
     def __post_init__(self) -> None:
@@ -53,10 +58,18 @@ class ModelConfig:
 class MTJNeuronLayer(nn.Module):
     """A layer of MTJ neurons: drive -> Joule heat -> temperature (memory) -> switching probability."""
 
-    def __init__(self, n_in: int, n_neurons: int, params: MTJParams, spread: bool = True) -> None:
+    def __init__(
+        self, n_in: int, n_neurons: int, params: MTJParams, spread: bool = True, lateral: bool = False
+    ) -> None:
         super().__init__()
         self.params = params
         self.drive = nn.Linear(n_in, n_neurons)
+        # lateral coupling: the pulse of each neuron also depends on the sensed temperatures of the layer
+        # (read just before the pulse); the temperatures stay the only state
+        self.lateral = nn.Linear(n_neurons, n_neurons, bias=False) if lateral else None
+        if self.lateral is not None:
+            nn.init.zeros_(self.lateral.weight)
+        self.tau_dev_s: Tensor
         self.register_buffer("tau_dev_s", tau_spread(n_neurons, params, spread).to(torch.float32))
 
     def initial(self, b: int) -> Tensor:
@@ -75,20 +88,26 @@ class MTJNeuronLayer(nn.Module):
             new temperatures (B, N), switching probabilities (B, N), Joule heat of the frame (B,) joules.
         """
         p = self.params
-        volts = p.v_max_v * torch.sigmoid(self.drive(x))  # (B, N)
         r_p = p.r_p_ohm
-        power = p.duty * volts**2 / r_p  # mean power over the device window, W
         window = (p.time_scale * dt_s)[:, None]  # device seconds, (B, 1)
         # a long gap (dropped frames) is mostly cooling: the drive covers at most max_drive_s of it,
         # the end of the window, so energy stays bounded and the newest motion is what heats the neuron
         drive_s = torch.clamp(window, max=p.max_drive_s)
-        zero = torch.zeros_like(power)
-        temp = thermal_step(temp, zero, window - drive_s, self.tau_dev_s, p)
+        temp = thermal_step(temp, torch.zeros_like(temp), window - drive_s, self.tau_dev_s, p)
+        pre = self.drive(x)
+        if self.lateral is not None:
+            pre = pre + self.lateral(self.sense_temperature(temp))
+        volts = p.v_max_v * torch.sigmoid(pre)  # (B, N)
+        power = p.duty * volts**2 / r_p  # mean power over the drive, W
         temp = thermal_step(temp, power, drive_s, self.tau_dev_s, p)
         temp = torch.clamp(temp, max=p.t_max_k)
         out = switching_probability(volts / r_p, temp, p)
         energy = (power * drive_s).sum(dim=1)
         return temp, out, energy
+
+    def sense_temperature(self, temp: Tensor) -> Tensor:
+        """Normalised temperature rise in [0, 1], as a resistance read of the device would sense it."""
+        return (temp - self.params.t0_k) / (self.params.t_max_k - self.params.t0_k)
 
 
 class TrajectoryNet(nn.Module):
@@ -97,25 +116,38 @@ class TrajectoryNet(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.encoder = nn.Sequential(nn.Linear(cfg.n_features, cfg.d_embed), nn.Tanh())
+        layers: list[nn.Module] = []
+        d_in = cfg.n_features
+        for _ in range(cfg.encoder_layers):
+            layers += [nn.Linear(d_in, cfg.d_embed), nn.Tanh()]
+            d_in = cfg.d_embed
+        self.encoder = nn.Sequential(*layers)
         self.mtj: MTJNeuronLayer | None = None
         self.cell: nn.Module | None = None
         if cfg.kind == "ipnet":
-            self.mtj = MTJNeuronLayer(cfg.d_embed, cfg.n_memory, MTJParams(**cfg.mtj), cfg.tau_spread)
+            self.mtj = MTJNeuronLayer(
+                cfg.d_embed, cfg.n_memory, MTJParams(**cfg.mtj), cfg.tau_spread, cfg.lateral
+            )
         elif cfg.kind == "gru":
             self.cell = nn.GRUCell(cfg.d_embed, cfg.n_memory)
         else:
             self.cell = nn.LSTMCell(cfg.d_embed, cfg.n_memory)
+        n_sensed = 2 * cfg.n_memory if (cfg.kind == "ipnet" and cfg.readout == "both") else cfg.n_memory
+        # sense amplifier: temperature differences between neurons are a few kelvin on a ~20 K common rise;
+        # normalising across the layer (per agent, so streaming-safe) makes them visible to the readout
+        self.sense_norm = nn.LayerNorm(cfg.n_memory) if cfg.kind == "ipnet" else None
         self.readout = nn.Sequential(
-            nn.Linear(cfg.d_embed + cfg.n_memory, cfg.d_readout),
+            nn.Linear(cfg.d_embed + n_sensed, cfg.d_readout),
             nn.GELU(),
             nn.Linear(cfg.d_readout, cfg.d_readout),
             nn.GELU(),
             nn.Linear(cfg.d_readout, 2 * cfg.pred_steps),
         )
         # start at "no correction": the untrained model is constant velocity
-        nn.init.zeros_(self.readout[-1].weight)
-        nn.init.zeros_(self.readout[-1].bias)
+        last = self.readout[-1]
+        assert isinstance(last, nn.Linear)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     @property
     def memory_size(self) -> int:
@@ -144,7 +176,15 @@ class TrajectoryNet(nn.Module):
         e = self.encoder(feats)  # (B, E)
         energy = torch.zeros(feats.shape[0])
         if self.mtj is not None:
-            memory, m_out, energy = self.mtj(memory, e, dt_s)
+            memory, p_sw, energy = self.mtj(memory, e, dt_s)
+            assert self.sense_norm is not None
+            sensed = self.sense_norm(self.mtj.sense_temperature(memory))
+            if self.cfg.readout == "p_switch":
+                m_out = p_sw
+            elif self.cfg.readout == "temperature":
+                m_out = sensed
+            else:
+                m_out = torch.cat([p_sw, sensed], dim=1)
         elif self.cfg.kind == "gru":
             assert self.cell is not None
             memory = self.cell(e, memory)

@@ -13,7 +13,7 @@ from models.checkpoint import WEIGHTS_DIR, save_checkpoint, shipped_path
 from models.data import Track
 from models.nets import ModelConfig
 from models.predictor import Predictor
-from models.train import Trainer, TrainConfig, data_hash
+from models.train import TrainConfig, Trainer, data_hash
 from models.windows import encode_sequences
 
 #: Same tuning budget for every learned model: identical width, learning rate, epochs, data and seed.

@@ -29,7 +29,9 @@ class StepResult:
 class Predictor:
     """A learned model (IPNet/GRU/LSTM) or constant velocity (``net=None``) behind one streaming API."""
 
-    def __init__(self, net: TrajectoryNet | None, name: str, version: str, cfg: ModelConfig | None = None) -> None:
+    def __init__(
+        self, net: TrajectoryNet | None, name: str, version: str, cfg: ModelConfig | None = None
+    ) -> None:
         self.net = net
         self.name = name
         self.version = version

@@ -160,7 +160,9 @@ class Trainer:
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         n_batches = math.ceil(len(train) / cfg.batch_size)
         total = cfg.epochs * n_batches
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total, 1), pct_start=0.1)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.lr, total_steps=max(total, 1), pct_start=0.1
+        )
         gen = torch.Generator().manual_seed(cfg.seed)
         best_state, best_val = None, math.inf
         bar = tqdm(total=total, desc=f"train {self.model_cfg.kind}", disable=not self.progress, unit="batch")

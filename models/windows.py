@@ -144,7 +144,9 @@ class EncodedBatch:
     kin_steps: list[KinState]  # state after every step (for per-step targets)
 
 
-def encode_sequences(seqs_t: list[np.ndarray], seqs_xy: list[np.ndarray], agent_types: list[str]) -> EncodedBatch:
+def encode_sequences(
+    seqs_t: list[np.ndarray], seqs_xy: list[np.ndarray], agent_types: list[str]
+) -> EncodedBatch:
     """Run the shared input encoder over variable-length sequences, batched across sequences."""
     b = len(seqs_t)
     lengths = np.array([len(s) for s in seqs_t])
@@ -192,5 +194,3 @@ def grid_to_times(grid_offsets: np.ndarray, pred_dt_s: float, query_s: np.ndarra
     frac = (pos - lo)[..., None]
     rows = np.arange(b)[:, None]
     return full[rows, lo] + frac * (full[rows, lo + 1] - full[rows, lo])
-
-

@@ -17,14 +17,18 @@ LEARNED = ("ipnet", "gru", "lstm")
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--obs-s", type=float, default=2.0, help="observed history, seconds (default 2)")
     p.add_argument("--pred-s", type=float, default=3.0, help="prediction horizon, seconds (default 3)")
-    p.add_argument("--stride-s", type=float, default=1.0, help="spacing of window anchors, seconds (default 1)")
+    p.add_argument(
+        "--stride-s", type=float, default=1.0, help="spacing of window anchors, seconds (default 1)"
+    )
     p.add_argument(
         "--agent-types",
         default="vehicle",
         help="comma-separated: vehicle,pedestrian,cyclist,unknown or 'all' (default vehicle)",
     )
     p.add_argument("--moving-only", action="store_true", help="only windows whose path exceeds 2 m")
-    p.add_argument("--resample-hz", type=float, default=None, help="resample the observed stream to this rate")
+    p.add_argument(
+        "--resample-hz", type=float, default=None, help="resample the observed stream to this rate"
+    )
     p.add_argument("--drop-rate", type=float, default=0.0, help="drop this fraction of observations (seeded)")
     p.add_argument("--jitter-s", type=float, default=0.0, help="Gaussian timestamp jitter, seconds")
     p.add_argument("--noise-m", type=float, default=0.0, help="Gaussian position noise, metres")
@@ -36,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train IPNet and the recurrent baselines on CPU")
-    p.add_argument("--corpus", default="shipped", help="'shipped' or 'ethucy-loo:<scene>' (see models/corpus.py)")
+    p.add_argument(
+        "--corpus", default="shipped", help="'shipped' or 'ethucy-loo:<scene>' (see models/corpus.py)"
+    )
     p.add_argument("--data", default=None, help="train on this file/folder instead of a named corpus")
     p.add_argument("--format", default="auto", choices=["auto", "csv", "av2", "ethucy", "lyft"])
     p.add_argument("--models", default="ipnet,gru,lstm", help="comma-separated subset of ipnet,gru,lstm")
@@ -114,8 +120,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     for kind, info in out.items():
-        print(f"{kind}: {info['path']}  version {info['version']}  val {info['val_loss_m']:.3f} m  "
-              f"{info['train_seconds']:.0f} s")
+        print(
+            f"{kind}: {info['path']}  version {info['version']}  val {info['val_loss_m']:.3f} m  "
+            f"{info['train_seconds']:.0f} s"
+        )
     return 0
 
 
@@ -142,8 +150,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(result))
         return 0
     n = next(iter(result["models"].values()))["n_windows"] if result["models"] else 0
-    print(f"data {args.data}: {n} windows, {args.obs_s:g} s -> {args.pred_s:g} s, types {args.agent_types}"
-          f"{', moving only' if args.moving_only else ''}")
+    print(
+        f"data {args.data}: {n} windows, {args.obs_s:g} s -> {args.pred_s:g} s, types {args.agent_types}"
+        f"{', moving only' if args.moving_only else ''}"
+    )
     print(f"{'model':8s} {'ADE m':>8s} {'FDE m':>8s} {'@1s':>7s} {'@2s':>7s} {'@3s':>7s}")
     for name, m in result["models"].items():
         if m["ade_m"] is None:
@@ -171,15 +181,21 @@ def cmd_energy(args: argparse.Namespace) -> int:
         print(json.dumps(table))
         return 0
     e = table["joules_per_update"]
-    print(f"memory energy per state update (dt = {args.dt_s:g} s, {table['n_memory']} neurons/units, "
-          f"SRAM {args.sram}, IPNet drive: {table['ipnet_drive']})")
+    print(
+        f"memory energy per state update (dt = {args.dt_s:g} s, {table['n_memory']} neurons/units, "
+        f"SRAM {args.sram}, IPNet drive: {table['ipnet_drive']})"
+    )
     for k, v in e.items():
         print(f"  {k:18s} {v:.3e} J")
     print("ratio to IPNet      ours        paper")
-    print(f"  LSTM           {table['ratio_vs_ipnet']['lstm']:10.0f}x  {table['paper_ratio_vs_ipnet']['lstm']:10.0f}x")
+    print(
+        f"  LSTM           {table['ratio_vs_ipnet']['lstm']:10.0f}x  {table['paper_ratio_vs_ipnet']['lstm']:10.0f}x"
+    )
     print(f"  GRU            {table['ratio_vs_ipnet']['gru']:10.0f}x  {'-':>10s}")
-    print(f"  window buffer  {table['ratio_vs_ipnet']['window_buffer']:10.0f}x  "
-          f"{table['paper_ratio_vs_ipnet']['3d_cnn']:10.0f}x (3D-CNN)")
+    print(
+        f"  window buffer  {table['ratio_vs_ipnet']['window_buffer']:10.0f}x  "
+        f"{table['paper_ratio_vs_ipnet']['3d_cnn']:10.0f}x (3D-CNN)"
+    )
     return 0
 
 

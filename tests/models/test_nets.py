@@ -21,7 +21,9 @@ def _random_tracks(n: int, seed: int = 0):
         t = 1000.0 + np.cumsum(dt)
         heading = rng.uniform(-np.pi, np.pi)
         speed = rng.uniform(0, 15)
-        steps = np.array([np.cos(heading), np.sin(heading)])[None, :] * speed * dt[:, None] + rng.normal(0, 0.1, (length, 2))
+        steps = np.array([np.cos(heading), np.sin(heading)])[None, :] * speed * dt[:, None] + rng.normal(
+            0, 0.1, (length, 2)
+        )
         xy = np.array([5000.0, -3000.0]) + np.cumsum(steps, axis=0)
         ts.append(t)
         xys.append(xy)
@@ -45,7 +47,9 @@ def test_streaming_step_equals_sequence_forward(kind: str) -> None:
     ts, xys, types = _random_tracks(12)
     enc = encode_sequences(ts, xys, types)
     with torch.no_grad():
-        seq = net.forward_sequence(torch.from_numpy(enc.feats), torch.from_numpy(enc.dt), torch.from_numpy(enc.valid))
+        seq = net.forward_sequence(
+            torch.from_numpy(enc.feats), torch.from_numpy(enc.dt), torch.from_numpy(enc.valid)
+        )
     seq_last = seq[torch.arange(len(ts)), torch.from_numpy(enc.last_index)].numpy()
 
     # one observation at a time, agents in a different order each step, as a server would see them
