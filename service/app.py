@@ -130,6 +130,7 @@ async def _every(interval_s: float, job: Callable[[], Awaitable[None]], name: st
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     metrics = Metrics()
+    metrics.max_agents.set(settings.max_agents)
     predictors = await anyio.to_thread.run_sync(load_models, settings)
     roles = {"ipnet": "ipnet", "baseline": settings.baseline}
     store = build_store(settings, metrics, list(predictors))

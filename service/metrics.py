@@ -119,6 +119,12 @@ class Metrics:
         self.model_info = Gauge(
             "trajpred_model_info", "loaded model versions (value 1)", ["model", "version"], registry=r
         )
+        # the capacity as a series, so an alert can compare trajpred_tracked_agents against it
+        self.max_agents = Gauge(
+            "trajpred_max_agents",
+            "configured capacity: tracked agents per model (TRAJPRED_MAX_AGENTS)",
+            registry=r,
+        )
         self.new_tracks = Counter(
             "trajpred_new_tracks_total",
             "tracks started (first observation or gap longer than the TTL)",
