@@ -133,9 +133,10 @@ class TrajectoryNet(nn.Module):
         else:
             self.cell = nn.LSTMCell(cfg.d_embed, cfg.n_memory)
         n_sensed = 2 * cfg.n_memory if (cfg.kind == "ipnet" and cfg.readout == "both") else cfg.n_memory
-        # sense amplifier: temperature differences between neurons are a few kelvin on a ~20 K common rise;
-        # normalising across the layer (per agent, so streaming-safe) makes them visible to the readout
-        self.sense_norm = nn.LayerNorm(cfg.n_memory) if cfg.kind == "ipnet" else None
+        # The readout normalises the memory signal across units (per agent, so streaming-safe), for every model
+        # alike. For IPNet it is the sense amplifier: neuron temperatures differ by a few kelvin on a ~20 K
+        # common rise, invisible to the readout unless normalised (ADE 0.59 -> 0.49 m on AV2 when added).
+        self.memory_norm = nn.LayerNorm(cfg.n_memory)
         self.readout = nn.Sequential(
             nn.Linear(cfg.d_embed + n_sensed, cfg.d_readout),
             nn.GELU(),
@@ -177,8 +178,7 @@ class TrajectoryNet(nn.Module):
         energy = torch.zeros(feats.shape[0])
         if self.mtj is not None:
             memory, p_sw, energy = self.mtj(memory, e, dt_s)
-            assert self.sense_norm is not None
-            sensed = self.sense_norm(self.mtj.sense_temperature(memory))
+            sensed = self.memory_norm(self.mtj.sense_temperature(memory))
             if self.cfg.readout == "p_switch":
                 m_out = p_sw
             elif self.cfg.readout == "temperature":
@@ -188,13 +188,13 @@ class TrajectoryNet(nn.Module):
         elif self.cfg.kind == "gru":
             assert self.cell is not None
             memory = self.cell(e, memory)
-            m_out = memory
+            m_out = self.memory_norm(memory)
         else:
             assert self.cell is not None
             n = self.cfg.n_memory
             h, c = self.cell(e, (memory[:, :n], memory[:, n:]))
             memory = torch.cat([h, c], dim=1)
-            m_out = h
+            m_out = self.memory_norm(h)
         out = self.readout(torch.cat([e, m_out], dim=1))
         return memory, out.view(-1, self.cfg.pred_steps, 2), energy
 

@@ -33,13 +33,14 @@ def train_models(
     augment: bool = False,
     tau_spread: bool = True,
     seed: int = 0,
+    threads: int = 2,
     progress: bool = True,
     base_model: ModelConfig | None = None,
     base_train: TrainConfig | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Train each kind with the same budget and save ``<out_dir>/<kind>.pt``."""
     out = Path(out_dir) if out_dir else WEIGHTS_DIR
-    tcfg = replace(base_train or DEFAULT_TRAIN, seed=seed, augment=augment)
+    tcfg = replace(base_train or DEFAULT_TRAIN, seed=seed, augment=augment, threads=threads)
     if epochs is not None:
         tcfg = replace(tcfg, epochs=epochs)
     if lr is not None:

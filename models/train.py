@@ -27,7 +27,7 @@ from models.windows import Perturbation, encode_sequences, perturb_observed
 class TrainConfig:
     """Optimisation settings (stored in the checkpoint beside ``model_args``)."""
 
-    epochs: int = 30
+    epochs: int = 20
     lr: float = 2e-3
     weight_decay: float = 1e-4
     batch_size: int = 128

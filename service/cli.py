@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", action="store_true", help="train on randomly degraded streams")
     p.add_argument("--no-tau-spread", action="store_true", help="IPNet ablation: one thermal time constant")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--out", default=None, help="output folder (default models/weights)")
     p.add_argument("--data-root", default=None, help="folder of the shared data (default ../shared/data)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -117,6 +118,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         augment=args.augment,
         tau_spread=not args.no_tau_spread,
         seed=args.seed,
+        threads=args.threads,
         progress=not args.quiet,
     )
     for kind, info in out.items():

@@ -1,0 +1,63 @@
+"""The `ipnet` command as a user runs it: evaluate a new interchange CSV with the shipped weights, energy."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from models.checkpoint import shipped_path
+from models.data import load_tracks
+
+pytestmark = pytest.mark.skipif(
+    not all(shipped_path(k).exists() for k in ("ipnet", "gru", "lstm")),
+    reason="shipped weights missing: run scripts/train_all.sh",
+)
+
+
+def ipnet(*args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "service.cli", *args], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@pytest.fixture
+def interchange_csv(data_root, tmp_path):
+    """A CSV a user would write: the interchange columns plus extras, raw type names, one AV2 log."""
+    log = sorted((data_root / "av2" / "raw" / "sensor_logs").iterdir())[0]
+    tracks = load_tracks(log, "av2", agent_types=["vehicle", "pedestrian"])
+    path = tmp_path / "new_city.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["scene_id", "agent_id", "agent_type", "t_s", "x_m", "y_m", "speed_note"])
+        for tr in tracks:
+            raw_type = "REGULAR_VEHICLE" if tr.agent_type == "vehicle" else "PEDESTRIAN"
+            for t, (x, y) in zip(tr.t, tr.xy, strict=True):
+                w.writerow(["city_x", tr.agent_id, raw_type, f"{t:.3f}", f"{x:.3f}", f"{y:.3f}", "n/a"])
+    return path
+
+
+def test_evaluate_a_new_interchange_csv_with_shipped_weights(interchange_csv) -> None:
+    res = json.loads(ipnet("evaluate", "--data", str(interchange_csv), "--json"))
+    assert set(res["models"]) == {"ipnet", "gru", "lstm", "cv"}
+    assert res["protocol"]["obs_s"] == 2.0 and res["protocol"]["agent_types"] == ["vehicle"]
+    for name, m in res["models"].items():
+        assert m["n_windows"] > 50, name
+        assert math.isfinite(m["ade_m"]) and 0 < m["ade_m"] < m["fde_m"], name
+        assert set(m["horizons_s"]) == {"1", "2", "3"}
+    text = ipnet("evaluate", "--data", str(interchange_csv), "--agent-types", "all", "--drop-rate", "0.3")
+    assert "ipnet" in text and "windows" in text
+
+
+def test_energy_command_prints_ratios_from_parameters() -> None:
+    res = json.loads(ipnet("energy", "--json"))
+    e = res["joules_per_update"]
+    assert 0 < e["ipnet"] < e["gru"] < e["lstm"]
+    assert res["ratio_vs_ipnet"]["lstm"] == pytest.approx(e["lstm"] / e["ipnet"])
+    assert "2874" in ipnet("energy")
