@@ -15,7 +15,7 @@ from models.energy import (
     recurrent_energy_per_update,
 )
 from models.mtj import MTJParams
-from models.nets import MTJNeuronLayer, ModelConfig
+from models.nets import ModelConfig, MTJNeuronLayer
 
 
 def test_ipnet_energy_is_the_joule_heat_of_the_drive() -> None:

@@ -14,7 +14,7 @@ from models.data import load_tracks
 from models.evaluate import Protocol, evaluate
 from models.nets import ModelConfig
 from models.predictor import Predictor
-from models.train import Trainer, TrainConfig, data_hash
+from models.train import TrainConfig, Trainer, data_hash
 
 TINY = ModelConfig(d_embed=8, n_memory=8, d_readout=16, pred_steps=30)
 FAST = TrainConfig(epochs=3, batch_size=32, chunk_len=25, chunk_stride=15, lr=5e-3, threads=1)
@@ -76,5 +76,5 @@ def test_data_hash_changes_with_the_data(slice_tracks) -> None:
 def test_checkpoints_refuse_pickled_objects(tmp_path) -> None:
     # any class outside torch's allow-list stands for code a pickle could run on load
     torch.save({"format": 1, "evil": argparse.Namespace(cmd="rm -rf /")}, tmp_path / "evil.pt")
-    with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
+    with pytest.raises(Exception, match=r"(?i)weights_only|unsupported|global"):
         load_checkpoint(tmp_path / "evil.pt")
