@@ -36,7 +36,9 @@ def test_recurrent_energy_uses_the_cited_sram_figure() -> None:
     mem = DigitalMemory(sram="8KB")
     # GRU, 64 float32 values read and written: 2 * 64 * 32 bits at 10 pJ per 64 bits
     assert recurrent_energy_per_update("gru", 64, mem) == pytest.approx(2 * 64 * 32 * 10e-12 / 64)
-    assert recurrent_energy_per_update("lstm", 64, mem) == pytest.approx(2 * recurrent_energy_per_update("gru", 64, mem))
+    assert recurrent_energy_per_update("lstm", 64, mem) == pytest.approx(
+        2 * recurrent_energy_per_update("gru", 64, mem)
+    )
 
 
 def test_ratios_follow_the_parameters() -> None:

@@ -55,7 +55,9 @@ def test_windows_are_complete_and_strided() -> None:
         assert len(w.obs_t) == 20 and len(w.target_t) == 30
         np.testing.assert_allclose(w.target_t, np.arange(1, 31) * 0.1)
     gappy = Track("s", "b", "vehicle", np.delete(tr.t, 25), np.delete(tr.xy, 25, axis=0))
-    assert all(not (w.obs_t[0] <= 2.5 <= w.obs_t[-1] + w.target_t[-1]) for w in make_windows([gappy], 2.0, 3.0, 1.0))
+    assert all(
+        not (w.obs_t[0] <= 2.5 <= w.obs_t[-1] + w.target_t[-1]) for w in make_windows([gappy], 2.0, 3.0, 1.0)
+    )
 
 
 def test_cv_is_exact_on_straight_lines_at_any_rate() -> None:
@@ -83,7 +85,9 @@ def test_perturbations_keep_the_anchor_and_order() -> None:
 
 
 def test_grid_interpolation() -> None:
-    grid = np.arange(1, 51, dtype=float)[None, :, None] * np.array([1.0, -2.0])  # offset = (k, -2k) at 0.1 k s
+    grid = np.arange(1, 51, dtype=float)[None, :, None] * np.array(
+        [1.0, -2.0]
+    )  # offset = (k, -2k) at 0.1 k s
     q = np.array([[0.0, 0.05, 0.1, 0.4, 4.8, 5.5]])
     out = grid_to_times(grid, 0.1, q)
     np.testing.assert_allclose(out[0, :, 0], [0, 0.5, 1, 4, 48, 55])
@@ -91,6 +95,13 @@ def test_grid_interpolation() -> None:
 
 
 def test_ade_reduction() -> None:
-    res = {"models": {"ipnet": {"ade_m": 0.8}, "gru": {"ade_m": 1.0}, "lstm": {"ade_m": 1.2}, "cv": {"ade_m": 2.0}}}
+    res = {
+        "models": {
+            "ipnet": {"ade_m": 0.8},
+            "gru": {"ade_m": 1.0},
+            "lstm": {"ade_m": 1.2},
+            "cv": {"ade_m": 2.0},
+        }
+    }
     assert ade_reduction(res) == pytest.approx(0.2)
     assert ade_reduction(res, against=("cv",)) == pytest.approx(0.6)

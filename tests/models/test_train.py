@@ -22,7 +22,9 @@ FAST = TrainConfig(epochs=3, batch_size=32, chunk_len=25, chunk_stride=15, lr=5e
 
 @pytest.fixture(scope="module")
 def slice_tracks(data_root):
-    tracks = load_tracks(data_root / "kitti" / "normalized" / "kitti_tracking_10hz.csv", agent_types=["vehicle"])
+    tracks = load_tracks(
+        data_root / "kitti" / "normalized" / "kitti_tracking_10hz.csv", agent_types=["vehicle"]
+    )
     return [t for t in tracks if t.scene_id in ("kitti_0011", "kitti_0020") and len(t.t) >= 40][:60]
 
 
@@ -47,16 +49,16 @@ def test_training_is_deterministic_and_learns(slice_tracks) -> None:
 
 @pytest.mark.parametrize("kind", ["gru", "lstm"])
 def test_recurrent_baselines_train_with_the_same_budget(slice_tracks, kind) -> None:
-    net = Trainer(dataclasses.replace(TINY, kind=kind), dataclasses.replace(FAST, epochs=1), progress=False).fit(
-        slice_tracks
-    )
+    net = Trainer(
+        dataclasses.replace(TINY, kind=kind), dataclasses.replace(FAST, epochs=1), progress=False
+    ).fit(slice_tracks)
     assert net.cfg.kind == kind and net.cfg.n_memory == TINY.n_memory
 
 
 def test_checkpoint_round_trip_carries_model_args_and_data_hash(slice_tracks, tmp_path) -> None:
-    net = Trainer(dataclasses.replace(TINY, kind="gru"), dataclasses.replace(FAST, epochs=1), progress=False).fit(
-        slice_tracks
-    )
+    net = Trainer(
+        dataclasses.replace(TINY, kind="gru"), dataclasses.replace(FAST, epochs=1), progress=False
+    ).fit(slice_tracks)
     digest = data_hash(slice_tracks)
     ckpt = save_checkpoint(tmp_path / "gru.pt", net, {"data_hash": digest, "train_config": FAST.to_dict()})
     loaded, meta = load_checkpoint(tmp_path / "gru.pt")
