@@ -1,0 +1,47 @@
+# ipnet-traj prediction service: `ipnet serve` with the shipped weights, CPU only.
+#   docker build -t ipnet-traj:0.1.0 .      (or `docker compose build`)
+#   docker run -p 8000:8000 ipnet-traj:0.1.0
+# Settings are TRAJPRED_* environment variables (README). Linted by hadolint in tests/deploy.
+
+ARG PYTHON_IMAGE=python:3.11.9-slim-bookworm
+
+# --- build: a virtualenv with CPU-only torch and the package --------------------------------------------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+# torch first, in a layer of its own (the largest, and it changes least), from the CPU index: the default
+# index serves the CUDA build, gigabytes of GPU libraries this image never uses
+RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+WORKDIR /src
+COPY pyproject.toml ./
+COPY models/ models/
+COPY service/ service/
+COPY clients/ clients/
+# torch==2.13.0 of pyproject.toml is already satisfied by the CPU build (2.13.0+cpu): pip keeps it.
+# A non-editable install: the shipped weights (package data models/weights/*.pt) go into site-packages.
+RUN pip install --no-cache-dir . \
+ && python -c "from models.checkpoint import shipped_path as p; import sys; m = [k for k in ('ipnet', 'gru', 'lstm') if not p(k).is_file()]; sys.exit(f'shipped weights missing: {m} (run ipnet train)' if m else 0)"
+
+# --- runtime: the virtualenv on a clean base, no compilers, no pip cache, not root -----------------------
+FROM ${PYTHON_IMAGE}
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    OMP_NUM_THREADS=1 \
+    TRAJPRED_SNAPSHOT_PATH=/var/lib/trajpred/state.snap
+RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/trajpred --create-home trajpred
+COPY --from=build /opt/venv /opt/venv
+USER 10001:10001
+# the memory store's snapshot lives here (a volume keeps it across container restarts)
+WORKDIR /var/lib/trajpred
+VOLUME ["/var/lib/trajpred"]
+EXPOSE 8000
+# liveness: uvicorn accepts connections only once the lifespan has loaded and warmed the models
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
+ENTRYPOINT ["ipnet"]
+# one uvicorn worker: agent state (memory store), the online scorer and the metrics live in the process;
+# scale with replicas on Redis (docker-compose.yml, profile `replicas`)
+CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
