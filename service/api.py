@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from service.deps import ApiKeyDep, EngineDep, MetricsDep, RuntimeDep
@@ -137,6 +137,16 @@ async def agent_state(agent_id: AgentIdPath, engine: EngineDep) -> AgentSummary:
 async def agent_delete(agent_id: AgentIdPath, engine: EngineDep) -> AgentDeleted:
     """Free the agent's state in every model."""
     return AgentDeleted(agent_id=agent_id, deleted=await engine.end_track(agent_id))
+
+
+@v1.post("/ping", responses=_errors(401, 413, 500), summary="Trivial route (benchmark ceiling)")
+async def ping(request: Request) -> dict[str, int]:
+    """Read the body and answer its size: no parsing, no model, no state.
+
+    The benchmarks send the same frames here as to the predict routes, so the ratio of the two rates is
+    what the service adds on top of the framework and the transport on this machine.
+    """
+    return {"bytes": len(await request.body())}
 
 
 @ops.get("/healthz", response_model=Health, responses=_errors(500), summary="Liveness")
