@@ -1,4 +1,7 @@
-"""Service subcommands of the ``ipnet`` CLI (``service/cli.py`` picks them up): ``ipnet serve``."""
+"""Service subcommands of the ``ipnet`` CLI (``service/cli.py`` picks them up): ``ipnet serve``.
+
+The client subcommands (``ipnet replay``, ``ipnet bench``) live in ``clients.commands`` and are added here.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +20,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--host", default=None, help="bind address (default TRAJPRED_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default TRAJPRED_PORT or 8000)")
     p.set_defaults(handler=cmd_serve)
+    from clients.commands import add_commands as add_client_commands
+
+    add_client_commands(sub)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
