@@ -278,6 +278,21 @@ class TrajpredClient(_Base):
         """``GET /metrics``: Prometheus text exposition."""
         return self.request("GET", "/metrics").text
 
+    def wait_ready(self, timeout_s: float = 60.0, poll_s: float = 0.2) -> Readiness:
+        """Poll ``/readyz`` until the service is ready (refused connections and 503 included), or time out.
+
+        Raises ``TimeoutError`` with the last failure when ``timeout_s`` passes.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return _parse(self.http.get("/readyz", headers=self._headers()), Readiness)
+            except (httpx.TransportError, ValidationError) as e:
+                last: Exception = e
+            if time.monotonic() + poll_s > deadline:
+                raise TimeoutError(f"{self.base_url} not ready after {timeout_s} s: {last!r}")
+            time.sleep(poll_s)
+
     def ping(self, body: bytes = b"{}") -> int:
         """``POST /v1/ping``: the trivial route (answers the body size, parses nothing)."""
         return int(self.request("POST", "/v1/ping", body=body).json()["bytes"])
@@ -383,6 +398,18 @@ class AsyncTrajpredClient(_Base):
     async def metrics(self) -> str:
         """``GET /metrics``."""
         return (await self.request("GET", "/metrics")).text
+
+    async def wait_ready(self, timeout_s: float = 60.0, poll_s: float = 0.2) -> Readiness:
+        """Poll ``/readyz`` until the service is ready, or raise ``TimeoutError`` after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return _parse(await self.http.get("/readyz", headers=self._headers()), Readiness)
+            except (httpx.TransportError, ValidationError) as e:
+                last: Exception = e
+            if time.monotonic() + poll_s > deadline:
+                raise TimeoutError(f"{self.base_url} not ready after {timeout_s} s: {last!r}")
+            await asyncio.sleep(poll_s)
 
     async def ping(self, body: bytes = b"{}") -> int:
         """``POST /v1/ping``."""

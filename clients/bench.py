@@ -1,0 +1,264 @@
+"""``ipnet bench``: a load generator for the prediction service.
+
+Open loop (``rate_hz`` set): one frame of N agents is sent every 1/F s whatever the answers do, and latency
+is measured from the frame's scheduled time, so a slow server shows as latency instead of as a lower send
+rate (no coordinated omission). Closed loop (``rate_hz=None``): ``concurrency`` workers, each with its own
+N agents, send their next frame as soon as the previous answer arrives.
+
+Synthetic agents drive circles of 20-60 m radius at 2-15 m/s; observation timestamps advance by 1/F s (0.1 s
+in closed loop) per frame from a base one day in the past, so they are valid (not in the future) however
+fast frames go. Retries are off: every failure is counted as an error.
+
+The server's resident memory and tracked agents come from its ``/metrics``
+(``process_resident_memory_bytes``, ``trajpred_tracked_agents``), read before and after the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+
+from clients.client import ApiError, AsyncTrajpredClient, RetryPolicy, parse_metrics
+
+__all__ = ["ROUTES", "BenchConfig", "BenchResult", "Fleet", "run_bench", "server_memory"]
+
+ROUTES = {
+    "predict": "/v1/predict",
+    "baseline": "/v1/baseline/predict",
+    "ab": "/v1/ab/predict",
+    "ping": "/v1/ping",
+}
+
+
+@dataclass
+class BenchConfig:
+    """One load run. ``rate_hz=None`` is closed loop at maximum rate."""
+
+    server: str = "http://127.0.0.1:8000"
+    route: str = "predict"
+    agents: int = 100
+    rate_hz: float | None = 10.0
+    concurrency: int = 1
+    duration_s: float = 10.0
+    api_key: str | None = None
+    timeout_s: float = 10.0
+    seed: int = 0
+
+
+@dataclass
+class BenchResult:
+    """What a run measured (latencies in milliseconds)."""
+
+    route: str
+    mode: str
+    agents_per_frame: int
+    concurrency: int
+    duration_s: float
+    requests: int
+    ok: int
+    errors: int
+    error_codes: dict[str, int]
+    requests_per_s: float
+    agent_updates_per_s: float
+    latency_ms: dict[str, float]
+    server_rss_bytes: float | None
+    tracked_agents: dict[str, float]
+    rss_delta_bytes: float | None
+    bytes_per_tracked_agent: float | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def format(self) -> str:
+        """A human summary, one quantity per line."""
+        lat = self.latency_ms
+        lines = [
+            f"route {self.route} ({ROUTES.get(self.route, self.route)}), {self.mode}, "
+            f"{self.agents_per_frame} agents/frame, concurrency {self.concurrency}, {self.duration_s:.1f} s",
+            f"requests: {self.requests} ({self.ok} ok, {self.errors} errors"
+            + (f": {self.error_codes}" if self.error_codes else "")
+            + ")",
+            f"throughput: {self.requests_per_s:.1f} requests/s, {self.agent_updates_per_s:.0f} agent-updates/s",
+            "latency: " + ", ".join(f"{k} {v:.2f} ms" for k, v in lat.items()),
+        ]
+        if self.server_rss_bytes is not None:
+            per = "-" if self.bytes_per_tracked_agent is None else f"{self.bytes_per_tracked_agent:.0f}"
+            tracked = ", ".join(f"{k} {v:.0f}" for k, v in sorted(self.tracked_agents.items())) or "-"
+            lines.append(
+                f"server RSS: {self.server_rss_bytes / 2**20:.1f} MiB; tracked agents: {tracked}; "
+                f"bytes per tracked agent (RSS growth / new agents): {per}"
+            )
+        return "\n".join(lines)
+
+
+class Fleet:
+    """N synthetic agents on circles; ``frame(k)`` is the JSON body of their k-th observation."""
+
+    def __init__(self, n: int, prefix: str, dt_s: float, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.ids = [f"{prefix}-{i}" for i in range(n)]
+        self.center = rng.uniform(-2000.0, 2000.0, (n, 2))
+        self.radius = rng.uniform(20.0, 60.0, n)
+        self.omega = rng.uniform(2.0, 15.0, n) / self.radius * rng.choice([-1.0, 1.0], n)
+        self.phase = rng.uniform(0.0, 2 * math.pi, n)
+        self.dt_s = dt_s
+        # one day in the past: valid timestamps for 86,400 / dt_s frames, never "in the future"
+        self.base_t = math.floor(time.time()) - 86_400.0
+
+    def frame(self, k: int) -> bytes:
+        t = self.base_t + k * self.dt_s
+        ang = self.phase + self.omega * (k * self.dt_s)
+        x = (self.center[:, 0] + self.radius * np.cos(ang)).round(3).tolist()
+        y = (self.center[:, 1] + self.radius * np.sin(ang)).round(3).tolist()
+        obs = [
+            {"agent_id": a, "timestamp": t, "x": xi, "y": yi, "agent_type": "vehicle"}
+            for a, xi, yi in zip(self.ids, x, y, strict=True)
+        ]
+        return json.dumps({"observations": obs}, separators=(",", ":")).encode()
+
+
+async def server_memory(client: AsyncTrajpredClient) -> tuple[float | None, dict[str, float]]:
+    """(resident bytes, tracked agents per model) from the server's ``/metrics``."""
+    m = parse_metrics(await client.metrics())
+    rss = m.get("process_resident_memory_bytes")
+    tracked = {
+        k.split('model="', 1)[1].split('"', 1)[0]: v
+        for k, v in m.items()
+        if k.startswith("trajpred_tracked_agents{")
+    }
+    return rss, tracked
+
+
+def _percentiles(lat_s: list[float]) -> dict[str, float]:
+    if not lat_s:
+        return {}
+    a = np.asarray(lat_s) * 1000.0
+    return {
+        "p50": float(np.percentile(a, 50)),
+        "p95": float(np.percentile(a, 95)),
+        "p99": float(np.percentile(a, 99)),
+        "max": float(a.max()),
+        "mean": float(a.mean()),
+    }
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.ok = 0
+        self.errors: dict[str, int] = {}
+
+    def error(self, code: str) -> None:
+        self.errors[code] = self.errors.get(code, 0) + 1
+
+
+async def _send(client: AsyncTrajpredClient, path: str, body: bytes, t0: float, tally: _Tally) -> None:
+    try:
+        await client.request("POST", path, body=body)
+    except ApiError as e:
+        tally.error(e.code or f"http_{e.status}")
+        return
+    except httpx.HTTPError as e:
+        tally.error(type(e).__name__)
+        return
+    tally.latencies.append(time.perf_counter() - t0)
+    tally.ok += 1
+
+
+async def _open_loop(client: AsyncTrajpredClient, cfg: BenchConfig, path: str, tally: _Tally) -> float:
+    assert cfg.rate_hz is not None
+    period = 1.0 / cfg.rate_hz
+    fleet = Fleet(cfg.agents, f"bench-{uuid.uuid4().hex[:8]}", period, cfg.seed)
+    n_frames = max(1, int(cfg.duration_s * cfg.rate_hz))
+    tasks: list[asyncio.Task[None]] = []
+    start = time.perf_counter()
+    for k in range(n_frames):
+        scheduled = start + k * period
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(_send(client, path, fleet.frame(k), scheduled, tally)))
+    await asyncio.gather(*tasks)
+    return time.perf_counter() - start
+
+
+async def _closed_loop(client: AsyncTrajpredClient, cfg: BenchConfig, path: str, tally: _Tally) -> float:
+    run = uuid.uuid4().hex[:8]
+    fleets = [Fleet(cfg.agents, f"bench-{run}-{w}", 0.1, cfg.seed + w) for w in range(cfg.concurrency)]
+    start = time.perf_counter()
+    stop_at = start + cfg.duration_s
+
+    async def worker(fleet: Fleet) -> None:
+        k = 0
+        while time.perf_counter() < stop_at:
+            body = fleet.frame(k)
+            await _send(client, path, body, time.perf_counter(), tally)
+            k += 1
+
+    await asyncio.gather(*(worker(f) for f in fleets))
+    return time.perf_counter() - start
+
+
+async def run_bench_async(cfg: BenchConfig, http: httpx.AsyncClient | None = None) -> BenchResult:
+    """Run one load as configured; see the module docstring for the two modes."""
+    if cfg.route not in ROUTES:
+        raise ValueError(f"unknown route {cfg.route!r}; expected one of {sorted(ROUTES)}")
+    if cfg.agents < 1 or cfg.concurrency < 1 or cfg.duration_s <= 0:
+        raise ValueError("agents and concurrency must be >= 1 and duration_s > 0")
+    if cfg.rate_hz is not None and cfg.rate_hz <= 0:
+        raise ValueError("rate_hz must be > 0 (or None for closed loop)")
+    path = ROUTES[cfg.route]
+    async with AsyncTrajpredClient(
+        cfg.server,
+        api_key=cfg.api_key,
+        timeout_s=cfg.timeout_s,
+        retry=RetryPolicy(retries=0),
+        http=http,
+        max_connections=max(cfg.concurrency, 8) * 2,
+    ) as client:
+        await client.wait_ready(30.0)
+        rss0, tracked0 = await server_memory(client)
+        tally = _Tally()
+        if cfg.rate_hz is not None:
+            elapsed = await _open_loop(client, cfg, path, tally)
+            mode = f"open loop {cfg.rate_hz:g} Hz"
+        else:
+            elapsed = await _closed_loop(client, cfg, path, tally)
+            mode = "closed loop"
+        rss1, tracked1 = await server_memory(client)
+    n_req = tally.ok + sum(tally.errors.values())
+    new_agents = max(tracked1.values(), default=0.0) - max(tracked0.values(), default=0.0)
+    rss_delta = rss1 - rss0 if rss0 is not None and rss1 is not None else None
+    per_agent = rss_delta / new_agents if rss_delta is not None and new_agents > 0 else None
+    return BenchResult(
+        route=cfg.route,
+        mode=mode,
+        agents_per_frame=cfg.agents,
+        concurrency=cfg.concurrency,
+        duration_s=elapsed,
+        requests=n_req,
+        ok=tally.ok,
+        errors=n_req - tally.ok,
+        error_codes=dict(tally.errors),
+        requests_per_s=tally.ok / elapsed,
+        agent_updates_per_s=tally.ok * cfg.agents / elapsed,
+        latency_ms=_percentiles(tally.latencies),
+        server_rss_bytes=rss1,
+        tracked_agents=tracked1,
+        rss_delta_bytes=rss_delta,
+        bytes_per_tracked_agent=per_agent,
+    )
+
+
+def run_bench(cfg: BenchConfig) -> BenchResult:
+    """Synchronous entry point of :func:`run_bench_async`."""
+    return asyncio.run(run_bench_async(cfg))

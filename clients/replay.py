@@ -1,0 +1,288 @@
+"""``ipnet replay``: stream a real dataset to the service frame by frame through ``/v1/ab/predict``.
+
+The data are read with the project's loaders (every format, including the interchange CSV). Each scene is
+played in time order; a frame is every observation sharing one timestamp (with time jitter, which breaks
+that sharing, observations are binned by the data's own frame period). Agent ids get the scene id as a
+prefix when the data hold several scenes, because ids are only unique within a scene.
+
+The final table is the server's ``/v1/ab/report`` (the service scores its own predictions online), plus what
+the replay sent and what was rejected.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clients.client import ApiError, TrajpredClient
+from models.data import Track, load_tracks
+from models.windows import Perturbation, median_dt, perturb_observed
+from service.schemas import ABReport, Prediction
+
+__all__ = ["Frame", "ReplayResult", "build_frames", "format_table", "plot_replay", "replay"]
+
+
+@dataclass
+class Frame:
+    """Observations sent in one request; ``t`` is the data time of the frame (for real-time pacing)."""
+
+    t: float
+    observations: list[dict[str, Any]]
+
+
+@dataclass
+class ReplayResult:
+    """What one replay sent, what came back, and the server's A/B report at the end."""
+
+    frames: int = 0
+    requests: int = 0
+    observations: int = 0
+    rejected_requests: int = 0
+    rejected_observations: int = 0
+    reject_codes: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    report: ABReport | None = None
+    #: observed track per plotted agent: (t, xy)
+    tracks: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: one prediction per model per plotted agent (made mid-track): model -> agent -> trajectory (n, 2)
+    predictions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+
+def perturb_track(tr: Track, pert: Perturbation, seed: int) -> Track:
+    """The whole track through :func:`models.windows.perturb_observed` (seeded per track)."""
+    if pert.is_identity or len(tr) < 3:
+        return tr
+    t, xy = perturb_observed(tr.t, tr.xy, pert, np.random.default_rng(seed))
+    return Track(tr.scene_id, tr.agent_id, tr.agent_type, t, xy, tr.source)
+
+
+def build_frames(tracks: list[Track], pert: Perturbation | None = None) -> list[Frame]:
+    """Frames in time order, scene after scene (each scene starts where the previous one ended, in time)."""
+    pert = pert or Perturbation()
+    scenes: dict[str, list[Track]] = defaultdict(list)
+    for tr in tracks:
+        scenes[tr.scene_id].append(tr)
+    prefix = len(scenes) > 1
+    frames: list[Frame] = []
+    offset = 0.0
+    for k, scene in enumerate(sorted(scenes)):
+        group = [
+            perturb_track(tr, pert, pert.seed * 1_000_003 + k * 10_007 + i)
+            for i, tr in enumerate(scenes[scene])
+        ]
+        period = float(np.median([median_dt(tr.t) for tr in group]))
+        t0 = min(float(tr.t[0]) for tr in group)
+        by_key: dict[float, list[dict[str, Any]]] = defaultdict(list)
+        for tr in group:
+            agent = f"{scene}:{tr.agent_id}" if prefix else tr.agent_id
+            for t, (x, y) in zip(tr.t.tolist(), tr.xy.tolist(), strict=True):
+                # jittered times no longer line up: bin by the frame period (several per agent are allowed)
+                key = float(np.floor((t - t0) / period + 1e-6)) if pert.jitter_s > 0 else t
+                by_key[key].append(
+                    {"agent_id": agent, "timestamp": t, "x": x, "y": y, "agent_type": tr.agent_type}
+                )
+        keys = sorted(by_key)
+        for key in keys:
+            obs = by_key[key]
+            t_frame = max(o["timestamp"] for o in obs)
+            frames.append(Frame(t_frame - t0 + offset, obs))
+        t_end = max(float(tr.t[-1]) for tr in group)
+        offset += t_end - t0 + period
+    return frames
+
+
+def _pick_agents(tracks: list[Track], frames: list[Frame], n: int) -> list[str]:
+    """The ``n`` agents with the most observations that moved (interesting to look at)."""
+    counts: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for fr in frames:
+        for o in fr.observations:
+            counts[o["agent_id"]].append((o["x"], o["y"]))
+    ranked = sorted(
+        counts,
+        key=lambda a: (np.ptp(np.asarray(counts[a]), axis=0).sum() > 5.0, len(counts[a])),
+        reverse=True,
+    )
+    return ranked[:n]
+
+
+def _sleep_until(start: float, data_t: float, speed: float | None) -> None:
+    if speed is None:
+        return
+    delay = start + data_t / speed - time.perf_counter()
+    if delay > 0:
+        time.sleep(delay)
+
+
+def replay(
+    client: TrajpredClient,
+    tracks: list[Track],
+    *,
+    speed: float | None = None,
+    pert: Perturbation | None = None,
+    plot_agents: int = 4,
+    progress: bool = True,
+) -> ReplayResult:
+    """Send every frame through ``/v1/ab/predict`` and fetch ``/v1/ab/report`` at the end.
+
+    Args:
+        speed: 1.0 = real time, 2.0 = twice as fast, None = as fast as the server answers.
+        pert: stream degradation applied to each track before sending (seeded: reproducible).
+        plot_agents: how many agents' tracks and predictions to keep for :func:`plot_replay`.
+    """
+    from tqdm import tqdm
+
+    frames = build_frames(tracks, pert)
+    result = ReplayResult()
+    watched = set(_pick_agents(tracks, frames, plot_agents))
+    seen: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    total_obs = {a: 0 for a in watched}
+    for fr in frames:
+        for o in fr.observations:
+            if o["agent_id"] in total_obs:
+                total_obs[o["agent_id"]] += 1
+    result.predictions = {"ipnet": {}, "baseline": {}}
+    start = time.perf_counter()
+    bar: Iterator[Frame] = tqdm(frames, desc="replay", unit="frame", disable=not progress, leave=False)
+    for fr in bar:
+        _sleep_until(start, fr.t, speed)
+        result.frames += 1
+        result.requests += 1
+        result.observations += len(fr.observations)
+        try:
+            answer = client.ab_predict(fr.observations)
+        except ApiError as e:
+            # a rejected request changes nothing on the server: count it and go on with the stream
+            result.rejected_requests += 1
+            result.rejected_observations += len(fr.observations)
+            code = e.code or f"http_{e.status}"
+            result.reject_codes[code] = result.reject_codes.get(code, 0) + 1
+            continue
+        for o in fr.observations:
+            if o["agent_id"] in watched:
+                seen[o["agent_id"]].append((o["timestamp"], o["x"], o["y"]))
+        for role, preds in (("ipnet", answer.predictions.ipnet), ("baseline", answer.predictions.baseline)):
+            for p in preds:
+                _keep_mid_track(result.predictions[role], p, seen, total_obs)
+    result.elapsed_s = time.perf_counter() - start
+    result.tracks = {
+        a: (np.array([s[0] for s in v]), np.array([[s[1], s[2]] for s in v])) for a, v in seen.items()
+    }
+    result.report = client.ab_report()
+    return result
+
+
+def _keep_mid_track(
+    store: dict[str, np.ndarray],
+    p: Prediction,
+    seen: dict[str, list[tuple[float, float, float]]],
+    total_obs: dict[str, int],
+) -> None:
+    # the prediction made at the middle of the watched agent's track: enough history, future to compare
+    if p.agent_id not in total_obs or p.agent_id in store:
+        return
+    if len(seen[p.agent_id]) >= max(2, total_obs[p.agent_id] // 2):
+        store[p.agent_id] = np.array([[q.x, q.y] for q in p.trajectory])
+
+
+def _fmt(v: float | None, spec: str = ".3f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def format_table(result: ReplayResult) -> str:
+    """The closing table: ADE/FDE and the error at 1, 2, 3 s per model, the ADE reduction, counts."""
+    rep = result.report
+    lines = []
+    if rep is not None:
+        hs = sorted(rep.horizons_s, key=float)
+        head = ["model", "version", "ADE m", "FDE m", *[f"@{h} s m" for h in hs], "n"]
+        rows = []
+        for role in ("ipnet", "baseline"):
+            m = rep.models[role]
+            at = [_fmt(getattr(rep.horizons_s[h], role)) for h in hs]
+            rows.append([role, m.model_version, _fmt(m.ade_m), _fmt(m.fde_m), *at, str(m.n)])
+        rows.append(["n (scored)", "", "", "", *[str(rep.horizons_s[h].n) for h in hs], ""])
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        for r in [head, *rows]:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        red = "-" if rep.ade_reduction is None else f"{rep.ade_reduction:+.1%}"
+        lines.append(
+            f"ADE reduction (1 - ADE ipnet / ADE baseline): {red}   pending predictions: {rep.pending}"
+        )
+    rate = result.frames / result.elapsed_s if result.elapsed_s > 0 else 0.0
+    lines.append(
+        f"sent: {result.observations} observations in {result.requests} requests "
+        f"({result.elapsed_s:.1f} s, {rate:.0f} frames/s)"
+    )
+    codes = ", ".join(f"{k}: {v}" for k, v in sorted(result.reject_codes.items())) or "none"
+    lines.append(
+        f"rejected: {result.rejected_requests} requests, {result.rejected_observations} observations ({codes})"
+    )
+    return "\n".join(lines)
+
+
+def plot_replay(result: ReplayResult, out: Path) -> None:
+    """A PNG: watched agents' observed tracks with both models' predictions; error against horizon per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display: files only
+    import matplotlib.pyplot as plt
+
+    fig, (ax_xy, ax_h) = plt.subplots(1, 2, figsize=(12, 5.5))
+    colors = {"ipnet": "tab:red", "baseline": "tab:blue"}
+    for i, (agent, (_, xy)) in enumerate(sorted(result.tracks.items())):
+        ax_xy.plot(xy[:, 0], xy[:, 1], "-", color="0.4", lw=1.2, label="observed" if i == 0 else None)
+        # baseline first and wider, so IPNet stays visible where the two nearly coincide
+        for role, style, lw in (("baseline", "-", 3.0), ("ipnet", "--", 1.5)):
+            pred = result.predictions.get(role, {}).get(agent)
+            if pred is not None:
+                ax_xy.plot(
+                    pred[:, 0],
+                    pred[:, 1],
+                    style,
+                    color=colors[role],
+                    lw=lw,
+                    alpha=0.8,
+                    label=role if i == 0 else None,
+                )
+        ax_xy.annotate(agent[-8:], xy[0], fontsize=7, color="0.3")
+    ax_xy.set_title("observed tracks and predictions from mid-track")
+    ax_xy.set_xlabel("x (m)")
+    ax_xy.set_ylabel("y (m)")
+    ax_xy.set_aspect("equal", adjustable="datalim")
+    ax_xy.legend(loc="best", fontsize=8)
+    rep = result.report
+    if rep is not None:
+        hs = sorted(rep.horizons_s, key=float)
+        for role in ("ipnet", "baseline"):
+            pts = [(float(h), getattr(rep.horizons_s[h], role)) for h in hs]
+            pts = [(h, v) for h, v in pts if v is not None]
+            if pts:
+                name = f"{role} ({rep.models[role].model})"
+                ax_h.plot(
+                    [0.0] + [p[0] for p in pts],
+                    [0.0] + [p[1] for p in pts],
+                    "o-",
+                    color=colors[role],
+                    label=name,
+                )
+        red = "" if rep.ade_reduction is None else f"; ADE reduction {rep.ade_reduction:+.1%}"
+        ax_h.set_title(f"error vs horizon (/v1/ab/report{red})")
+    ax_h.set_xlabel("horizon (s)")
+    ax_h.set_ylabel("mean displacement error (m)")
+    ax_h.grid(alpha=0.3)
+    ax_h.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def load(path: str | Path, fmt: str = "auto") -> list[Track]:
+    """Tracks of any supported format (``models.data.load_tracks``)."""
+    return load_tracks(path, fmt)
