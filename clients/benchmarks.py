@@ -1,0 +1,455 @@
+"""The benchmark suite: ``python -m clients.benchmarks --out BENCHMARKS.md`` (or ``ipnet bench --suite``).
+
+In one run, on this machine:
+
+1. frames of 1, 10, 100 and 1,000 agents, closed loop, through ``/v1/predict``, ``/v1/baseline/predict`` and
+   ``/v1/ab/predict`` and through the trivial ``/v1/ping`` (reads the same body, parses nothing) of the same
+   server process: the throughput ratio route/ping is what the service adds to the framework's ceiling;
+2. 100-agent frames at 10 Hz, open loop: latency percentiles;
+3. the model step alone (IPNet, GRU, LSTM) per agent, in-process, against one plain matrix multiply of the
+   same size (batch x (features + memory) @ (features + memory) x memory);
+4. memory per tracked agent with 100,000 agents resident (both models, through ``/v1/ab/predict``), for the
+   memory store (server RSS growth) and for Redis (a real ``redis-server`` on loopback: its ``used_memory``
+   growth, plus the server's RSS growth).
+
+Every figure in the report comes from this run's measurements. The servers are started here, on free
+loopback ports, with ``TRAJPRED_WEIGHTS_DIR`` (or the shipped weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clients.bench import BenchConfig, BenchResult, Fleet, run_bench_async, server_memory
+from clients.client import AsyncTrajpredClient, RetryPolicy
+
+REPO = Path(__file__).resolve().parent.parent
+SIZES = (1, 10, 100, 1000)
+ROUTE_ORDER = ("ping", "predict", "baseline", "ab")
+
+
+@dataclass
+class Plan:
+    """Durations and sizes of one suite run (``--quick`` shrinks everything to check the machinery)."""
+
+    cell_s: float = 3.0
+    open_loop_s: float = 10.0
+    step_repeats: int = 200
+    memory_agents: int = 100_000
+    memory_frame: int = 1000
+
+    @staticmethod
+    def quick() -> Plan:
+        return Plan(cell_s=0.5, open_loop_s=2.0, step_repeats=10, memory_agents=3000, memory_frame=1000)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _sh(cmd: str) -> str:
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+@contextlib.contextmanager
+def serve(env: dict[str, str], log: Path) -> Iterator[str]:
+    """``ipnet serve`` on a free loopback port (one worker, one torch thread); yields its URL."""
+    port = _free_port()
+    full = {
+        **os.environ,
+        "TRAJPRED_LOG_LEVEL": "warning",
+        "TRAJPRED_SNAPSHOT_PATH": "",
+        "OMP_NUM_THREADS": "1",
+    }
+    full.update(env)
+    full["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full.get("PYTHONPATH")]))
+    with log.open("ab") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO,
+            env=full,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        async def ready() -> None:
+            async with AsyncTrajpredClient(url) as c:
+                await c.wait_ready(120.0)
+
+        asyncio.run(ready())
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[tuple[str, int]]:
+    """A real redis-server on a free loopback port without persistence: (URL, port)."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise RuntimeError("redis-server is not installed")
+    port = _free_port()
+    args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(
+        [*args, "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=port)
+        for _ in range(200):
+            with contextlib.suppress(redis.ConnectionError):
+                if client.ping():
+                    break
+            time.sleep(0.05)
+        client.close()
+        yield f"redis://127.0.0.1:{port}/0", port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+# --- 1 and 2: HTTP ------------------------------------------------------------------------------------
+def bench_routes(url: str, plan: Plan, log: list[str]) -> dict[str, dict[int, BenchResult]]:
+    """Closed loop, one sender, every route x frame size; the first ping cell is repeated as warm-up."""
+    out: dict[str, dict[int, BenchResult]] = {r: {} for r in ROUTE_ORDER}
+    asyncio.run(
+        run_bench_async(BenchConfig(server=url, route="ping", agents=10, rate_hz=None, duration_s=0.5))
+    )
+    for n in SIZES:
+        for route in ROUTE_ORDER:
+            cfg = BenchConfig(server=url, route=route, agents=n, rate_hz=None, duration_s=plan.cell_s)
+            r = asyncio.run(run_bench_async(cfg))
+            out[route][n] = r
+            log.append(
+                f"{route:>8} {n:>5} agents: {r.requests_per_s:8.1f} req/s, p50 {r.latency_ms.get('p50', 0):.2f} ms"
+            )
+            print(log[-1], file=sys.stderr, flush=True)
+    return out
+
+
+def bench_closed_1000_parallel(url: str, plan: Plan) -> BenchResult:
+    """1,000-agent frames through /v1/predict with two senders (both cores busy on the server)."""
+    cfg = BenchConfig(
+        server=url, route="predict", agents=1000, rate_hz=None, concurrency=2, duration_s=plan.cell_s
+    )
+    return asyncio.run(run_bench_async(cfg))
+
+
+def bench_open_loop(url: str, plan: Plan, route: str) -> BenchResult:
+    cfg = BenchConfig(server=url, route=route, agents=100, rate_hz=10.0, duration_s=plan.open_loop_s)
+    return asyncio.run(run_bench_async(cfg))
+
+
+# --- 3: model step in-process -------------------------------------------------------------------------
+def bench_model_step(weights: Path | None, plan: Plan) -> dict[str, dict[int, dict[str, float]]]:
+    """Per-agent time of ``Predictor.step`` vs one matmul of the same size, one torch thread."""
+    import torch
+
+    from models.kinematics import N_FEATURES, KinState
+    from models.pipeline import load_predictors
+
+    torch.set_num_threads(1)
+    predictors = load_predictors(["ipnet", "gru", "lstm"], weights)
+    out: dict[str, dict[int, dict[str, float]]] = {}
+    for name, p in predictors.items():
+        out[name] = {}
+        for b in SIZES:
+            types = np.zeros(b, np.int64)
+            xy = np.random.default_rng(0).normal(0, 10, (b, 2))
+            dt_s = np.full(b, 0.1)
+            r = p.step(KinState.empty(b), p.initial_memory(b), xy, np.zeros(b), types)
+            for _ in range(3):  # a warmed state, not the first-observation branch
+                r = p.step(r.kin, r.memory, xy + 1.0, dt_s, types)
+            reps = max(3, plan.step_repeats // max(1, b // 10))
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                p.step(r.kin, r.memory, xy + 1.0, dt_s, types)
+            step_s = (time.perf_counter() - t0) / reps
+            width = p.memory_size + N_FEATURES  # features + memory in, memory out: the update's shape
+            a = torch.randn(b, width)
+            w = torch.randn(width, p.memory_size)
+            with torch.no_grad():
+                for _ in range(3):
+                    a @ w
+                t0 = time.perf_counter()
+                for _ in range(reps * 10):
+                    a @ w
+                mm_s = (time.perf_counter() - t0) / (reps * 10)
+            out[name][b] = {
+                "step_us_per_agent": step_s / b * 1e6,
+                "matmul_us_per_agent": mm_s / b * 1e6,
+                "ratio": step_s / mm_s,
+                "memory_size": float(p.memory_size),
+            }
+    return out
+
+
+# --- 4: memory per tracked agent ----------------------------------------------------------------------
+async def _fill(url: str, plan: Plan) -> dict[str, float]:
+    """Put ``memory_agents`` new agents (one observation each) through /v1/ab/predict; RSS before/after."""
+    async with AsyncTrajpredClient(url, retry=RetryPolicy(retries=0), timeout_s=120.0) as c:
+        rss0, tracked0 = await server_memory(c)
+        n_frames = plan.memory_agents // plan.memory_frame
+        t0 = time.perf_counter()
+        for k in range(n_frames):
+            fleet = Fleet(plan.memory_frame, f"mem-{k}", 0.1, seed=k)
+            await c.request("POST", "/v1/ab/predict", body=fleet.frame(0))
+        elapsed = time.perf_counter() - t0
+        await asyncio.sleep(0.5)
+        rss1, tracked1 = await server_memory(c)
+    added = min(tracked1.values()) - min(tracked0.values(), default=0.0)
+    return {
+        "rss_before": rss0 or 0.0,
+        "rss_after": rss1 or 0.0,
+        "tracked_after": min(tracked1.values()),
+        "added": added,
+        "models": float(len(tracked1)),
+        "fill_s": elapsed,
+    }
+
+
+def bench_memory(weights_env: dict[str, str], plan: Plan, tmp: Path) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    cap = str(max(plan.memory_agents * 2, 1000))
+    with serve({**weights_env, "TRAJPRED_MAX_AGENTS": cap}, tmp / "serve-memory.log") as url:
+        m = asyncio.run(_fill(url, plan))
+        m["bytes_per_agent"] = (m["rss_after"] - m["rss_before"]) / m["added"]
+        out["memory"] = m
+    import redis
+
+    with redis_server(tmp) as (rurl, port):
+        r = redis.Redis(host="127.0.0.1", port=port)
+        env = {
+            **weights_env,
+            "TRAJPRED_MAX_AGENTS": cap,
+            "TRAJPRED_STORE": rurl,
+            "TRAJPRED_STATE_TTL_S": "3600",
+        }
+        with serve(env, tmp / "serve-redis.log") as url:
+            used0 = float(r.info("memory")["used_memory"])
+            m = asyncio.run(_fill(url, plan))
+            used1 = float(r.info("memory")["used_memory"])
+            m["redis_used_before"], m["redis_used_after"] = used0, used1
+            m["bytes_per_agent"] = (used1 - used0) / m["added"]
+            m["server_rss_bytes_per_agent"] = (m["rss_after"] - m["rss_before"]) / m["added"]
+            m["redis_keys"] = float(r.dbsize())
+            out["redis"] = m
+        r.close()
+    return out
+
+
+# --- report -------------------------------------------------------------------------------------------
+def _f(v: float, spec: str = ".1f") -> str:
+    return format(v, spec)
+
+
+def render(results: dict[str, Any], command: str) -> str:
+    routes: dict[str, dict[int, BenchResult]] = results["routes"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by the benchmark command below; every figure is from that one run (no typed-in numbers).",
+        "",
+        f"- command: `{command}`",
+        f"- date (UTC): {results['date']}, git commit {results['commit']}",
+        f"- machine: `nproc` = {results['nproc']}; load average at start {results['loadavg']} "
+        "(the machine is shared: other jobs ran during the run)",
+        f"- Python {platform.python_version()}, torch {results['torch']}, one uvicorn worker, one torch thread; "
+        "client and server on the same 2 cores (the load generator takes CPU from the server)",
+        "",
+        "```",
+        results["lscpu"],
+        "```",
+        "",
+        "## Frames through the routes vs the trivial route (closed loop, one sender)",
+        "",
+        f"Each cell runs {results['plan']['cell_s']} s. `/v1/ping` reads the same body and answers its size "
+        "(framework + transport ceiling). Ratio = requests/s of the route / requests/s of ping for the same frame "
+        "(target: >= 0.5 at 100 agents).",
+        "",
+        "| agents/frame | ping req/s | predict req/s (ratio) | baseline req/s (ratio) | ab req/s (ratio) | predict p50 / p99 ms | predict agent-updates/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for n in SIZES:
+        ping = routes["ping"][n].requests_per_s
+        cells = [
+            f"{routes[r][n].requests_per_s:.1f} ({routes[r][n].requests_per_s / ping:.2f})"
+            for r in ("predict", "baseline", "ab")
+        ]
+        lat = routes["predict"][n].latency_ms
+        lines.append(
+            f"| {n} | {ping:.1f} | {' | '.join(cells)} | {lat.get('p50', 0):.2f} / {lat.get('p99', 0):.2f} | "
+            f"{routes['predict'][n].agent_updates_per_s:.0f} |"
+        )
+    errors = sum(r.errors for by in routes.values() for r in by.values())
+    lines += ["", f"Errors over all cells: {errors}.", ""]
+    par: BenchResult = results["parallel_1000"]
+    lines += [
+        "## Agent-updates/s with 1,000-agent frames",
+        "",
+        f"- one sender: {routes['predict'][1000].agent_updates_per_s:.0f} agent-updates/s "
+        f"({routes['predict'][1000].requests_per_s:.1f} req/s)",
+        f"- two senders: {par.agent_updates_per_s:.0f} agent-updates/s, p99 {par.latency_ms.get('p99', 0):.1f} ms, "
+        f"errors {par.errors} (target: >= 50,000)",
+        "",
+        "## 100-agent frames at 10 Hz, open loop",
+        "",
+        "Latency from each frame's scheduled send time (no coordinated omission). Target: p99 < 10 ms.",
+        "",
+        "| route | frames | errors | p50 ms | p95 ms | p99 ms | max ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for route, r in results["open_loop"].items():
+        lat = r.latency_ms
+        lines.append(
+            f"| {route} | {r.requests} | {r.errors} | {lat.get('p50', 0):.2f} | {lat.get('p95', 0):.2f} | "
+            f"{lat.get('p99', 0):.2f} | {lat.get('max', 0):.2f} |"
+        )
+    steps = results["model_step"]
+    lines += [
+        "",
+        "## Model step alone, in-process (one torch thread)",
+        "",
+        "`Predictor.step` (kinematics, one batched forward, world-frame trajectory) per agent, against one "
+        "`(B, features+memory) @ (features+memory, memory)` float32 matmul of the same batch. Ratio = step / matmul "
+        "(how far above the bare arithmetic the step is). IPNet/GRU = IPNet's time per update over the GRU's "
+        "(target <= 1).",
+        "",
+        "| model | memory | " + " | ".join(f"{b} agents: µs/agent (ratio)" for b in SIZES) + " |",
+        "|---|---|" + "---|" * len(SIZES),
+    ]
+    for name, by in steps.items():
+        cells = [f"{by[b]['step_us_per_agent']:.2f} ({by[b]['ratio']:.0f}x)" for b in SIZES]
+        lines.append(f"| {name} | {int(by[SIZES[0]]['memory_size'])} | " + " | ".join(cells) + " |")
+    lines.append(
+        "| IPNet/GRU | | "
+        + " | ".join(
+            f"{steps['ipnet'][b]['step_us_per_agent'] / steps['gru'][b]['step_us_per_agent']:.2f}"
+            for b in SIZES
+        )
+        + " |"
+    )
+    mem = results["memory"]
+    lines += [
+        "",
+        f"## Memory per tracked agent ({int(mem['memory']['added']):,} agents resident, IPNet + GRU state)",
+        "",
+        "Agents added through `/v1/ab/predict` in frames of "
+        f"{results['plan']['memory_frame']} (one observation each, both models). Target: <= 2 KB per agent.",
+        "",
+        "| store | agents per model | bytes per agent (all models) | measured as |",
+        "|---|---|---|---|",
+        f"| memory | {int(mem['memory']['tracked_after']):,} | {mem['memory']['bytes_per_agent']:.0f} | server RSS growth "
+        f"({mem['memory']['rss_before'] / 2**20:.0f} -> {mem['memory']['rss_after'] / 2**20:.0f} MiB) / agents |",
+    ]
+    if "redis" in mem:
+        r = mem["redis"]
+        lines.append(
+            f"| redis | {int(r['tracked_after']):,} | {r['bytes_per_agent']:.0f} | redis-server used_memory growth "
+            f"({r['redis_used_before'] / 2**20:.0f} -> {r['redis_used_after'] / 2**20:.0f} MiB, {int(r['redis_keys']):,} keys) "
+            f"/ agents; the server's own RSS grew {r['server_rss_bytes_per_agent']:.0f} B/agent |"
+        )
+    lines += [
+        "",
+        "## Seldon MLServer peer",
+        "",
+        results.get("mlserver", "Not measured in this run (see the closing notes)."),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m clients.benchmarks", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=None, help="write the Markdown report here (default: stdout)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the raw results as JSON")
+    ap.add_argument(
+        "--quick", action="store_true", help="tiny durations: checks the machinery, not the speed"
+    )
+    ap.add_argument("--no-redis", action="store_true", help="skip the Redis memory measurement")
+    args = ap.parse_args(argv)
+    plan = Plan.quick() if args.quick else Plan()
+    weights = os.environ.get("TRAJPRED_WEIGHTS_DIR")
+    weights_env = {"TRAJPRED_WEIGHTS_DIR": weights} if weights else {}
+    import torch
+
+    results: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
+        "commit": _sh(f"git -C {REPO} rev-parse --short HEAD"),
+        "nproc": _sh("nproc"),
+        "lscpu": _sh("lscpu | head"),
+        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "torch": torch.__version__,
+        "plan": plan.__dict__,
+    }
+    log: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="trajpred-bench-") as d:
+        tmp = Path(d)
+        with serve({**weights_env, "TRAJPRED_MAX_AGENTS": "1000000"}, tmp / "serve-routes.log") as url:
+            results["routes"] = bench_routes(url, plan, log)
+            results["parallel_1000"] = bench_closed_1000_parallel(url, plan)
+            results["open_loop"] = {r: bench_open_loop(url, plan, r) for r in ("predict", "ab")}
+        print("model step...", file=sys.stderr, flush=True)
+        results["model_step"] = bench_model_step(Path(weights) if weights else None, plan)
+        print("memory...", file=sys.stderr, flush=True)
+        if args.no_redis:
+            mem_plan = plan
+            with serve(
+                {**weights_env, "TRAJPRED_MAX_AGENTS": str(plan.memory_agents * 2)}, tmp / "m.log"
+            ) as url:
+                m = asyncio.run(_fill(url, mem_plan))
+                m["bytes_per_agent"] = (m["rss_after"] - m["rss_before"]) / m["added"]
+                results["memory"] = {"memory": m}
+        else:
+            results["memory"] = bench_memory(weights_env, plan, tmp)
+    command = "python -m clients.benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = render(results, command.strip())
+    if args.out:
+        args.out.write_text(text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        print(text)
+    if args.json:
+        raw = {
+            **results,
+            "routes": {r: {n: b.to_dict() for n, b in by.items()} for r, by in results["routes"].items()},
+            "parallel_1000": results["parallel_1000"].to_dict(),
+            "open_loop": {r: b.to_dict() for r, b in results["open_loop"].items()},
+        }
+        args.json.write_text(json.dumps(raw, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
