@@ -35,9 +35,9 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/trajpred --create-home trajpred
 COPY --from=build /opt/venv /opt/venv
 USER 10001:10001
-# the memory store's snapshot lives here (a volume keeps it across container restarts)
+# the memory store's snapshot: mount a volume here to keep agent state across container restarts
+# (docker run -v trajpred-state:/var/lib/trajpred ...); with TRAJPRED_STORE=redis://... it is unused
 WORKDIR /var/lib/trajpred
-VOLUME ["/var/lib/trajpred"]
 EXPOSE 8000
 # liveness: uvicorn accepts connections only once the lifespan has loaded and warmed the models
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
