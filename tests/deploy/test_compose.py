@@ -86,10 +86,8 @@ def test_every_mounted_host_path_exists_and_deploy_is_read_only(compose):
         for source, target, ro in service_mounts:
             host = (COMPOSE_FILE.parent / source).resolve()
             assert host.exists(), f"{name}: {source} -> {target}: {host} does not exist"
-            # configuration and data are read, never written, by the containers
+            # configuration (deploy/) and replay data are read, never written, by the containers
             assert ro, f"{name}: {source} -> {target} is mounted read-write"
-            if host.is_relative_to(DEPLOY):
-                assert ro
     named = {
         v.split(":")[0]
         for s in compose["services"].values()
@@ -98,6 +96,13 @@ def test_every_mounted_host_path_exists_and_deploy_is_read_only(compose):
     }
     declared = set(compose.get("volumes") or {})
     assert {n for n in named if not n.startswith((".", "/", "~"))} <= declared
+
+    # each monitoring container reads its configuration from deploy/, where the file it is told to load is
+    prometheus = compose["services"]["prometheus"]
+    config = next(a.split("=", 1)[1] for a in prometheus["command"] if a.startswith("--config.file="))
+    ((source, target, _),) = _bind_mounts(prometheus)
+    assert (COMPOSE_FILE.parent / source).resolve() == DEPLOY / "prometheus"
+    assert (DEPLOY / "prometheus" / Path(config).relative_to(target)).is_file()
 
 
 def test_images_are_pinned_and_the_stack_is_complete(compose):
