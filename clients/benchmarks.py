@@ -269,9 +269,144 @@ def bench_memory(weights_env: dict[str, str], plan: Plan, tmp: Path) -> dict[str
     return out
 
 
+# --- 5: the MLServer peer -----------------------------------------------------------------------------
+MLSERVER_MODEL = "gru-peer"
+
+
+@contextlib.contextmanager
+def mlserver_peer(venv_python: Path, weights: Path, tmp: Path) -> Iterator[str]:
+    """``mlserver start`` (its own venv) with the per-agent GRU runtime of ``clients.peer_mlserver``."""
+    d = tmp / "mlserver"
+    (d / MLSERVER_MODEL).mkdir(parents=True)
+    http_port, grpc_port, metrics_port = _free_port(), _free_port(), _free_port()
+    settings = {
+        "http_port": http_port,
+        "grpc_port": grpc_port,
+        "metrics_port": metrics_port,
+        "host": "127.0.0.1",
+        # one process: the per-agent state lives in the model object (workers would each hold a part)
+        "parallel_workers": 0,
+    }
+    (d / "settings.json").write_text(json.dumps(settings))
+    model = {
+        "name": MLSERVER_MODEL,
+        "implementation": "clients.peer_mlserver.GRUPeer",
+        "parameters": {"uri": str(weights / "gru.pt")},
+    }
+    (d / MLSERVER_MODEL / "model-settings.json").write_text(json.dumps(model))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    with (tmp / "mlserver.log").open("ab") as fh:
+        proc = subprocess.Popen(
+            [str(venv_python.parent / "mlserver"), "start", str(d)],
+            cwd=d,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{http_port}"
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 180
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/v2/models/{MLSERVER_MODEL}/ready", timeout=2).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlserver did not start: {(tmp / 'mlserver.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def _v2_body(fleet: Fleet, k: int) -> bytes:
+    frame = json.loads(fleet.frame(k))["observations"]
+    n = len(frame)
+
+    def col(name: str, key: str, dtype: str) -> dict[str, Any]:
+        return {"name": name, "shape": [n], "datatype": dtype, "data": [o[key] for o in frame]}
+
+    body = {
+        "inputs": [
+            col("agent_id", "agent_id", "BYTES"),
+            col("t", "timestamp", "FP64"),
+            col("x", "x", "FP64"),
+            col("y", "y", "FP64"),
+        ]
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+async def _closed_loop_v2(url: str, agents: int, duration_s: float) -> dict[str, Any]:
+    import httpx
+
+    fleet = Fleet(agents, f"peer-{time.time_ns()}", 0.1)
+    path = f"/v2/models/{MLSERVER_MODEL}/infer"
+    lat: list[float] = []
+    errors = 0
+    async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+        for k in range(3):  # warm-up
+            await c.post(path, content=_v2_body(fleet, k), headers={"content-type": "application/json"})
+        k = 3
+        start = time.perf_counter()
+        while time.perf_counter() - start < duration_s:
+            body = _v2_body(fleet, k)
+            t0 = time.perf_counter()
+            r = await c.post(path, content=body, headers={"content-type": "application/json"})
+            if r.status_code == 200:
+                lat.append(time.perf_counter() - t0)
+            else:
+                errors += 1
+            k += 1
+        elapsed = time.perf_counter() - start
+    a = np.asarray(lat) * 1e3
+    return {
+        "requests_per_s": len(lat) / elapsed,
+        "ok": len(lat),
+        "errors": errors,
+        "p50_ms": float(np.percentile(a, 50)) if len(a) else 0.0,
+        "p99_ms": float(np.percentile(a, 99)) if len(a) else 0.0,
+    }
+
+
+def bench_peer(
+    venv_python: Path, weights: Path, weights_env: dict[str, str], plan: Plan, tmp: Path
+) -> dict[str, Any]:
+    """MLServer peer vs ``/v1/baseline/predict`` (same GRU checkpoint), 100-agent frames, one sender each."""
+    with mlserver_peer(venv_python, weights, tmp) as url:
+        peer = asyncio.run(_closed_loop_v2(url, 100, plan.cell_s * 2))
+    with serve(weights_env, tmp / "serve-peer.log") as url:
+        ours = {}
+        for route in ("baseline", "ping"):
+            cfg = BenchConfig(server=url, route=route, agents=100, rate_hz=None, duration_s=plan.cell_s * 2)
+            ours[route] = asyncio.run(run_bench_async(cfg)).to_dict()
+    return {"peer": peer, "ours": ours}
+
+
 # --- report -------------------------------------------------------------------------------------------
 def _f(v: float, spec: str = ".1f") -> str:
     return format(v, spec)
+
+
+def _profile(plan: Plan) -> str:
+    """The hot-path profile (a script, in its own process: it imports the service, this package does not)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    out = []
+    for route in ("/v1/predict", "/v1/ab/predict"):
+        cmd = [sys.executable, str(REPO / "scripts" / "profile_hot_path.py"), "--route", route]
+        cmd += ["--requests", str(max(5, plan.step_repeats // 5))]
+        done = subprocess.run(
+            cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
+        )
+        out.append(done.stdout.strip() if done.returncode == 0 else f"(profile failed: {done.stderr[-500:]})")
+    return "\n\n".join(out)
 
 
 def render(results: dict[str, Any], command: str) -> str:
@@ -384,9 +519,40 @@ def render(results: dict[str, Any], command: str) -> str:
         "",
         "## Seldon MLServer peer",
         "",
-        results.get("mlserver", "Not measured in this run (see the closing notes)."),
-        "",
     ]
+    peer = results.get("peer")
+    if peer is None:
+        lines += ["Not measured in this run (no `--mlserver-python`).", ""]
+    else:
+        p, b, ping = peer["peer"], peer["ours"]["baseline"], peer["ours"]["ping"]
+        lines += [
+            "MLServer (PyPI `mlserver`, own venv, V2 REST, one process) with the custom runtime "
+            "`clients/peer_mlserver.py`: per-agent state in a dict, the same GRU checkpoint and "
+            "`Predictor.step`, no online scoring, metrics or bound checks. Closed loop, one sender, "
+            "100-agent frames, each server alone on the machine in turn. Target: the service above the peer.",
+            "",
+            "| server | req/s | p50 ms | p99 ms | errors |",
+            "|---|---|---|---|---|",
+            f"| MLServer peer `/v2/models/{MLSERVER_MODEL}/infer` | {p['requests_per_s']:.1f} | {p['p50_ms']:.2f} | "
+            f"{p['p99_ms']:.2f} | {p['errors']} |",
+            f"| ipnet-traj `/v1/baseline/predict` (GRU) | {b['requests_per_s']:.1f} | {b['latency_ms'].get('p50', 0):.2f} | "
+            f"{b['latency_ms'].get('p99', 0):.2f} | {b['errors']} |",
+            f"| ipnet-traj `/v1/ping` (same frames) | {ping['requests_per_s']:.1f} | {ping['latency_ms'].get('p50', 0):.2f} | "
+            f"{ping['latency_ms'].get('p99', 0):.2f} | {ping['errors']} |",
+            "",
+            f"Ratio service / peer: {b['requests_per_s'] / p['requests_per_s']:.2f}.",
+            "",
+        ]
+    if "profile" in results:
+        lines += [
+            "## Where the time goes (profile of the hot path)",
+            "",
+            "`scripts/profile_hot_path.py`, run by this command (cProfile, the app in-process, past the scoring "
+            "warm-up of 20 observations per agent):",
+            "",
+            results["profile"],
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -398,6 +564,13 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="tiny durations: checks the machinery, not the speed"
     )
     ap.add_argument("--no-redis", action="store_true", help="skip the Redis memory measurement")
+    ap.add_argument(
+        "--mlserver-python",
+        type=Path,
+        default=None,
+        help="python of a venv with mlserver (e.g. /tmp/h5/mlsvenv/bin/python): benchmark the MLServer peer",
+    )
+    ap.add_argument("--no-profile", action="store_true", help="skip the hot-path profile")
     args = ap.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan()
     weights = os.environ.get("TRAJPRED_WEIGHTS_DIR")
@@ -433,6 +606,13 @@ def main(argv: list[str] | None = None) -> int:
                 results["memory"] = {"memory": m}
         else:
             results["memory"] = bench_memory(weights_env, plan, tmp)
+        if args.mlserver_python is not None:
+            print("mlserver peer...", file=sys.stderr, flush=True)
+            wdir = Path(weights) if weights else REPO / "models" / "weights"
+            results["peer"] = bench_peer(args.mlserver_python, wdir, weights_env, plan, tmp)
+        if not args.no_profile:
+            print("profile...", file=sys.stderr, flush=True)
+            results["profile"] = _profile(plan)
     command = "python -m clients.benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
     text = render(results, command.strip())
     if args.out:
