@@ -409,6 +409,48 @@ def _profile(plan: Plan) -> str:
     return "\n\n".join(out)
 
 
+def _targets(results: dict[str, Any]) -> list[str]:
+    """One row per target of the issue, computed from this run's results."""
+    routes: dict[str, dict[int, BenchResult]] = results["routes"]
+    rows: list[tuple[str, str, bool]] = []
+    ping = routes["ping"][100].requests_per_s
+    for r in ("predict", "baseline", "ab"):
+        ratio = routes[r][100].requests_per_s / ping
+        rows.append(
+            (f"100-agent frame `{ROUTES_DOC[r]}` / ping throughput >= 0.5", f"{ratio:.2f}", ratio >= 0.5)
+        )
+    p99 = results["open_loop"]["predict"].latency_ms.get("p99", float("inf"))
+    rows.append(("p99 < 10 ms, 100-agent frames at 10 Hz (`/v1/predict`)", f"{p99:.1f} ms", p99 < 10))
+    ups = max(routes["predict"][1000].agent_updates_per_s, results["parallel_1000"].agent_updates_per_s)
+    rows.append((">= 50,000 agent-updates/s with 1,000-agent frames", f"{ups:,.0f}/s", ups >= 50_000))
+    steps = results["model_step"]
+    rel = steps["ipnet"][1000]["step_us_per_agent"] / steps["gru"][1000]["step_us_per_agent"]
+    rows.append(
+        (
+            "IPNet at least as fast per update as the GRU (1,000-agent batch)",
+            f"IPNet/GRU time {rel:.2f}",
+            rel <= 1,
+        )
+    )
+    for store, m in results["memory"].items():
+        b = m["bytes_per_agent"]
+        rows.append((f"<= 2 KB state per tracked agent, {store} store", f"{b:,.0f} B", b <= 2048))
+    if "peer" in results:
+        ours = results["peer"]["ours"]["baseline"]["requests_per_s"]
+        theirs = results["peer"]["peer"]["requests_per_s"]
+        rows.append(
+            (
+                "more req/s than the MLServer peer (100-agent frames)",
+                f"{ours:.1f} vs {theirs:.1f}",
+                ours > theirs,
+            )
+        )
+    return [f"| {t} | {v} | {'yes' if ok else 'no'} |" for t, v, ok in rows]
+
+
+ROUTES_DOC = {"predict": "/v1/predict", "baseline": "/v1/baseline/predict", "ab": "/v1/ab/predict"}
+
+
 def render(results: dict[str, Any], command: str) -> str:
     routes: dict[str, dict[int, BenchResult]] = results["routes"]
     lines = [
@@ -426,6 +468,12 @@ def render(results: dict[str, Any], command: str) -> str:
         "```",
         results["lscpu"],
         "```",
+        "",
+        "## Targets of issue 5",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+        *_targets(results),
         "",
         "## Frames through the routes vs the trivial route (closed loop, one sender)",
         "",
