@@ -319,10 +319,12 @@ def from_validation_error(exc: RequestValidationError) -> ServiceError:
 
 
 def _error_response(request: Request, err: ServiceError) -> JSONResponse:
-    if 400 <= err.status < 500:
-        metrics = _runtime_metrics(request.scope)
-        if metrics is not None:
+    metrics = _runtime_metrics(request.scope)
+    if metrics is not None:
+        if 400 <= err.status < 500:
             metrics.rejected.labels(reason=err.code).inc()
+        elif err.status >= 500:
+            metrics.server_errors.labels(reason=err.code).inc()
     headers = {"WWW-Authenticate": "ApiKey"} if err.status == 401 else None
     return JSONResponse({"error": err.to_dict()}, status_code=err.status, headers=headers)
 

@@ -70,6 +70,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        # 5xx answers (store outage, internal error): what the rejected counter, 4xx only, cannot show
+        self.server_errors = Counter(
+            "trajpred_server_errors_total",
+            "requests answered with a 5xx, by error code",
+            ["reason"],
+            registry=r,
+        )
         self.tracked_agents = Gauge(
             "trajpred_tracked_agents",
             "agents with a live state, per model (this store's view)",

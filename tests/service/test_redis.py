@@ -151,3 +151,4 @@ def test_redis_outage_answers_503(make_client: MakeClient, tmp_path):
     ready = c.get("/readyz")
     assert ready.status_code == 503 and ready.json()["error"]["code"] == "not_ready"
     assert c.get("/healthz").status_code == 200
+    assert 'trajpred_server_errors_total{reason="store_unavailable"} 1.0' in c.get("/metrics").text
