@@ -35,7 +35,8 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "body larger than TRAJPRED_MAX_BODY_BYTES",
         422: "invalid request: the error names the field, the observation index and the reason",
         500: "internal error",
-        503: "not ready (starting, stopping) or the state store is unavailable",
+        503: "not ready (starting, stopping), the state store is unavailable, or overloaded (queue full);"
+        " Retry-After says when to retry",
     }
     return {s: {"model": ErrorResponse, "description": text[s]} for s in statuses}
 
@@ -139,7 +140,7 @@ async def agent_delete(agent_id: AgentIdPath, engine: EngineDep) -> AgentDeleted
     return AgentDeleted(agent_id=agent_id, deleted=await engine.end_track(agent_id))
 
 
-@v1.post("/ping", responses=_errors(401, 413, 500), summary="Trivial route (benchmark ceiling)")
+@v1.post("/ping", responses=_errors(401, 413, 500, 503), summary="Trivial route (benchmark ceiling)")
 async def ping(request: Request) -> dict[str, int]:
     """Read the body and answer its size: no parsing, no model, no state.
 

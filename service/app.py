@@ -29,7 +29,7 @@ from service import snapshot
 from service.api import ops, v1
 from service.deps import Runtime
 from service.engine import MAX_REPORTED_ISSUES, Engine
-from service.errors import InvalidRequest, MalformedRequest, PayloadTooLarge, ServiceError
+from service.errors import InvalidRequest, MalformedRequest, Overloaded, PayloadTooLarge, ServiceError
 from service.metrics import Metrics
 from service.settings import Settings
 from service.state import AgentState, StateDecodeError
@@ -236,6 +236,74 @@ async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
 
 
+class ConcurrencyLimitMiddleware:
+    """Bound the ``/v1`` work in flight: ``max_concurrent`` run, ``max_queued`` wait, the rest get 503.
+
+    Without a bound, a burst beyond capacity piles up requests (bodies, batches, threads) until memory and
+    latency grow without limit; a quick 503 with Retry-After lets clients and load balancers back off.
+    The operational routes (/healthz, /readyz, /metrics) are never queued: probes must answer under load.
+    The slot is taken before the body is read, so a waiting request holds no parsed body.
+    """
+
+    def __init__(
+        self, app: ASGIApp, max_concurrent: int, max_queued: int, max_wait_s: float, retry_after_s: int
+    ) -> None:
+        self.app = app
+        self.max_concurrent = max_concurrent
+        self.max_queued = max_queued
+        self.max_wait_s = max_wait_s
+        self.retry_after_s = retry_after_s
+        self.running = 0
+        self.waiting = 0
+        # created on first use: it must belong to the serving event loop
+        self._slots: asyncio.Semaphore | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_concurrent)
+        slots = self._slots
+        # waiting is checked before the semaphore so that the queue length, not the client count, is bounded
+        if slots.locked() and self.waiting >= self.max_queued:
+            await self._reject(scope, send, "the server is at capacity and its queue is full")
+            return
+        self.waiting += 1
+        self._publish(scope)
+        try:
+            await asyncio.wait_for(slots.acquire(), self.max_wait_s)
+        except TimeoutError:
+            await self._reject(scope, send, f"no processing slot within {self.max_wait_s:g} s")
+            return
+        finally:
+            self.waiting -= 1
+            self._publish(scope)
+        self.running += 1
+        self._publish(scope)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.running -= 1
+            slots.release()
+            self._publish(scope)
+
+    def _publish(self, scope: Scope) -> None:
+        metrics = _runtime_metrics(scope)
+        if metrics is not None:
+            metrics.inflight.labels(state="running").set(self.running)
+            metrics.inflight.labels(state="queued").set(self.waiting)
+
+    async def _reject(self, scope: Scope, send: Send, message: str) -> None:
+        err = Overloaded(message)
+        metrics = _runtime_metrics(scope)
+        if metrics is not None:
+            metrics.server_errors.labels(reason=err.code).inc()
+        headers = {"Retry-After": str(self.retry_after_s)}
+        response = JSONResponse({"error": err.to_dict()}, status_code=err.status, headers=headers)
+        await response(scope, _no_receive, send)
+
+
 class TimingMiddleware:
     """``trajpred_request_duration_seconds{route}`` by route template (bounded labels, never an id)."""
 
@@ -325,8 +393,14 @@ def _error_response(request: Request, err: ServiceError) -> JSONResponse:
             metrics.rejected.labels(reason=err.code).inc()
         elif err.status >= 500:
             metrics.server_errors.labels(reason=err.code).inc()
-    headers = {"WWW-Authenticate": "ApiKey"} if err.status == 401 else None
-    return JSONResponse({"error": err.to_dict()}, status_code=err.status, headers=headers)
+    headers: dict[str, str] = {}
+    if err.status == 401:
+        headers["WWW-Authenticate"] = "ApiKey"
+    if err.status == 503:
+        # store outage, starting or stopping: tell clients and load balancers when to come back
+        settings: Settings = request.app.state.settings
+        headers["Retry-After"] = str(settings.retry_after_s)
+    return JSONResponse({"error": err.to_dict()}, status_code=err.status, headers=headers or None)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -371,5 +445,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v1)
     app.include_router(ops)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # outside the body limit: a queued request has not read its body yet
+    app.add_middleware(
+        ConcurrencyLimitMiddleware,
+        max_concurrent=settings.max_concurrent_requests,
+        max_queued=settings.max_queued_requests,
+        max_wait_s=settings.max_queue_wait_s,
+        retry_after_s=settings.retry_after_s,
+    )
     app.add_middleware(TimingMiddleware)
     return app

@@ -108,3 +108,10 @@ class StoreUnavailable(ServiceError):
 
     status = 503
     code = "store_unavailable"
+
+
+class Overloaded(ServiceError):
+    """Every processing slot and queue place is taken (or the queue wait ran out): 503 with Retry-After."""
+
+    status = 503
+    code = "overloaded"

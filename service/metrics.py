@@ -161,6 +161,13 @@ class Metrics:
             ["event"],
             registry=r,
         )
+        # the overload bound (TRAJPRED_MAX_CONCURRENT_REQUESTS, TRAJPRED_MAX_QUEUED_REQUESTS) in use
+        self.inflight = Gauge(
+            "trajpred_inflight_requests",
+            "/v1 requests being processed (running) or waiting for a slot (queued)",
+            ["state"],
+            registry=r,
+        )
 
     # StoreEvents
     def evicted(self, model: str, reason: str, n: int) -> None:

@@ -86,6 +86,18 @@ class Settings(BaseSettings):
         default=64, ge=1, description="unmatured predictions kept per agent"
     )
 
+    # --- overload -------------------------------------------------------------------------------------
+    max_concurrent_requests: int = Field(
+        default=32, ge=1, description="/v1 requests processed at once; more wait in the queue"
+    )
+    max_queued_requests: int = Field(
+        default=64, ge=0, description="/v1 requests waiting for a slot; beyond this: 503 with Retry-After"
+    )
+    max_queue_wait_s: float = Field(
+        default=5.0, gt=0.0, description="a queued request still without a slot after this gets a 503"
+    )
+    retry_after_s: int = Field(default=1, ge=1, description="Retry-After (seconds) of every 503 answer")
+
     # --- serving --------------------------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="`ipnet serve` bind address (--host overrides)")
     port: int = Field(default=8000, ge=0, le=65535, description="`ipnet serve` port (--port overrides)")
