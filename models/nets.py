@@ -36,7 +36,7 @@ class ModelConfig:
     d_readout: int = 128
     pred_dt_s: float = 0.1
     pred_steps: int = 50  # 5 s at 0.1 s
-    tau_spread: bool = True  # IPNet: several thermal time constants (False: all devices equal)
+    tau_spread: bool = False  # IPNet: log-spaced thermal time constants (False: every device at their geometric mean)
     readout: str = "both"  # IPNet: what the readout senses: "p_switch", "temperature" or "both"
     lateral: bool = (
         True  # IPNet: the driver reads each neuron's temperature before its pulse (lateral coupling)

@@ -31,7 +31,7 @@ def train_models(
     n_memory: int | None = None,
     lr: float | None = None,
     augment: bool = False,
-    tau_spread: bool = True,
+    tau_spread: bool = False,
     seed: int = 0,
     threads: int = 2,
     progress: bool = True,

@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-memory", type=int, default=None, help="neurons / hidden units (same for every model)")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--augment", action="store_true", help="train on randomly degraded streams")
-    p.add_argument("--no-tau-spread", action="store_true", help="IPNet ablation: one thermal time constant")
+    p.add_argument(
+        "--tau-spread", action="store_true", help="IPNet ablation: log-spaced thermal time constants (1-30 ns)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--out", default=None, help="output folder (default models/weights)")
@@ -116,7 +118,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         n_memory=args.n_memory,
         lr=args.lr,
         augment=args.augment,
-        tau_spread=not args.no_tau_spread,
+        tau_spread=args.tau_spread,
         seed=args.seed,
         threads=args.threads,
         progress=not args.quiet,
