@@ -133,15 +133,29 @@ def critical_current(temp: Tensor, p: MTJParams) -> Tensor:
     return p.ic0_a * anisotropy_scale(temp, p)
 
 
+def _pow(x: Tensor, e: float) -> Tensor:
+    # exponents of 2 and 1.5 are the common case: avoid the generic pow kernel on the hot path
+    if e == 2.0:
+        return x * x
+    if e == 1.5:
+        return x * torch.sqrt(x)
+    return x**e
+
+
 def switching_log_rate(current_a: Tensor, temp: Tensor, p: MTJParams) -> Tensor:
     """z = ln(t_p/tau_sw), so that P_sw = 1 - exp(-exp(z)); computed in the log domain for stable gradients.
 
-    The bracket ``1 - I/I_c0(T)`` is softplus-clamped at zero so that overdriven neurons stay differentiable.
+    Same law as ``energy_barrier`` and ``critical_current`` (k(T) computed once). The bracket
+    ``1 - I/I_c0(T)`` is softplus-clamped at zero so that overdriven neurons stay differentiable.
     """
-    u = 1.0 - current_a / critical_current(temp, p)
+    m0 = 1.0 - (p.t0_k / p.t_curie_k) ** 1.5
+    m = torch.clamp(1.0 - _pow(torch.clamp(temp, min=0.0) / p.t_curie_k, 1.5), min=1e-3)
+    k = _pow(m / m0, p.anisotropy_exponent_n)
+    delta = torch.clamp((p.delta0 * p.t0_k) * k / temp, min=1.0)
+    u = 1.0 - current_a / (p.ic0_a * k)
     beta = 20.0
     u = torch.nn.functional.softplus(beta * u) / beta
-    return math.log(p.t_sense_s / p.tau0_s) - energy_barrier(temp, p) * u**p.switching_exponent_b
+    return math.log(p.t_sense_s / p.tau0_s) - delta * _pow(u, p.switching_exponent_b)
 
 
 def switching_probability(current_a: Tensor, temp: Tensor, p: MTJParams) -> Tensor:

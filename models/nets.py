@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from models.kinematics import N_FEATURES
-from models.mtj import MTJParams, switching_probability, tau_spread, thermal_step
+from models.mtj import MTJParams, switching_probability, tau_spread
 
 MODEL_KINDS = ("ipnet", "gru", "lstm")
 
@@ -36,7 +36,9 @@ class ModelConfig:
     d_readout: int = 128
     pred_dt_s: float = 0.1
     pred_steps: int = 50  # 5 s at 0.1 s
-    tau_spread: bool = False  # IPNet: log-spaced thermal time constants (False: every device at their geometric mean)
+    tau_spread: bool = (
+        False  # IPNet: log-spaced thermal time constants (False: every device at their geometric mean)
+    )
     readout: str = "both"  # IPNet: what the readout senses: "p_switch", "temperature" or "both"
     lateral: bool = (
         True  # IPNet: the driver reads each neuron's temperature before its pulse (lateral coupling)
@@ -70,7 +72,11 @@ class MTJNeuronLayer(nn.Module):
         if self.lateral is not None:
             nn.init.zeros_(self.lateral.weight)
         self.tau_dev_s: Tensor
-        self.register_buffer("tau_dev_s", tau_spread(n_neurons, params, spread).to(torch.float32))
+        self.inv_tau: Tensor
+        taus = tau_spread(n_neurons, params, spread)
+        self.register_buffer("tau_dev_s", taus.to(torch.float32))
+        # derived, not saved: checkpoints keep only tau_dev_s
+        self.register_buffer("inv_tau", (1.0 / taus).to(torch.float32), persistent=False)
 
     def initial(self, b: int) -> Tensor:
         """Every neuron at ambient temperature: (B, N) kelvin."""
@@ -88,21 +94,22 @@ class MTJNeuronLayer(nn.Module):
             new temperatures (B, N), switching probabilities (B, N), Joule heat of the frame (B,) joules.
         """
         p = self.params
-        r_p = p.r_p_ohm
         window = (p.time_scale * dt_s)[:, None]  # device seconds, (B, 1)
         # a long gap (dropped frames) is mostly cooling: the drive covers at most max_drive_s of it,
         # the end of the window, so energy stays bounded and the newest motion is what heats the neuron
         drive_s = torch.clamp(window, max=p.max_drive_s)
-        temp = thermal_step(temp, torch.zeros_like(temp), window - drive_s, self.tau_dev_s, p)
+        # cooling without drive, then the drive: two exact steps of thermal_step (inlined: hot path)
+        temp = p.t0_k + (temp - p.t0_k) * torch.exp((drive_s - window) * self.inv_tau)
         pre = self.drive(x)
         if self.lateral is not None:
             pre = pre + self.lateral(self.sense_temperature(temp))
         volts = p.v_max_v * torch.sigmoid(pre)  # (B, N)
-        power = p.duty * volts**2 / r_p  # mean power over the drive, W
-        temp = thermal_step(temp, power, drive_s, self.tau_dev_s, p)
+        v2 = volts * volts
+        t_ss = p.t0_k + v2 * (p.duty * p.r_th_k_per_w / p.r_p_ohm)  # steady state under the mean drive power
+        temp = t_ss + (temp - t_ss) * torch.exp(-drive_s * self.inv_tau)
         temp = torch.clamp(temp, max=p.t_max_k)
-        out = switching_probability(volts / r_p, temp, p)
-        energy = (power * drive_s).sum(dim=1)
+        out = switching_probability(volts / p.r_p_ohm, temp, p)
+        energy = v2.sum(dim=1) * (p.duty / p.r_p_ohm) * drive_s[:, 0]  # Joule heat of the drive, J
         return temp, out, energy
 
     def sense_temperature(self, temp: Tensor) -> Tensor:
