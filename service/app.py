@@ -414,6 +414,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400:
+            # FastAPI's own body parse failure (too deep, number too long, bad encoding): the same
+            # malformed_json error as a syntax error, naming the body, not a generic http_error
+            return _error_response(request, MalformedRequest(f"malformed JSON: {exc.detail}", field="body"))
         code = {404: "route_not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         err = ServiceError(str(exc.detail), code=code)
         err.status = exc.status_code

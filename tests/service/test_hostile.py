@@ -157,4 +157,21 @@ def test_hostile_payloads_never_5xx_never_change_state(fuzzed: TestClient, body:
     if r.status_code >= 400:
         error = r.json()["error"]
         assert error["status"] == r.status_code and error["code"] and error["message"]
+    if r.status_code == 400:
+        assert (error["code"], error["field"]) == ("malformed_json", "body"), error
     _check_rejection_changed_nothing(fuzzed, before, r.status_code)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _deep(100_000),
+        '{"observations": [' + '{"a": ' * 5000 + "1" + "}" * 5000 + "]}",
+        '{"x": 1' + "0" * 5000 + "}",
+    ],
+    ids=["deep-array", "deep-object", "huge-integer"],
+)
+def test_unparseable_bodies_are_malformed_json(fuzzed: TestClient, body: str) -> None:
+    r = fuzzed.post("/v1/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert (r.json()["error"]["code"], r.json()["error"]["field"]) == ("malformed_json", "body")
