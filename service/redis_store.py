@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -84,6 +85,20 @@ return out
 """
 
 
+def _redact(url: str) -> str:
+    """``url`` with its password (``user:secret@`` or ``?password=secret``) replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rsplit('@', 1)[1]}"
+    query = "&".join(
+        "password=***" if q.split("=", 1)[0] == "password" else q for q in parts.query.split("&")
+    )
+    if (netloc, query) == (parts.netloc, parts.query):
+        return url
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
 class RedisStore:
     """State records in Redis (``redis.asyncio``); see the module docstring."""
 
@@ -91,6 +106,8 @@ class RedisStore:
         self, url: str, prefix: str, ttl_s: float, max_agents: int, models: Sequence[str], events: StoreEvents
     ) -> None:
         self.url = url
+        # what messages and logs show: the URL without its password (redis://user:secret@host)
+        self.safe_url = _redact(url)
         self.prefix = prefix
         self.ttl_ms = max(1, round(ttl_s * 1000))
         self.max_agents = max_agents
@@ -130,7 +147,7 @@ class RedisStore:
         try:
             await self.redis.ping()
         except RedisError as e:
-            raise StoreUnavailable(f"Redis at {self.url} is unreachable: {e}") from e
+            raise StoreUnavailable(f"Redis at {self.safe_url} is unreachable: {e}") from e
 
     async def load(self, keys: Sequence[StateKey]) -> list[bytes | None]:
         if not keys:

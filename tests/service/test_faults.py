@@ -27,7 +27,9 @@ from tests.support import Replay, free_port
 
 
 @contextmanager
-def _redis_process(port: int, data_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+def redis_process(
+    port: int, data_dir: Path, *extra: str, password: str | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """redis-server on ``port`` with an fsync-always append-only file in ``data_dir`` (survives a kill -9)."""
     exe = shutil.which("redis-server")
     if exe is None:
@@ -36,12 +38,13 @@ def _redis_process(port: int, data_dir: Path) -> Iterator[subprocess.Popen[bytes
         [
             *(exe, "--port", str(port), "--bind", "127.0.0.1", "--save", ""),
             *("--appendonly", "yes", "--appendfsync", "always", "--dir", str(data_dir)),
+            *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        client = redis.Redis(host="127.0.0.1", port=port)
+        client = redis.Redis(host="127.0.0.1", port=port, password=password)
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -69,7 +72,7 @@ def test_redis_outage_then_recovery_without_restart(make_client: MakeClient, rep
     port = free_port()
     reference = make_client()  # memory store, never interrupted: what the Redis-backed app must match
     url = f"redis://127.0.0.1:{port}/0"
-    with _redis_process(port, tmp_path) as first:
+    with redis_process(port, tmp_path) as first:
         c = make_client(store=url, redis_key_prefix="outage", retry_after_s=3)
         for i in range(10):
             want, got = (
@@ -91,7 +94,7 @@ def test_redis_outage_then_recovery_without_restart(make_client: MakeClient, rep
         assert metric(c, "trajpred_server_errors_total", reason="store_unavailable") >= 3
 
     # Redis comes back on the same port with its data: the app recovers without being restarted
-    with _redis_process(port, tmp_path):
+    with redis_process(port, tmp_path):
         deadline = time.monotonic() + 15
         while c.get("/readyz").status_code != 200:
             assert time.monotonic() < deadline, "the app did not recover from the Redis restart"
