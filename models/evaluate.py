@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from models.data import Track
-from models.kinematics import cv_offsets, to_world
-from models.predictor import Predictor
+from models.kinematics import to_world
+from models.predictor import Predictor, prior_offsets
 from models.windows import (
     Perturbation,
     Window,
@@ -63,7 +63,7 @@ def predict_windows(predictor: Predictor, windows: list[Window], proto: Protocol
         chunk = windows[s : s + batch]
         obs = observed[s : s + batch]
         enc = encode_sequences([o[0] for o in obs], [o[1] for o in obs], [w.agent_type for w in chunk])
-        offsets = cv_offsets(enc.kin_last, horizons)
+        offsets = prior_offsets(enc.kin_last, horizons, predictor.cfg)
         if predictor.net is not None:
             out = predictor.net.forward_sequence(
                 torch.from_numpy(enc.feats), torch.from_numpy(enc.dt), torch.from_numpy(enc.valid)

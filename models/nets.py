@@ -36,13 +36,12 @@ class ModelConfig:
     d_readout: int = 128
     pred_dt_s: float = 0.1
     pred_steps: int = 50  # 5 s at 0.1 s
-    tau_spread: bool = (
-        False  # IPNet: log-spaced thermal time constants (False: every device at their geometric mean)
-    )
+    # IPNet: log-spaced thermal time constants (False: every device at their geometric mean)
+    tau_spread: bool = False
     readout: str = "both"  # IPNet: what the readout senses: "p_switch", "temperature" or "both"
-    lateral: bool = (
-        True  # IPNet: the driver reads each neuron's temperature before its pulse (lateral coupling)
-    )
+    # IPNet: the driver reads each neuron's temperature before its pulse (lateral coupling)
+    lateral: bool = True
+    cv_prior: bool = True  # predict a correction to constant velocity (False: the whole agent-frame future)
     mtj: dict[str, float] = field(default_factory=lambda: MTJParams().to_dict())
 
     def __post_init__(self) -> None:

@@ -32,6 +32,7 @@ def train_models(
     lr: float | None = None,
     augment: bool = False,
     tau_spread: bool = False,
+    cv_prior: bool = True,
     seed: int = 0,
     threads: int = 2,
     progress: bool = True,
@@ -48,7 +49,7 @@ def train_models(
     digest = data_hash(train)
     results: dict[str, dict[str, Any]] = {}
     for kind in kinds:
-        mcfg = replace(base_model or DEFAULT_MODEL, kind=kind, tau_spread=tau_spread)
+        mcfg = replace(base_model or DEFAULT_MODEL, kind=kind, tau_spread=tau_spread, cv_prior=cv_prior)
         if n_memory is not None:
             mcfg = replace(mcfg, n_memory=n_memory)
         trainer = Trainer(mcfg, tcfg, progress=progress)

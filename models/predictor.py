@@ -26,6 +26,12 @@ class StepResult:
     energy_j: np.ndarray  # (B,) modeled physical energy of the memory update (IPNet), joules
 
 
+def prior_offsets(kin: KinState, horizons_s: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+    """What the network's output is added to: constant velocity, or nothing (``cv_prior=False``)."""
+    cv = cv_offsets(kin, horizons_s)
+    return cv if cfg.cv_prior else np.zeros_like(cv)
+
+
 class Predictor:
     """A learned model (IPNet/GRU/LSTM) or constant velocity (``net=None``) behind one streaming API."""
 
@@ -64,7 +70,7 @@ class Predictor:
     ) -> StepResult:
         """Advance B agents by one observation each (one batched forward)."""
         kin2, feats = observe(kin, xy, dt, types)
-        offsets = cv_offsets(kin2, self.horizons_s)
+        offsets = prior_offsets(kin2, self.horizons_s, self.cfg)
         energy = np.zeros(len(xy))
         if self.net is not None:
             dt_t = torch.from_numpy(np.where(kin.n == 0, 0.0, dt).astype(np.float32))

@@ -48,7 +48,7 @@ class TrainingSet:
     feats: torch.Tensor  # (C, L, F)
     dt: torch.Tensor  # (C, L)
     valid: torch.Tensor  # (C, L) bool
-    residual: torch.Tensor  # (C, L, H, 2) truth minus constant velocity, agent frame
+    residual: torch.Tensor  # (C, L, H, 2) truth minus the prior (constant velocity or zero), agent frame
     tmask: torch.Tensor  # (C, L, H) bool
 
     def __len__(self) -> int:
@@ -78,7 +78,11 @@ def random_perturbation(rng: np.random.Generator) -> Perturbation:
 
 
 def build_training_set(
-    tracks: list[Track], cfg: TrainConfig, horizons_s: np.ndarray, rng: np.random.Generator
+    tracks: list[Track],
+    cfg: TrainConfig,
+    horizons_s: np.ndarray,
+    rng: np.random.Generator,
+    cv_prior: bool = True,
 ) -> TrainingSet:
     """Chunk tracks, encode them with the shared encoder and compute per-step residual targets."""
     seqs_t, seqs_xy, types, owners = [], [], [], []
@@ -117,7 +121,7 @@ def build_training_set(
         tmask[i, : len(t_obs)] = ok
     for k in range(seq_len):
         kin = enc.kin_steps[k]
-        cv = cv_offsets(kin, horizons_s)
+        cv = cv_offsets(kin, horizons_s) if cv_prior else np.zeros((c, len(horizons_s), 2))
         residual[:, k] = (to_agent(kin, truth[:, k]) - cv).astype(np.float32)
     # the first observation of a chunk has no velocity yet: its prediction is not supervised
     tmask &= enc.valid[:, :, None]
@@ -153,9 +157,10 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         horizons = np.asarray(self.model_cfg.horizons_s)
-        train = build_training_set(train_tracks, cfg, horizons, rng)
+        prior = self.model_cfg.cv_prior
+        train = build_training_set(train_tracks, cfg, horizons, rng, prior)
         val_cfg = TrainConfig(**{**cfg.to_dict(), "augment": False})
-        val = build_training_set(val_tracks, val_cfg, horizons, rng) if val_tracks else None
+        val = build_training_set(val_tracks, val_cfg, horizons, rng, prior) if val_tracks else None
         model = TrajectoryNet(self.model_cfg)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         n_batches = math.ceil(len(train) / cfg.batch_size)

@@ -51,7 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--augment", action="store_true", help="train on randomly degraded streams")
     p.add_argument(
-        "--tau-spread", action="store_true", help="IPNet ablation: log-spaced thermal time constants (1-30 ns)"
+        "--tau-spread",
+        action="store_true",
+        help="IPNet ablation: log-spaced thermal time constants (1-30 ns)",
+    )
+    p.add_argument(
+        "--no-cv-prior",
+        action="store_true",
+        help="ablation: predict the whole future, not a correction to CV",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -119,6 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         lr=args.lr,
         augment=args.augment,
         tau_spread=args.tau_spread,
+        cv_prior=not args.no_cv_prior,
         seed=args.seed,
         threads=args.threads,
         progress=not args.quiet,
