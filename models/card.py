@@ -228,6 +228,38 @@ def write_card(
             "so it is what ships. Several time scales may matter on longer or more varied histories than the 2 s "
             "windows scored here.",
         ]
+    nocv_dir = wdir / "ablation" / "no_cv_prior"
+    nocv = {k: nocv_dir / f"{k}.pt" for k in ("ipnet", "gru")}
+    if all(path.exists() for path in nocv.values()):
+        models_cmp = {
+            "ipnet (correction to CV)": ip,
+            "ipnet (whole future)": Predictor.from_checkpoint(nocv["ipnet"], "ipnet"),
+            "gru (correction to CV)": predictors["gru"],
+            "gru (whole future)": Predictor.from_checkpoint(nocv["gru"], "gru"),
+        }
+        av2 = test_set("shipped", root)
+        cases = [
+            ("all, clean", Protocol()),
+            ("moving, clean", Protocol(moving_only=True)),
+            ("moving, 2 Hz", Protocol(moving_only=True, perturbation=Perturbation(resample_hz=2.0))),
+        ]
+        results = [evaluate(av2, models_cmp, proto) for _, proto in cases]
+        lines += [
+            "",
+            "## Output parameterisation: correction to constant velocity vs the whole future",
+            "",
+            "Both predict in the agent frame (origin at the newest position, x along the heading). The shipped "
+            "models add their output to constant velocity; the ablation predicts the whole agent-frame future "
+            "(`ipnet train --no-cv-prior`, same data and budget). AV2 vehicles, ADE / FDE (m):",
+            "",
+            "| model | " + " | ".join(n for n, _ in cases) + " |",
+            "|---|" + "---|" * len(cases),
+        ]
+        for k in models_cmp:
+            cells = " | ".join(
+                f"{_fmt(r['models'][k]['ade_m'])} / {_fmt(r['models'][k]['fde_m'])}" for r in results
+            )
+            lines.append(f"| {k} | {cells} |")
     e = energy["joules_per_update"]
     lines += [
         "",
