@@ -78,6 +78,7 @@ class _Computed:
     updates: int
     batch_sizes: list[int]
     new_tracks: int
+    intervals_s: np.ndarray  # observed intervals of every applied observation but a track's first
 
 
 class KeyLocks:
@@ -309,6 +310,7 @@ class Engine:
         dt_used = np.full(n_agents, np.nan)
         energy, updates, new_tracks = 0.0, 0, 0
         batch_sizes = []
+        intervals: list[np.ndarray] = []
         ttl = self.settings.state_ttl_s
         depth = max(len(g) for g in groups.values())
         for k in range(depth):
@@ -339,6 +341,7 @@ class Engine:
             memory[idx] = res.memory
             last_t[idx] = t
             dt_used[idx] = np.where(reset, np.nan, dt)
+            intervals.append(dt[~reset])
             trajectories[idx] = res.trajectory  # later ranks overwrite: the newest observation wins
             batch_sizes.append(len(idx))
             updates += len(idx)
@@ -362,7 +365,15 @@ class Engine:
             for i in range(n_agents)
         ]
         return _Computed(
-            new_states, trajectories, new_track, dt_used, energy, updates, batch_sizes, new_tracks
+            new_states,
+            trajectories,
+            new_track,
+            dt_used,
+            energy,
+            updates,
+            batch_sizes,
+            new_tracks,
+            np.concatenate(intervals) if intervals else np.zeros(0),
         )
 
     def _after_commit(
@@ -382,6 +393,7 @@ class Engine:
                 met.new_tracks.labels(model=m).inc(c.new_tracks)
             for b in c.batch_sizes:
                 met.batch_agents.observe(b)
+            met.observation_interval.observe_many(c.intervals_s, label_value=m)
             pred = self.predictors[m]
             if pred.net is not None and pred.net.mtj is not None:
                 met.neuron_temperature.observe_many(np.stack([s.memory for s in c.states]))

@@ -15,36 +15,55 @@ from prometheus_client.registry import Collector
 ERROR_BUCKETS_M = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 50.0)
 TEMPERATURE_BUCKETS_K = (300.5, 301.0, 302.0, 305.0, 310.0, 320.0, 340.0, 360.0, 380.0, 400.0, 425.0, 450.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+INTERVAL_BUCKETS_S = (0.02, 0.05, 0.08, 0.12, 0.15, 0.2, 0.3, 0.45, 0.6, 1.0, 2.0, 5.0, 10.0, 30.0)
 DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class BulkHistogram(Collector):
-    """An unlabelled histogram fed with whole numpy arrays at once.
+    """A histogram fed with whole numpy arrays at once, unlabelled or with one bounded label.
 
     The neuron-temperature histogram gets (agents x neurons) values per request; one Python call per value
     would cost more than the forward itself.
     """
 
-    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], label: str | None = None
+    ) -> None:
         self.name = name
         self.documentation = documentation
+        self.label = label
         self.bounds = np.asarray(buckets, dtype=np.float64)
-        self.counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)  # last: above every bound (+Inf)
-        self.sum = 0.0
+        # per label value: counts (last: above every bound, +Inf) and sum
+        self._series: dict[str, tuple[np.ndarray, list[float]]] = {}
+        if label is None:
+            self._series[""] = (np.zeros(len(self.bounds) + 1, dtype=np.int64), [0.0])
 
-    def observe_many(self, values: np.ndarray) -> None:
+    def observe_many(self, values: np.ndarray, label_value: str = "") -> None:
         v = np.asarray(values, dtype=np.float64).ravel()
         if v.size == 0:
             return
+        counts, total = self._series.setdefault(
+            label_value, (np.zeros(len(self.bounds) + 1, dtype=np.int64), [0.0])
+        )
         idx = np.searchsorted(self.bounds, v, side="left")  # bucket i holds v <= bounds[i]
-        self.counts += np.bincount(idx, minlength=len(self.counts))
-        self.sum += float(v.sum())
+        counts += np.bincount(idx, minlength=len(counts))
+        total[0] += float(v.sum())
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Bucket counts of the unlabelled series."""
+        return self._series[""][0]
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
-        cumulative = np.cumsum(self.counts)
-        buckets = [(f"{b:g}", float(c)) for b, c in zip(self.bounds, cumulative[:-1], strict=True)]
-        buckets.append(("+Inf", float(cumulative[-1])))
-        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=self.sum)
+        family = HistogramMetricFamily(
+            self.name, self.documentation, labels=[self.label] if self.label else None
+        )
+        for label_value, (counts, total) in self._series.items():
+            cumulative = np.cumsum(counts)
+            buckets = [(f"{b:g}", float(c)) for b, c in zip(self.bounds, cumulative[:-1], strict=True)]
+            buckets.append(("+Inf", float(cumulative[-1])))
+            family.add_metric([label_value] if self.label else [], buckets, total[0])
+        yield family
 
 
 class Metrics:
@@ -122,6 +141,14 @@ class Metrics:
             TEMPERATURE_BUCKETS_K,
         )
         r.register(self.neuron_temperature)
+        # the stream's sampling interval as each model saw it: an operator sees rate changes and drops
+        self.observation_interval = BulkHistogram(
+            "trajpred_observation_interval_seconds",
+            "seconds between an agent's consecutive observations, per applied observation (not a track's first)",
+            INTERVAL_BUCKETS_S,
+            label="model",
+        )
+        r.register(self.observation_interval)
         self.batch_agents = Histogram(
             "trajpred_batch_agents", "agents per batched model step", buckets=BATCH_BUCKETS, registry=r
         )
