@@ -133,3 +133,19 @@ def test_bounded_queue_answers_503_with_retry_after(weights: Path, tmp_path: Pat
             f"burst of 48 x 400 agents on 2 slots + 2 queue places: {codes.count(200)} served, "
             f"{codes.count(503)} refused with 503; slowest {max(e for _, e, _, _ in results):.2f} s"
         )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_concurrent_requests", 0),
+        ("max_queued_requests", -1),
+        ("max_queue_wait_s", 0.0),
+        ("retry_after_s", 0),
+    ],
+)
+def test_overload_settings_are_validated(field: str, value: float):
+    from service.settings import Settings
+
+    with pytest.raises(ValueError, match=field):
+        Settings(**{field: value})
