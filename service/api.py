@@ -31,6 +31,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         400: "malformed JSON",
         401: "missing or invalid X-API-Key",
         404: "unknown agent",
+        408: "body not received within TRAJPRED_BODY_READ_TIMEOUT_S",
         409: "timestamp not after the agent's last one, or a write conflict that outlasted the retries",
         413: "body larger than TRAJPRED_MAX_BODY_BYTES",
         422: "invalid request: the error names the field, the observation index and the reason",
@@ -41,7 +42,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorResponse, "description": text[s]} for s in statuses}
 
 
-PREDICT_ERRORS = _errors(400, 401, 409, 413, 422, 500, 503)
+PREDICT_ERRORS = _errors(400, 401, 408, 409, 413, 422, 500, 503)
 AgentIdPath = Annotated[
     str,
     Path(min_length=1, max_length=MAX_AGENT_ID_LENGTH, pattern=AGENT_ID_PATTERN, description="agent id"),
@@ -140,7 +141,7 @@ async def agent_delete(agent_id: AgentIdPath, engine: EngineDep) -> AgentDeleted
     return AgentDeleted(agent_id=agent_id, deleted=await engine.end_track(agent_id))
 
 
-@v1.post("/ping", responses=_errors(401, 413, 500, 503), summary="Trivial route (benchmark ceiling)")
+@v1.post("/ping", responses=_errors(401, 408, 413, 500, 503), summary="Trivial route (benchmark ceiling)")
 async def ping(request: Request) -> dict[str, int]:
     """Read the body and answer its size: no parsing, no model, no state.
 

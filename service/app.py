@@ -29,7 +29,14 @@ from service import snapshot
 from service.api import ops, v1
 from service.deps import Runtime
 from service.engine import MAX_REPORTED_ISSUES, Engine
-from service.errors import InvalidRequest, MalformedRequest, Overloaded, PayloadTooLarge, ServiceError
+from service.errors import (
+    BodyTimeout,
+    InvalidRequest,
+    MalformedRequest,
+    Overloaded,
+    PayloadTooLarge,
+    ServiceError,
+)
 from service.metrics import Metrics
 from service.settings import Settings
 from service.state import AgentState, StateDecodeError
@@ -186,9 +193,10 @@ def _runtime_metrics(scope: Scope) -> Metrics | None:
 class BodyLimitMiddleware:
     """Reject bodies above ``max_bytes`` with 413 before anything parses them (Content-Length or streamed)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_s: float = 10.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -199,8 +207,16 @@ class BodyLimitMiddleware:
                 await self._reject(scope, send)
                 return
         chunks, size = [], 0
+        # the whole body within the timeout: a client that stalls mid-body must not hold a slot for ever
+        deadline = asyncio.get_running_loop().time() + self.read_timeout_s
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                err = BodyTimeout(f"request body not received within {self.read_timeout_s:g} s", field="body")
+                await self._reject(scope, send, err)
+                return
             if message["type"] == "http.disconnect":
                 return
             body = message.get("body", b"")
@@ -223,8 +239,8 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
-        err = PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes", field="body")
+    async def _reject(self, scope: Scope, send: Send, err: ServiceError | None = None) -> None:
+        err = err or PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes", field="body")
         metrics = _runtime_metrics(scope)
         if metrics is not None:
             metrics.rejected.labels(reason=err.code).inc()
@@ -448,7 +464,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(v1)
     app.include_router(ops)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, read_timeout_s=settings.body_read_timeout_s
+    )
     # outside the body limit: a queued request has not read its body yet
     app.add_middleware(
         ConcurrencyLimitMiddleware,

@@ -68,6 +68,13 @@ class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
 
 
+class BodyTimeout(ServiceError):
+    """A body that did not arrive within ``body_read_timeout_s``: 408 (a stalled client frees its slot)."""
+
+    status = 408
+    code = "body_timeout"
+
+
 class Unauthorized(ServiceError):
     """Missing or wrong ``X-API-Key``: 401."""
 

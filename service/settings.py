@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     max_queue_wait_s: float = Field(
         default=5.0, gt=0.0, description="a queued request still without a slot after this gets a 503"
     )
+    body_read_timeout_s: float = Field(
+        default=10.0, gt=0.0, description="a request body still incomplete after this gets a 408"
+    )
     retry_after_s: int = Field(default=1, ge=1, description="Retry-After (seconds) of every 503 answer")
 
     # --- serving --------------------------------------------------------------------------------------

@@ -83,6 +83,7 @@ def test_bounded_queue_answers_503_with_retry_after(weights: Path, tmp_path: Pat
         "TRAJPRED_MAX_QUEUED_REQUESTS": "2",
         "TRAJPRED_MAX_QUEUE_WAIT_S": str(MAX_WAIT_S),
         "TRAJPRED_RETRY_AFTER_S": "2",
+        "TRAJPRED_BODY_READ_TIMEOUT_S": "60",  # the stalled clients below hold their slots on purpose
     }
     body = b'{"pad": "' + b"x" * 200 + b'"}'
     with serve(env, tmp_path / "serve.log") as server, concurrent.futures.ThreadPoolExecutor(32) as pool:
@@ -132,6 +133,40 @@ def test_bounded_queue_answers_503_with_retry_after(weights: Path, tmp_path: Pat
         print(
             f"burst of 48 x 400 agents on 2 slots + 2 queue places: {codes.count(200)} served, "
             f"{codes.count(503)} refused with 503; slowest {max(e for _, e, _, _ in results):.2f} s"
+        )
+
+
+def _read_answer(s: socket.socket) -> bytes:
+    data = b""
+    while not data.rstrip().endswith(b"}"):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    return data
+
+
+def test_a_stalled_body_times_out_and_frees_its_slot(weights: Path, tmp_path: Path):
+    env = {
+        "TRAJPRED_WEIGHTS_DIR": str(weights),
+        "TRAJPRED_SNAPSHOT_PATH": "",
+        "TRAJPRED_MAX_CONCURRENT_REQUESTS": "1",
+        "TRAJPRED_MAX_QUEUED_REQUESTS": "4",
+        "TRAJPRED_BODY_READ_TIMEOUT_S": "1",
+    }
+    with serve(env, tmp_path / "serve.log") as server:
+        start = time.monotonic()
+        stalled = _slow_request(server.port, b'{"pad": "' + b"x" * 100 + b'"}')  # holds the only slot
+        _until(lambda: _inflight(server).get("running") == 1, "the stalled request")
+        code, _, _, _ = _timed_post(server.url, _frame("after", 3))  # queued behind it, then served
+        answer = _read_answer(stalled)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b'"body_timeout"' in answer
+        assert code == 200 and time.monotonic() - start < 10
+        assert (
+            'trajpred_rejected_requests_total{reason="body_timeout"} 1.0'
+            in server.client.get("/metrics").text
         )
 
 

@@ -149,9 +149,9 @@ def test_bad_path_and_query_parameters(client):
 def test_openapi_declares_every_status_with_the_error_schema(client):
     api = client.get("/openapi.json").json()
     expected = {
-        ("/v1/predict", "post"): {200, 400, 401, 409, 413, 422, 500, 503},
-        ("/v1/baseline/predict", "post"): {200, 400, 401, 409, 413, 422, 500, 503},
-        ("/v1/ab/predict", "post"): {200, 400, 401, 409, 413, 422, 500, 503},
+        ("/v1/predict", "post"): {200, 400, 401, 408, 409, 413, 422, 500, 503},
+        ("/v1/baseline/predict", "post"): {200, 400, 401, 408, 409, 413, 422, 500, 503},
+        ("/v1/ab/predict", "post"): {200, 400, 401, 408, 409, 413, 422, 500, 503},
         ("/v1/ab/report", "get"): {200, 401, 422, 500, 503},
         ("/v1/agents/{agent_id}", "get"): {200, 401, 404, 422, 500, 503},
         ("/v1/agents/{agent_id}", "delete"): {200, 401, 404, 422, 500, 503},
