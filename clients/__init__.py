@@ -1,5 +1,5 @@
-"""Clients of the prediction service: the typed HTTP client, ``ipnet replay``, ``ipnet bench``, benchmarks."""
+"""Clients of the prediction service: ``clients.client`` (typed HTTP client), ``ipnet replay``, ``ipnet bench``.
 
-from clients.client import ApiError, AsyncTrajpredClient, RetryPolicy, TrajpredClient
-
-__all__ = ["ApiError", "AsyncTrajpredClient", "RetryPolicy", "TrajpredClient"]
+Nothing is imported here: ``clients.peer_mlserver`` is loaded by MLServer in its own virtualenv, which has
+neither httpx nor the service's dependencies.
+"""

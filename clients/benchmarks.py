@@ -570,7 +570,11 @@ def render(results: dict[str, Any], command: str) -> str:
     ]
     peer = results.get("peer")
     if peer is None:
-        lines += ["Not measured in this run (no `--mlserver-python`).", ""]
+        why = results.get("peer_error")
+        lines += [
+            f"Failed in this run: `{why}`" if why else "Not measured in this run (no `--mlserver-python`).",
+            "",
+        ]
     else:
         p, b, ping = peer["peer"], peer["ours"]["baseline"], peer["ours"]["ping"]
         lines += [
@@ -657,7 +661,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.mlserver_python is not None:
             print("mlserver peer...", file=sys.stderr, flush=True)
             wdir = Path(weights) if weights else REPO / "models" / "weights"
-            results["peer"] = bench_peer(args.mlserver_python, wdir, weights_env, plan, tmp)
+            try:
+                results["peer"] = bench_peer(args.mlserver_python, wdir, weights_env, plan, tmp)
+            except (RuntimeError, OSError) as e:  # the peer is optional: report it, keep the rest
+                results["peer_error"] = str(e)[-1500:]
         if not args.no_profile:
             print("profile...", file=sys.stderr, flush=True)
             results["profile"] = _profile(plan)
