@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 # the service tests' app fixtures: the client is tested against the same apps
-from tests.service.conftest import make_client, make_settings, weights  # noqa: F401
+from tests.service.conftest import make_client, make_settings  # noqa: F401
 from tests.support import AV2_LOG, Replay
 
 

@@ -11,14 +11,8 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import Settings
-from tests.support import AV2_LOG, Replay, redis_server, weights_dir
 
 MakeClient = Callable[..., TestClient]
-
-
-@pytest.fixture(scope="session")
-def weights() -> Path:
-    return weights_dir()
 
 
 @pytest.fixture
@@ -51,16 +45,3 @@ def make_client(make_settings: Callable[..., Settings]) -> Iterator[MakeClient]:
 @pytest.fixture
 def client(make_client: MakeClient) -> TestClient:
     return make_client()
-
-
-@pytest.fixture(scope="session")
-def replay(data_root: Path) -> Replay:
-    """A real AV2 sensor log, frame by frame."""
-    return Replay.load(data_root / "av2" / "raw" / "sensor_logs" / AV2_LOG)
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server for the whole session (tests use distinct key prefixes)."""
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
