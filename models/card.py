@@ -62,8 +62,19 @@ def _table(rows: list[dict[str, Any]], names: tuple[str, ...], label: str) -> li
     return lines
 
 
-def vehicle_section(predictors: dict[str, Predictor], root: Path) -> tuple[list[str], list[dict[str, Any]]]:
-    tracks = test_set("shipped", root)
+def _comparison(models: dict[str, Predictor], cases: list[tuple[str, Protocol]], tracks: list) -> list[str]:
+    """A table of ADE / FDE: one row per model, one column per evaluation case."""
+    results = [evaluate(tracks, models, proto) for _, proto in cases]
+    lines = ["| model | " + " | ".join(n for n, _ in cases) + " |", "|---|" + "---|" * len(cases)]
+    for k in models:
+        cells = " | ".join(
+            f"{_fmt(r['models'][k]['ade_m'])} / {_fmt(r['models'][k]['fde_m'])}" for r in results
+        )
+        lines.append(f"| {k} | {cells} |")
+    return lines
+
+
+def vehicle_section(predictors: dict[str, Predictor], tracks: list) -> tuple[list[str], list[dict[str, Any]]]:
     rows: list[dict[str, Any]] = []
     for moving in (False, True):
         for name, pert in VEHICLE_VARIANTS:
@@ -145,11 +156,12 @@ def write_card(
     ldir = Path(loo_dir) if loo_dir else wdir / "ethucy_loo"
     root = Path(data_root) if data_root else default_data_root()
     predictors = load_predictors(list(MODELS), wdir)
-    veh_lines, _ = vehicle_section(predictors, root)
+    av2 = test_set("shipped", root)  # the held-out vehicle test set, loaded once
+    veh_lines, _ = vehicle_section(predictors, av2)
     eth_lines, _ = ethucy_section(ldir, root)
     ip = predictors["ipnet"]
     assert ip.net is not None
-    v2 = measured_mean_v2(ip, test_set("shipped", root))
+    v2 = measured_mean_v2(ip, av2)
     energy = energy_table(ip.net.cfg, 0.1, v2, DigitalMemory())
     energy_1mb = energy_table(ip.net.cfg, 0.1, v2, DigitalMemory(sram="1MB"))
     ablation_path = wdir / "ablation" / "ipnet.pt"
@@ -198,13 +210,11 @@ def write_card(
     if ablation_path.exists():
         spread = Predictor.from_checkpoint(ablation_path, "ipnet_tau_spread")
         abl = {"ipnet": ip, "ipnet_tau_spread": spread}
-        av2 = test_set("shipped", root)
-        variants = [
-            ("clean", Perturbation()),
-            ("30% dropped", Perturbation(drop_rate=0.3)),
-            ("2 Hz", Perturbation(resample_hz=2.0)),
+        cases = [
+            ("clean", Protocol(moving_only=True)),
+            ("30% dropped", Protocol(moving_only=True, perturbation=Perturbation(drop_rate=0.3))),
+            ("2 Hz", Protocol(moving_only=True, perturbation=Perturbation(resample_hz=2.0))),
         ]
-        results = [evaluate(av2, abl, Protocol(moving_only=True, perturbation=p)) for _, p in variants]
         lines += [
             "",
             "## Ablation: one thermal time constant vs several",
@@ -214,14 +224,8 @@ def write_card(
             "(0.1-3 s), as devices sized on purpose would be; same data, budget and seed "
             "(`ipnet train --models ipnet --tau-spread`). AV2 moving vehicles, ADE / FDE (m):",
             "",
-            "| model | " + " | ".join(n for n, _ in variants) + " |",
-            "|---|" + "---|" * len(variants),
+            *_comparison(abl, cases, av2),
         ]
-        for k in abl:
-            cells = " | ".join(
-                f"{_fmt(r['models'][k]['ade_m'])} / {_fmt(r['models'][k]['fde_m'])}" for r in results
-            )
-            lines.append(f"| {k} | {cells} |")
         lines += [
             "",
             "On these data the spread did not help: one time constant near half a second was as good or better, "
@@ -237,13 +241,11 @@ def write_card(
             "gru (correction to CV)": predictors["gru"],
             "gru (whole future)": Predictor.from_checkpoint(nocv["gru"], "gru"),
         }
-        av2 = test_set("shipped", root)
         cases = [
             ("all, clean", Protocol()),
             ("moving, clean", Protocol(moving_only=True)),
             ("moving, 2 Hz", Protocol(moving_only=True, perturbation=Perturbation(resample_hz=2.0))),
         ]
-        results = [evaluate(av2, models_cmp, proto) for _, proto in cases]
         lines += [
             "",
             "## Output parameterisation: correction to constant velocity vs the whole future",
@@ -252,14 +254,8 @@ def write_card(
             "models add their output to constant velocity; the ablation predicts the whole agent-frame future "
             "(`ipnet train --no-cv-prior`, same data and budget). AV2 vehicles, ADE / FDE (m):",
             "",
-            "| model | " + " | ".join(n for n, _ in cases) + " |",
-            "|---|" + "---|" * len(cases),
+            *_comparison(models_cmp, cases, av2),
         ]
-        for k in models_cmp:
-            cells = " | ".join(
-                f"{_fmt(r['models'][k]['ade_m'])} / {_fmt(r['models'][k]['fde_m'])}" for r in results
-            )
-            lines.append(f"| {k} | {cells} |")
     e = energy["joules_per_update"]
     lines += [
         "",
