@@ -10,13 +10,7 @@ import sys
 
 import pytest
 
-from models.checkpoint import shipped_path
 from models.data import load_tracks
-
-pytestmark = pytest.mark.skipif(
-    not all(shipped_path(k).exists() for k in ("ipnet", "gru", "lstm")),
-    reason="shipped weights missing: run scripts/train_all.sh",
-)
 
 
 def ipnet(*args: str) -> str:

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
-
 from models.checkpoint import load_checkpoint, shipped_path
 from models.corpus import corpus, split_train_val
 from models.nets import ModelConfig
 from models.train import data_hash
 
 KINDS = ("ipnet", "gru", "lstm")
-pytestmark = pytest.mark.skipif(
-    not all(shipped_path(k).exists() for k in KINDS),
-    reason="shipped weights missing: run scripts/train_all.sh",
-)
 
 
 def test_shipped_checkpoints_carry_their_config_and_the_hash_of_their_data(data_root) -> None:
