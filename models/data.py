@@ -95,6 +95,17 @@ _STATIC = (
     # parked bicycles (AV2 BICYCLE has no rider; riders are BICYCLIST), don't-care regions
     *("BICYCLE", "DONTCARE", "AVRESEARCH_LABEL_DONTCARE"),
 )
+_WORD_GROUPS: tuple[tuple[frozenset[str], str | None], ...] = (
+    (frozenset({"PEDESTRIAN", "HUMAN", "PERSON", "ADULT", "CHILD", "WALKER"}), "pedestrian"),
+    (frozenset({"CYCLIST", "BICYCLIST", "MOTORCYCLIST", "RIDER", "BIKER"}), "cyclist"),
+    (frozenset({"BARRIER", "CONE", "TRAFFICCONE", "BOLLARD", "SIGN", "STATIC", "DEBRIS", "POLE"}), None),
+    (
+        frozenset(
+            {"VEHICLE", "CAR", "TRUCK", "BUS", "VAN", "TRAILER", "MOTORCYCLE", "MOTORBIKE", "TAXI", "AV"}
+        ),
+        "vehicle",
+    ),
+)
 _TYPE_MAP: dict[str, str | None] = {
     **{k: "vehicle" for k in _VEHICLE},
     **{k: "pedestrian" for k in _PEDESTRIAN},
@@ -168,7 +179,15 @@ def map_agent_type(raw: str) -> str | None:
     key = re.sub(r"[\s\-]+", "_", str(raw).strip()).upper()
     if key.startswith("PERCEPTION_LABEL_"):
         key = key[len("PERCEPTION_LABEL_") :]
-    return _TYPE_MAP.get(key, "unknown")
+    if key in _TYPE_MAP:
+        return _TYPE_MAP[key]
+    # labels of other datasets (nuScenes 'vehicle.car', 'human.pedestrian.adult'; Waymo 'TYPE_CYCLIST'; ...):
+    # decide by the words they contain, riders before vehicles ('vehicle.motorcycle_rider' is a cyclist)
+    words = set(re.split(r"[^A-Z0-9]+", key))
+    for group, label in _WORD_GROUPS:
+        if words & group:
+            return label
+    return "unknown"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -560,3 +560,21 @@ def test_ethucy_malformed(tmp_path: Path) -> None:
     dup.write_text("0 1 1.0 2.0\n10 1 1.5 2.0\n10 1 1.6 2.0\n")
     with pytest.raises(DataFormatError, match=r"dup.txt, row 3: duplicate timestamp"):
         load_ethucy(dup)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("vehicle.car", "vehicle"),
+        ("TYPE_VEHICLE", "vehicle"),
+        ("human.pedestrian.adult", "pedestrian"),
+        ("TYPE_PEDESTRIAN", "pedestrian"),
+        ("TYPE_CYCLIST", "cyclist"),
+        ("vehicle.motorcycle_rider", "cyclist"),
+        ("movable_object.barrier", None),
+        ("scooter", "unknown"),
+        ("BICYCLE", None),  # exact labels win: AV2's BICYCLE is a parked bicycle
+    ],
+)
+def test_labels_of_other_datasets_map_by_their_words(raw: str, expected: str | None) -> None:
+    assert map_agent_type(raw) == expected
