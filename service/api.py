@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, ORJSONResponse
 
 from service.deps import ApiKeyDep, EngineDep, MetricsDep, RuntimeDep
 from service.engine import AgentPrediction, Obs
@@ -80,7 +80,8 @@ async def _predict_one(engine: EngineDep, body: PredictRequest, role: str) -> JS
     out = await engine.predict(_observations(body), [role])
     p = engine.predictors[engine.roles[role]]
     predictions = [_prediction(x) for x in out[role]]
-    return JSONResponse({"model": p.name, "model_version": p.version, "predictions": predictions})
+    # orjson: a 100-agent answer is ~9,000 floats; the stdlib encoder took ~6 ms of a ~33 ms request
+    return ORJSONResponse({"model": p.name, "model_version": p.version, "predictions": predictions})
 
 
 @v1.post("/predict", response_model=PredictResponse, responses=PREDICT_ERRORS, summary="IPNet prediction")
@@ -107,7 +108,7 @@ async def ab_predict(body: PredictRequest, engine: EngineDep) -> JSONResponse:
         for role in ("ipnet", "baseline")
     }
     predictions = {role: [_prediction(x) for x in out[role]] for role in ("ipnet", "baseline")}
-    return JSONResponse({"models": refs, "predictions": predictions})
+    return ORJSONResponse({"models": refs, "predictions": predictions})
 
 
 @v1.get("/ab/report", response_model=ABReport, responses=_errors(401, 422, 500, 503), summary="A/B report")

@@ -138,6 +138,7 @@ class Engine:
             purge_after_s=settings.state_ttl_s
             + 2 * max(float(p.horizons_s[-1]) for p in predictors.values()),
             clock=clock,
+            stride_s=settings.scoring_stride_s,
         )
         for name, p in predictors.items():
             metrics.model_info.labels(model=name, version=p.version).set(1)

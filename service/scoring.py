@@ -13,13 +13,15 @@ The rules mirror the offline protocol of ``models.evaluate`` (``ipnet evaluate``
   point, its FDE the error of that last point, and the errors at 1, 2, 3 s are those of the observation
   nearest each (within half a step). Predictions with a gap, or whose horizon passes unobserved, are
   dropped unscored.
+- With ``stride_s`` > 0 at most one prediction per agent and stride is kept, anchors chosen like the
+  offline windows' (the next at least a stride after the last kept one).
 - Memory is bounded: at most ``max_per_agent`` kept predictions per agent and ``max_total`` overall
   (the oldest go first), and predictions older than the horizon plus the state TTL are purged.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -71,6 +73,7 @@ class OnlineScorer:
         purge_after_s: float,
         clock: Callable[[], float],
         horizon_s: float = SCORING_HORIZON_S,
+        stride_s: float = 0.0,
     ) -> None:
         self.metrics = metrics
         self.ab_models = ab_models
@@ -80,6 +83,10 @@ class OnlineScorer:
         self.purge_after_s = purge_after_s
         self.clock = clock
         self.horizon_s = horizon_s
+        # keep at most one prediction per agent every stride_s (the offline windows' stride): scoring work
+        # and memory fall by the same factor while the report stays an unbiased sample of the stream
+        self.stride_s = stride_s
+        self._last_anchor: OrderedDict[str, float] = OrderedDict()  # LRU, bounded by max_total
         self._by_agent: dict[str, deque[_Pending]] = {}
         self._order: deque[_Pending] = deque()  # creation order, lazily cleaned of finished entries
         self._live = 0
@@ -110,6 +117,17 @@ class OnlineScorer:
         """
         if steps < self.min_steps or not trajectories:
             return
+        if self.stride_s > 0:
+            last = self._last_anchor.get(agent_id)
+            # the same rule as models.windows.make_windows: the next anchor at least a stride later,
+            # less a quarter of the sampling interval
+            slack = 0.25 * step_s if step_s else 1e-6
+            if last is not None and last <= anchor_t < last + self.stride_s - slack:
+                return
+            self._last_anchor[agent_id] = anchor_t
+            self._last_anchor.move_to_end(agent_id)
+            if len(self._last_anchor) > self.max_total:
+                self._last_anchor.popitem(last=False)
         key = np.asarray(horizons_s, dtype=np.float64).tobytes()
         times = self._grids.get(key)
         if times is None:  # one shared array per grid: predictions on one grid are scored together
@@ -225,6 +243,7 @@ class OnlineScorer:
         """The track ended: its kept predictions will never be observed."""
         for p in list(self._by_agent.get(agent_id, ())):
             self._finish(p, "unobserved")
+        self._last_anchor.pop(agent_id, None)
         self.metrics.pending_predictions.set(self._live)
 
     def purge(self) -> None:

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
         ge=1,
         description="only predictions made after this many observations of a track are scored",
     )
+    scoring_stride_s: float = Field(
+        default=1.0,
+        ge=0.0,
+        description="score at most one prediction per agent every this many seconds, like the offline windows' "
+        "stride (0: every prediction)",
+    )
     scoring_max_pending: int = Field(default=200_000, ge=1, description="unmatured predictions kept in total")
     scoring_max_pending_per_agent: int = Field(
         default=64, ge=1, description="unmatured predictions kept per agent"

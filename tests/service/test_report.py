@@ -41,7 +41,9 @@ def _evaluate(capsys: pytest.CaptureFixture[str], data: Path, weights: Path, typ
 
 
 @pytest.mark.slow
-def test_online_report_agrees_with_offline_evaluate(client, replay: Replay, weights, capsys):
+def test_online_report_agrees_with_offline_evaluate(make_client, replay: Replay, weights, capsys):
+    # every prediction is scored online, to compare with every offline window (stride 0.1 s below)
+    client = make_client(scoring_stride_s=0.0)
     for i in range(len(replay.times)):
         r = client.post("/v1/ab/predict", json=replay.body(i))
         assert r.status_code == 200, r.text

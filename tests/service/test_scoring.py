@@ -108,3 +108,22 @@ def test_a_single_slot_per_agent_keeps_the_newest_prediction():
         s.observe("a", 0.1 * k, np.array([0.1 * k, 0.0]))
     assert _value(m, "trajpred_scored_predictions_total", outcome="matured") == 1
     assert _value(m, "trajpred_scored_predictions_total", outcome="dropped") == 2
+
+
+def test_stride_keeps_one_prediction_per_agent_and_stride():
+    s, _ = _scorer(stride_s=1.0)
+    for k in range(40):  # a prediction every 0.1 s for 4 s, for two agents
+        for agent in ("a", "b"):
+            s.add(
+                agent, "vehicle", 10.0 + 0.1 * k, np.zeros(2), 1, HORIZONS, {"ipnet": np.zeros((50, 2))}, 0.1
+            )
+    # anchors kept at 10.0, 11.0, 12.0, 13.0 for each agent (float steps of 0.1 land within the slack)
+    assert s.pending == 8
+    s.forget("a")
+    assert s.pending == 4
+    s.add("a", "vehicle", 14.05, np.zeros(2), 1, HORIZONS, {"ipnet": np.zeros((50, 2))}, 0.1)
+    assert s.pending == 5  # a forgotten agent starts afresh
+    every, _ = _scorer(stride_s=0.0)
+    for k in range(40):
+        every.add("a", "vehicle", 10.0 + 0.1 * k, np.zeros(2), 1, HORIZONS, {"ipnet": np.zeros((50, 2))}, 0.1)
+    assert every.pending == 40
