@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
-from fastapi.responses import JSONResponse, ORJSONResponse
 
 from service.deps import ApiKeyDep, EngineDep, MetricsDep, RuntimeDep
 from service.engine import AgentPrediction, Obs
@@ -76,28 +76,33 @@ def _prediction(p: AgentPrediction) -> dict[str, Any]:
     }
 
 
-async def _predict_one(engine: EngineDep, body: PredictRequest, role: str) -> JSONResponse:
+def _json(payload: dict[str, Any]) -> Response:
+    """Predict answers encoded with orjson: ~9,000 floats per 100-agent frame, where the stdlib encoder
+    took ~6 ms of a ~33 ms request."""
+    return Response(orjson.dumps(payload), media_type="application/json")
+
+
+async def _predict_one(engine: EngineDep, body: PredictRequest, role: str) -> Response:
     out = await engine.predict(_observations(body), [role])
     p = engine.predictors[engine.roles[role]]
     predictions = [_prediction(x) for x in out[role]]
-    # orjson: a 100-agent answer is ~9,000 floats; the stdlib encoder took ~6 ms of a ~33 ms request
-    return ORJSONResponse({"model": p.name, "model_version": p.version, "predictions": predictions})
+    return _json({"model": p.name, "model_version": p.version, "predictions": predictions})
 
 
 @v1.post("/predict", response_model=PredictResponse, responses=PREDICT_ERRORS, summary="IPNet prediction")
-async def predict(body: PredictRequest, engine: EngineDep) -> JSONResponse:
+async def predict(body: PredictRequest, engine: EngineDep) -> Response:
     """Advance each agent's IPNet state by its observations; one prediction per agent."""
     return await _predict_one(engine, body, "ipnet")
 
 
 @v1.post("/baseline/predict", response_model=PredictResponse, responses=PREDICT_ERRORS, summary="Baseline")
-async def baseline_predict(body: PredictRequest, engine: EngineDep) -> JSONResponse:
+async def baseline_predict(body: PredictRequest, engine: EngineDep) -> Response:
     """The recurrent baseline (``TRAJPRED_BASELINE``) on its own state."""
     return await _predict_one(engine, body, "baseline")
 
 
 @v1.post("/ab/predict", response_model=ABPredictResponse, responses=PREDICT_ERRORS, summary="Shadow A/B")
-async def ab_predict(body: PredictRequest, engine: EngineDep) -> JSONResponse:
+async def ab_predict(body: PredictRequest, engine: EngineDep) -> Response:
     """Both models advance their own state on the same observations; both predictions per agent."""
     out = await engine.predict(_observations(body), ["ipnet", "baseline"])
     refs = {
@@ -108,7 +113,7 @@ async def ab_predict(body: PredictRequest, engine: EngineDep) -> JSONResponse:
         for role in ("ipnet", "baseline")
     }
     predictions = {role: [_prediction(x) for x in out[role]] for role in ("ipnet", "baseline")}
-    return ORJSONResponse({"models": refs, "predictions": predictions})
+    return _json({"models": refs, "predictions": predictions})
 
 
 @v1.get("/ab/report", response_model=ABReport, responses=_errors(401, 422, 500, 503), summary="A/B report")
