@@ -40,6 +40,7 @@ import numpy as np
 
 from clients.bench import BenchConfig, BenchResult, Fleet, run_bench_async, server_memory
 from clients.client import AsyncTrajpredClient, RetryPolicy
+from clients.processes import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = (1, 10, 100, 1000)
@@ -104,12 +105,7 @@ def serve(env: dict[str, str], log: Path) -> Iterator[str]:
         asyncio.run(ready())
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
 
 
 @contextlib.contextmanager
@@ -135,8 +131,7 @@ def redis_server(workdir: Path) -> Iterator[tuple[str, int]]:
         client.close()
         yield f"redis://127.0.0.1:{port}/0", port
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process(proc, 10)
 
 
 # --- 1 and 2: HTTP ------------------------------------------------------------------------------------
@@ -319,12 +314,7 @@ def mlserver_peer(venv_python: Path, weights: Path, tmp: Path) -> Iterator[str]:
             time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
 
 
 def _v2_body(fleet: Fleet, k: int) -> bytes:

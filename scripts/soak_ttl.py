@@ -21,6 +21,8 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from clients.processes import stop_process
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -128,8 +130,7 @@ def main() -> int:
     finally:
         client.close()
         if proc is not None:
-            proc.terminate()
-            proc.wait(30)
+            stop_process(proc)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from clients.processes import stop_process
 from models.checkpoint import WEIGHTS_DIR
 from models.data import Track, load_tracks
 
@@ -116,8 +117,7 @@ def redis_server(tmp: Path) -> Iterator[str]:
         client.close()
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process(proc, 10)
 
 
 def ipnet_command() -> list[str]:
@@ -163,16 +163,10 @@ class Server:
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int:
         """Send ``sig`` and wait: the exit code."""
         self.client.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
         try:
-            code = self.proc.wait(timeout_s)
+            return stop_process(self.proc, timeout_s, sig)
         finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(10)
             self._log.close()
-        return code
 
 
 @contextlib.contextmanager

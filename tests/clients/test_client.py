@@ -15,6 +15,7 @@ import pytest
 import redis
 
 from clients.client import ApiError, RetryPolicy, TrajpredClient, parse_metrics
+from clients.processes import stop_process
 from service.schemas import ABPredictResponse, ABReport, Observation, PredictResponse
 from tests.service.conftest import MakeClient
 from tests.support import Replay, free_port
@@ -122,8 +123,7 @@ class _Redis:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
+            stop_process(self.proc, 10)
             self.proc = None
 
 

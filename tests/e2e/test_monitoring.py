@@ -22,6 +22,7 @@ import httpx
 import pytest
 import yaml
 
+from clients.processes import stop_process
 from tests.deploy.helpers import (
     DASHBOARDS,
     PROMETHEUS_CONFIG,
@@ -85,12 +86,7 @@ def prometheus(config: dict[str, Any], tmp: Path) -> Iterator[str]:
         _wait(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, "prometheus", 30, proc)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc, 15)
         log.close()
 
 
