@@ -46,7 +46,10 @@ def load_checkpoint(path: str | Path) -> tuple[TrajectoryNet, dict[str, Any]]:
     ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: unsupported checkpoint format {ckpt.get('format')!r}")
-    net = TrajectoryNet(ModelConfig(**ckpt["model_args"]))
+    args = dict(ckpt["model_args"])
+    # written before the option existed: every model then saw the interval
+    args.setdefault("interval_input", True)
+    net = TrajectoryNet(ModelConfig(**args))
     net.load_state_dict(ckpt["state_dict"])
     net.eval()
     meta = {k: v for k, v in ckpt.items() if k != "state_dict"}

@@ -135,8 +135,13 @@ def cv_offsets(kin: KinState, horizons_s: np.ndarray) -> np.ndarray:
 
 def to_world(kin: KinState, offsets_agent: np.ndarray) -> np.ndarray:
     """Agent-frame offsets (B, H, 2) -> world positions (B, H, 2)."""
-    rot = rotation(kin.heading)
-    return kin.last_xy[:, None, :] + np.einsum("bij,bhj->bhi", rot, offsets_agent)
+    # the rotation written out: einsum on these small shapes cost more than the model step (serving hot path)
+    c, s = kin.heading[:, 0:1], kin.heading[:, 1:2]  # (B, 1)
+    ox, oy = offsets_agent[..., 0], offsets_agent[..., 1]  # (B, H)
+    out = np.empty(offsets_agent.shape, dtype=np.float64)
+    out[..., 0] = kin.last_xy[:, 0:1] + c * ox - s * oy
+    out[..., 1] = kin.last_xy[:, 1:2] + s * ox + c * oy
+    return out
 
 
 def to_agent(kin: KinState, world_xy: np.ndarray) -> np.ndarray:

@@ -147,14 +147,15 @@ def switching_log_rate(current_a: Tensor, temp: Tensor, p: MTJParams) -> Tensor:
 
     Same law as ``energy_barrier`` and ``critical_current`` (k(T) computed once). The bracket
     ``1 - I/I_c0(T)`` is softplus-clamped at zero so that overdriven neurons stay differentiable.
+    Written with few tensor operations: it runs for every neuron of every agent on the serving path.
     """
     m0 = 1.0 - (p.t0_k / p.t_curie_k) ** 1.5
-    m = torch.clamp(1.0 - _pow(torch.clamp(temp, min=0.0) / p.t_curie_k, 1.5), min=1e-3)
-    k = _pow(m / m0, p.anisotropy_exponent_n)
+    x = torch.clamp(temp, min=0.0) / p.t_curie_k
+    m = torch.clamp(1.0 - x * torch.sqrt(x), min=1e-3)
+    k = _pow(m, p.anisotropy_exponent_n) * (1.0 / m0**p.anisotropy_exponent_n)  # k(T) = (m/m0)^n
     delta = torch.clamp((p.delta0 * p.t0_k) * k / temp, min=1.0)
-    u = 1.0 - current_a / (p.ic0_a * k)
-    beta = 20.0
-    u = torch.nn.functional.softplus(beta * u) / beta
+    # softplus(beta u) / beta with beta = 20, in one kernel
+    u = torch.nn.functional.softplus(1.0 - current_a / (p.ic0_a * k), beta=20.0)
     return math.log(p.t_sense_s / p.tau0_s) - delta * _pow(u, p.switching_exponent_b)
 
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import Tensor, nn
 
-from models.kinematics import N_FEATURES
+from models.kinematics import FEATURE_NAMES, N_FEATURES
 from models.mtj import MTJParams, switching_probability, tau_spread
 
 MODEL_KINDS = ("ipnet", "gru", "lstm")
@@ -42,11 +42,21 @@ class ModelConfig:
     # IPNet: the driver reads each neuron's temperature before its pulse (lateral coupling)
     lateral: bool = True
     cv_prior: bool = True  # predict a correction to constant velocity (False: the whole agent-frame future)
+    # The observed interval as an encoder input; None: by kind. The recurrent baselines need it (they count
+    # steps, dt is how they learn time). IPNet does without: its neurons integrate the physical time that
+    # passed, and a readout that never sees the interval cannot misread a rate it was not trained at
+    # (measured: with it, IPNet lost its advantage at 5 and 2 Hz; see the model card).
+    interval_input: bool | None = None
     mtj: dict[str, float] = field(default_factory=lambda: MTJParams().to_dict())
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
             raise ValueError(f"unknown model kind {self.kind!r}; expected one of {MODEL_KINDS}")
+
+    @property
+    def sees_interval(self) -> bool:
+        """Whether the encoder gets the observed interval (``interval_input``, or by kind when None)."""
+        return self.kind != "ipnet" if self.interval_input is None else self.interval_input
 
     @property
     def horizons_s(self) -> list[float]:
@@ -97,17 +107,19 @@ class MTJNeuronLayer(nn.Module):
         # a long gap (dropped frames) is mostly cooling: the drive covers at most max_drive_s of it,
         # the end of the window, so energy stays bounded and the newest motion is what heats the neuron
         drive_s = torch.clamp(window, max=p.max_drive_s)
-        # cooling without drive, then the drive: two exact steps of thermal_step (inlined: hot path)
-        temp = p.t0_k + (temp - p.t0_k) * torch.exp((drive_s - window) * self.inv_tau)
+        # cooling without drive, then the drive: two exact steps of thermal_step (inlined: hot path).
+        # The first is the identity unless a gap outlasts max_drive_s (rare): skipped then, for speed.
+        if bool((window > p.max_drive_s).any()):
+            temp = torch.lerp(torch.full_like(temp, p.t0_k), temp, torch.exp((drive_s - window) * self.inv_tau))
         pre = self.drive(x)
         if self.lateral is not None:
             pre = pre + self.lateral(self.sense_temperature(temp))
         volts = p.v_max_v * torch.sigmoid(pre)  # (B, N)
         v2 = volts * volts
-        t_ss = p.t0_k + v2 * (p.duty * p.r_th_k_per_w / p.r_p_ohm)  # steady state under the mean drive power
-        temp = t_ss + (temp - t_ss) * torch.exp(-drive_s * self.inv_tau)
-        temp = torch.clamp(temp, max=p.t_max_k)
-        out = switching_probability(volts / p.r_p_ohm, temp, p)
+        t_ss = v2 * (p.duty * p.r_th_k_per_w / p.r_p_ohm) + p.t0_k  # steady state under the mean drive power
+        # relax towards t_ss: t_ss + (temp - t_ss) exp(-drive/tau), one kernel
+        temp = torch.clamp(torch.lerp(t_ss, temp, torch.exp(-drive_s * self.inv_tau)), max=p.t_max_k)
+        out = switching_probability(volts * (1.0 / p.r_p_ohm), temp, p)
         energy = v2.sum(dim=1) * (p.duty / p.r_p_ohm) * drive_s[:, 0]  # Joule heat of the drive, J
         return temp, out, energy
 
@@ -128,6 +140,10 @@ class TrajectoryNet(nn.Module):
             layers += [nn.Linear(d_in, cfg.d_embed), nn.Tanh()]
             d_in = cfg.d_embed
         self.encoder = nn.Sequential(*layers)
+        self.feature_mask: Tensor
+        mask = torch.ones(cfg.n_features)
+        mask[FEATURE_NAMES.index("log_dt_rel_100ms")] = 0.0
+        self.register_buffer("feature_mask", mask, persistent=False)
         self.mtj: MTJNeuronLayer | None = None
         self.cell: nn.Module | None = None
         if cfg.kind == "ipnet":
@@ -167,6 +183,12 @@ class TrajectoryNet(nn.Module):
             return self.mtj.initial(b)
         return torch.zeros(b, self.memory_size)
 
+    def embed(self, feats: Tensor) -> Tensor:
+        """(..., n_features) encoded observations -> (..., d_embed) embeddings."""
+        if not self.cfg.sees_interval:
+            feats = feats * self.feature_mask  # the interval column zeroed
+        return self.encoder(feats)
+
     def step(self, memory: Tensor, feats: Tensor, dt_s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The streaming step shared by training and serving.
 
@@ -180,7 +202,7 @@ class TrajectoryNet(nn.Module):
             modeled physical energy of the memory update (B,) joules (IPNet only; zeros otherwise:
             the digital memory energy model is in ``models.energy``).
         """
-        e = self.encoder(feats)  # (B, E)
+        e = self.embed(feats)  # (B, E)
         energy = torch.zeros(feats.shape[0])
         if self.mtj is not None:
             memory, p_sw, energy = self.mtj(memory, e, dt_s)

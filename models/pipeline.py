@@ -33,6 +33,7 @@ def train_models(
     augment: bool = False,
     tau_spread: bool = False,
     cv_prior: bool = True,
+    ipnet_interval_input: bool = False,
     seed: int = 0,
     threads: int = 2,
     progress: bool = True,
@@ -49,7 +50,14 @@ def train_models(
     digest = data_hash(train)
     results: dict[str, dict[str, Any]] = {}
     for kind in kinds:
-        mcfg = replace(base_model or DEFAULT_MODEL, kind=kind, tau_spread=tau_spread, cv_prior=cv_prior)
+        # the recurrent baselines always see the interval; IPNet only in the ablation that measures it
+        mcfg = replace(
+            base_model or DEFAULT_MODEL,
+            kind=kind,
+            tau_spread=tau_spread,
+            cv_prior=cv_prior,
+            interval_input=True if (kind == "ipnet" and ipnet_interval_input) else None,
+        )
         if n_memory is not None:
             mcfg = replace(mcfg, n_memory=n_memory)
         trainer = Trainer(mcfg, tcfg, progress=progress)
@@ -98,7 +106,7 @@ def measured_mean_v2(ipnet: Predictor, tracks: list[Track], max_tracks: int = 40
     assert ipnet.net is not None and ipnet.net.mtj is not None
     tracks = [t for t in tracks if len(t.t) >= 3][:max_tracks]
     enc = encode_sequences([t.t for t in tracks], [t.xy for t in tracks], [t.agent_type for t in tracks])
-    e = ipnet.net.encoder(torch.from_numpy(enc.feats))
+    e = ipnet.net.embed(torch.from_numpy(enc.feats))
     volts = ipnet.net.mtj.params.v_max_v * torch.sigmoid(ipnet.net.mtj.drive(e))
     mask = torch.from_numpy(enc.valid)[..., None].float()
     return float((volts**2 * mask).sum() / (mask.sum() * volts.shape[-1]))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from service.deps import ApiKeyDep, EngineDep, MetricsDep, RuntimeDep
-from service.engine import AgentPrediction, Obs
+from service.engine import Obs, Predictions
 from service.errors import NotReady, ServiceError
 from service.schemas import (
     AGENT_ID_PATTERN,
@@ -20,6 +21,7 @@ from service.schemas import (
     AgentType,
     ErrorResponse,
     Health,
+    IntervalRegime,
     PredictRequest,
     PredictResponse,
     Readiness,
@@ -56,24 +58,38 @@ def _observations(body: PredictRequest) -> list[Obs]:
     return [Obs(i, o.agent_id, o.timestamp, o.x, o.y, o.agent_type) for i, o in enumerate(body.observations)]
 
 
-def _prediction(p: AgentPrediction) -> dict[str, Any]:
-    """A :class:`Prediction` as plain JSON data.
+def _predictions(p: Predictions) -> list[dict[str, Any]]:
+    """One model's answers as plain JSON data (the :class:`Prediction` schema), one dict per agent.
 
-    Built directly (not through pydantic) because a frame of a few hundred agents has thousands of points;
-    ``tests/service`` validates answers against the response schemas.
+    Built directly (not through pydantic) because a frame of a few hundred agents has thousands of points,
+    and from whole-batch ``tolist()`` conversions rather than per agent; ``tests/service`` validates
+    answers against the response schemas.
     """
-    return {
-        "agent_id": p.agent_id,
-        "timestamp": p.timestamp,
-        "steps": p.steps,
-        "new_track": p.new_track,
-        "dt_s": p.dt_s,
-        "agent_type": p.agent_type,
-        "trajectory": [
-            {"timestamp": t, "x": x, "y": y}
-            for t, (x, y) in zip(p.trajectory_t.tolist(), p.trajectory_xy.tolist(), strict=True)
-        ],
-    }
+    ts = p.trajectory_t.tolist()
+    xy = p.trajectory_xy.tolist()
+    dts = [None if math.isnan(d) else d for d in p.dt_s.tolist()]
+    return [
+        {
+            "agent_id": agent,
+            "timestamp": stamp,
+            "steps": steps,
+            "new_track": new,
+            "dt_s": dt,
+            "agent_type": kind,
+            "trajectory": [{"timestamp": t, "x": q[0], "y": q[1]} for t, q in zip(ts_i, xy_i, strict=True)],
+        }
+        for agent, stamp, steps, new, dt, kind, ts_i, xy_i in zip(
+            p.agent_ids,
+            p.timestamps.tolist(),
+            p.steps.tolist(),
+            p.new_track.tolist(),
+            dts,
+            p.agent_types,
+            ts,
+            xy,
+            strict=True,
+        )
+    ]
 
 
 def _json(payload: dict[str, Any]) -> Response:
@@ -85,7 +101,7 @@ def _json(payload: dict[str, Any]) -> Response:
 async def _predict_one(engine: EngineDep, body: PredictRequest, role: str) -> Response:
     out = await engine.predict(_observations(body), [role])
     p = engine.predictors[engine.roles[role]]
-    predictions = [_prediction(x) for x in out[role]]
+    predictions = _predictions(out[role])
     return _json({"model": p.name, "model_version": p.version, "predictions": predictions})
 
 
@@ -112,7 +128,7 @@ async def ab_predict(body: PredictRequest, engine: EngineDep) -> Response:
         }
         for role in ("ipnet", "baseline")
     }
-    predictions = {role: [_prediction(x) for x in out[role]] for role in ("ipnet", "baseline")}
+    predictions = {role: _predictions(out[role]) for role in ("ipnet", "baseline")}
     return _json({"models": refs, "predictions": predictions})
 
 
@@ -120,9 +136,13 @@ async def ab_predict(body: PredictRequest, engine: EngineDep) -> Response:
 async def ab_report(
     engine: EngineDep,
     agent_type: Annotated[AgentType | None, Query(description="only this agent type")] = None,
+    interval: Annotated[
+        IntervalRegime | None,
+        Query(description="only predictions made in this interval regime (the stream's rate at the anchor)"),
+    ] = None,
 ) -> ABReport:
     """ADE/FDE of both models on identical matured predictions (see ``service.scoring``)."""
-    return ABReport.model_validate(engine.report(agent_type))
+    return ABReport.model_validate(engine.report(agent_type, interval))
 
 
 @v1.get(

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train IPNet and the recurrent baselines on CPU")
     p.add_argument(
-        "--corpus", default="shipped", help="'shipped' or 'ethucy-loo:<scene>' (see models/corpus.py)"
+        "--corpus", default="shipped", help="'shipped', '10hz' or 'ethucy-loo:<scene>' (see models/corpus.py)"
     )
     p.add_argument("--data", default=None, help="train on this file/folder instead of a named corpus")
     p.add_argument("--format", default="auto", choices=["auto", "csv", "av2", "ethucy", "lyft"])
@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-cv-prior",
         action="store_true",
         help="ablation: predict the whole future, not a correction to CV",
+    )
+    p.add_argument(
+        "--ipnet-interval-input",
+        action="store_true",
+        help="ablation: IPNet's encoder also sees the observed interval (the baselines always do)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -127,6 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         augment=args.augment,
         tau_spread=args.tau_spread,
         cv_prior=not args.no_cv_prior,
+        ipnet_interval_input=args.ipnet_interval_input,
         seed=args.seed,
         threads=args.threads,
         progress=not args.quiet,

@@ -53,17 +53,24 @@ class Obs:
 
 
 @dataclass
-class AgentPrediction:
-    """One agent's answer for one model."""
+class Predictions:
+    """One model's answers for the agents of a request, columnar: row ``i`` is ``agent_ids[i]``.
 
-    agent_id: str
-    timestamp: float
-    steps: int
-    new_track: bool
-    dt_s: float | None
-    agent_type: str
-    trajectory_t: np.ndarray  # (K,) absolute seconds
-    trajectory_xy: np.ndarray  # (K, 2) metres
+    Columnar because a frame has hundreds of agents: the answer is built with a few array operations,
+    not an object per agent.
+    """
+
+    agent_ids: list[str]
+    timestamps: np.ndarray  # (A,) the newest observation's timestamp
+    steps: np.ndarray  # (A,) observations in the current track
+    new_track: np.ndarray  # (A,) bool
+    dt_s: np.ndarray  # (A,) observed interval used, NaN for a track's first observation
+    agent_types: list[str]
+    trajectory_t: np.ndarray  # (A, K) absolute seconds
+    trajectory_xy: np.ndarray  # (A, K, 2) metres
+
+    def __len__(self) -> int:
+        return len(self.agent_ids)
 
 
 @dataclass
@@ -216,9 +223,7 @@ class Engine:
         return groups
 
     # --- predict --------------------------------------------------------------------------------------
-    async def predict(
-        self, observations: Sequence[Obs], roles: Sequence[str]
-    ) -> dict[str, list[AgentPrediction]]:
+    async def predict(self, observations: Sequence[Obs], roles: Sequence[str]) -> dict[str, Predictions]:
         """Apply the observations to the state of each role's model; one prediction per agent and role."""
         groups = self.validate(observations)
         models = [self.roles[r] for r in roles]
@@ -384,7 +389,7 @@ class Engine:
         agents: list[str],
         groups: dict[str, list[Obs]],
         computed: dict[str, _Computed],
-    ) -> dict[str, list[AgentPrediction]]:
+    ) -> dict[str, Predictions]:
         met = self.metrics
         for m in models:
             c = computed[m]
@@ -418,34 +423,26 @@ class Engine:
                     {m: computed[m].trajectories[i] for m in models},
                     step_s=None if math.isnan(dt) else dt,
                 )
-        out: dict[str, list[AgentPrediction]] = {}
+        out: dict[str, Predictions] = {}
         for role, m in zip(roles, models, strict=True):
-            out[role] = self._answers(m, agents, groups, computed[m])
+            out[role] = self._answers(m, agents, computed[m])
         return out
 
-    def _answers(
-        self, model: str, agents: list[str], groups: dict[str, list[Obs]], c: _Computed
-    ) -> list[AgentPrediction]:
+    def _answers(self, model: str, agents: list[str], c: _Computed) -> Predictions:
         h = self.predictors[model].horizons_s
         keep = h <= self.settings.prediction_horizon_s + 1e-9
-        out = []
-        for i, a in enumerate(agents):
-            st = c.states[i]
-            dt = float(c.dt_s[i])
-            out.append(
-                AgentPrediction(
-                    agent_id=a,
-                    timestamp=st.last_t,
-                    steps=st.steps,
-                    new_track=bool(c.new_track[i]),
-                    # Unix-time float64 differences carry ~1e-7 s of noise: answer in microseconds
-                    dt_s=None if math.isnan(dt) else round(dt, 6),
-                    agent_type=AGENT_TYPES[st.agent_type],
-                    trajectory_t=np.round(st.last_t + h[keep], 6),
-                    trajectory_xy=c.trajectories[i][keep],
-                )
-            )
-        return out
+        last_t = np.array([st.last_t for st in c.states])
+        return Predictions(
+            agent_ids=agents,
+            timestamps=last_t,
+            steps=np.array([st.steps for st in c.states], dtype=np.int64),
+            new_track=c.new_track,
+            # Unix-time float64 differences carry ~1e-7 s of noise: answer in microseconds
+            dt_s=np.round(c.dt_s, 6),
+            agent_types=[AGENT_TYPES[st.agent_type] for st in c.states],
+            trajectory_t=np.round(last_t[:, None] + h[keep][None, :], 6),
+            trajectory_xy=c.trajectories[:, keep],
+        )
 
     # --- agents ---------------------------------------------------------------------------------------
     async def agent_summary(self, agent_id: str) -> dict[str, dict[str, object]]:
@@ -484,9 +481,9 @@ class Engine:
         return deleted
 
     # --- report ---------------------------------------------------------------------------------------
-    def report(self, agent_type: str | None = None) -> dict[str, object]:
-        """The online A/B comparison (see ``service.scoring``)."""
-        r = self.scorer.report(agent_type)
+    def report(self, agent_type: str | None = None, interval: str | None = None) -> dict[str, object]:
+        """The online A/B comparison (see ``service.scoring``), optionally of one agent type / interval regime."""
+        r = self.scorer.report(agent_type, interval)
         for role in ("ipnet", "baseline"):
             p = self.predictors[self.roles[role]]
             r[role] = {"model": p.name, "model_version": p.version, **r[role]}  # type: ignore[dict-item]
@@ -495,6 +492,7 @@ class Engine:
             "ade_reduction": r["ade_reduction"],
             "horizons_s": r["horizons_s"],
             "agent_type": agent_type,
+            "interval": interval,
             "horizon_s": self.scorer.horizon_s,
             "min_steps": self.scorer.min_steps,
             "pending": self.scorer.pending,

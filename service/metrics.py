@@ -110,22 +110,22 @@ class Metrics:
         )
         self.displacement_error = Histogram(
             "trajpred_displacement_error_meters",
-            "online displacement error of scored predictions at 1, 2 and 3 s",
-            ["model", "horizon_s"],
+            "online displacement error of scored predictions at 1, 2 and 3 s, by the anchor's interval regime",
+            ["model", "horizon_s", "interval"],
             buckets=ERROR_BUCKETS_M,
             registry=r,
         )
         self.ade = Histogram(
             "trajpred_ade_meters",
-            "ADE of matured scored predictions",
-            ["model"],
+            "ADE of matured scored predictions, by the anchor's interval regime (10hz, 5hz, 2hz, slower)",
+            ["model", "interval"],
             buckets=ERROR_BUCKETS_M,
             registry=r,
         )
         self.fde = Histogram(
             "trajpred_fde_meters",
-            "FDE of matured scored predictions",
-            ["model"],
+            "FDE of matured scored predictions, by the anchor's interval regime (10hz, 5hz, 2hz, slower)",
+            ["model", "interval"],
             buckets=ERROR_BUCKETS_M,
             registry=r,
         )

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 AgentType = Literal["vehicle", "pedestrian", "cyclist", "unknown"]
+# service.scoring.INTERVAL_REGIMES: the nominal stream rate of a prediction's anchor (a test keeps them equal)
+IntervalRegime = Literal["10hz", "5hz", "2hz", "slower", "unknown"]
 MAX_AGENT_ID_LENGTH = 128
 #: printable characters only: no C0/C1 control characters, no DEL
 AGENT_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
@@ -117,6 +119,10 @@ class ABReport(BaseModel):
     ade_reduction: float | None = Field(description="1 - ADE(ipnet) / ADE(baseline)")
     horizons_s: dict[str, HorizonScore]
     agent_type: AgentType | None
+    interval: IntervalRegime | None = Field(
+        description="only predictions whose anchor interval is in this regime (10hz <= 0.15 s < 5hz <= 0.3 s "
+        "< 2hz <= 0.75 s < slower)"
+    )
     horizon_s: float
     min_steps: int
     pending: int

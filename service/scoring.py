@@ -15,6 +15,9 @@ The rules mirror the offline protocol of ``models.evaluate`` (``ipnet evaluate``
   dropped unscored.
 - With ``stride_s`` > 0 at most one prediction per agent and stride is kept, anchors chosen like the
   offline windows' (the next at least a stride after the last kept one).
+- Each prediction belongs to the interval regime of its anchor (``interval_regime``): the error histograms
+  carry it as the ``interval`` label and the A/B report can be read for one regime, so a rate change or
+  a dropping stream shows up as its own series rather than blurring the average.
 - Memory is bounded: at most ``max_per_agent`` kept predictions per agent and ``max_total`` overall
   (the oldest go first), and predictions older than the horizon plus the state TTL are purged.
 """
@@ -31,6 +34,25 @@ from service.metrics import Metrics
 
 SCORING_HORIZON_S = 3.0
 REPORT_HORIZONS_S = (1.0, 2.0, 3.0)
+# (label, largest observed interval in s): a few nominal stream rates, bounded so the label set stays small.
+# The bounds sit between the rates perception stacks use (10, 5, 2 Hz) so jitter never flips a regime.
+INTERVAL_REGIMES: tuple[tuple[str, float], ...] = (
+    ("10hz", 0.15),
+    ("5hz", 0.3),
+    ("2hz", 0.75),
+    ("slower", float("inf")),
+)
+REGIME_NAMES = tuple(name for name, _ in INTERVAL_REGIMES)
+
+
+def interval_regime(step_s: float | None) -> str:
+    """The regime label of an observed interval (``unknown`` before a track has one)."""
+    if step_s is None or not step_s > 0:
+        return "unknown"
+    for name, upper in INTERVAL_REGIMES:
+        if step_s <= upper:
+            return name
+    return "slower"  # unreachable: the last bound is infinite
 
 
 @dataclass
@@ -41,6 +63,7 @@ class _Pending:
     created_wall: float
     paired: bool  # made by both A/B models from the same observation
     step_s: float | None  # the observed interval of the anchor: the expected spacing of what follows
+    regime: str  # interval_regime(step_s)
     times: np.ndarray  # (H+1,) seconds after the anchor, starting at 0
     preds: dict[str, np.ndarray]  # model -> (H+1, 2) world positions, row 0 = the anchor
     rels: list[float] = field(default_factory=list)
@@ -91,8 +114,8 @@ class OnlineScorer:
         self._order: deque[_Pending] = deque()  # creation order, lazily cleaned of finished entries
         self._live = 0
         self._grids: dict[bytes, np.ndarray] = {}
-        # agent type -> (ipnet aggregate, baseline aggregate), over paired matured predictions
-        self._ab: dict[str, tuple[_Agg, _Agg]] = {}
+        # (agent type, interval regime) -> (ipnet aggregate, baseline aggregate), paired matured predictions
+        self._ab: dict[tuple[str, str], tuple[_Agg, _Agg]] = {}
 
     @property
     def pending(self) -> int:
@@ -143,6 +166,7 @@ class OnlineScorer:
             self.clock(),
             paired=all(m in trajectories for m in self.ab_models),
             step_s=step_s,
+            regime=interval_regime(step_s),
             times=times,
             preds=preds,
             errs={m: [] for m in trajectories},
@@ -280,12 +304,14 @@ class OnlineScorer:
             e = np.asarray(errs)
             ade, fde = float(e.mean()), float(e[-1])
             summary[m] = (ade, fde)
-            self.metrics.ade.labels(model=m).observe(ade)
-            self.metrics.fde.labels(model=m).observe(fde)
+            self.metrics.ade.labels(model=m, interval=p.regime).observe(ade)
+            self.metrics.fde.labels(model=m, interval=p.regime).observe(fde)
             for label, j in at_h.items():
-                self.metrics.displacement_error.labels(model=m, horizon_s=label).observe(float(e[j]))
+                self.metrics.displacement_error.labels(model=m, horizon_s=label, interval=p.regime).observe(
+                    float(e[j])
+                )
         if p.paired:
-            aggs = self._ab.setdefault(p.agent_type, (_Agg(), _Agg()))
+            aggs = self._ab.setdefault((p.agent_type, p.regime), (_Agg(), _Agg()))
             for agg, m in zip(aggs, self.ab_models, strict=True):
                 agg.n += 1
                 agg.ade += summary[m][0]
@@ -296,11 +322,13 @@ class OnlineScorer:
         self._finish(p, "matured")
 
     # --- report -------------------------------------------------------------------------------------
-    def report(self, agent_type: str | None = None) -> dict[str, object]:
-        """A/B means over paired matured predictions, optionally of one agent type."""
+    def report(self, agent_type: str | None = None, interval: str | None = None) -> dict[str, object]:
+        """A/B means over paired matured predictions, optionally of one agent type and interval regime."""
         ip, base = _Agg(), _Agg()
-        for t, (a, b) in self._ab.items():
+        for (t, regime), (a, b) in self._ab.items():
             if agent_type is not None and t != agent_type:
+                continue
+            if interval is not None and regime != interval:
                 continue
             for dst, src in ((ip, a), (base, b)):
                 dst.n += src.n

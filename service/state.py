@@ -19,6 +19,7 @@ Layout (little endian)::
 from __future__ import annotations
 
 import os
+import random
 import struct
 import zlib
 from dataclasses import dataclass
@@ -38,9 +39,16 @@ class StateDecodeError(ValueError):
     """Bytes that are not a state record of this format."""
 
 
+# Versions only need to be unique among writers of one key: a 64-bit PRNG seeded from the OS per process
+# (and again in a forked child, so replicas forked from one parent never share a sequence) is enough, and
+# avoids a getrandom syscall per agent and model on the hot path.
+_versions = random.Random(os.urandom(16))
+os.register_at_fork(after_in_child=lambda: _versions.seed(os.urandom(16)))
+
+
 def new_version() -> int:
     """A fresh non-zero write version."""
-    return int.from_bytes(os.urandom(8), "little") | 1
+    return _versions.getrandbits(64) | 1
 
 
 def model_tag(version: str) -> int:

@@ -38,6 +38,12 @@ REQUIRED_PANELS = [
     ("heatmap of neuron temperatures", "neuron temperatures", {"trajpred_neuron_temperature_kelvin_bucket"}),
     ("rejected requests by reason", "rejected", {"trajpred_rejected_requests_total"}),
     ("batch sizes", "batch sizes", {"trajpred_batch_agents_bucket"}),
+    ("observation interval", "observation interval", {"trajpred_observation_interval_seconds_bucket"}),
+    (
+        "error per interval regime",
+        "interval regime",
+        {"trajpred_ade_meters_sum", "trajpred_ade_meters_count"},
+    ),
 ]
 
 #: values standing in for the template variables and Grafana's built-ins when only syntax matters
@@ -45,6 +51,7 @@ PLACEHOLDERS = {
     "job": "trajpred",
     "instance": "(a|b)",
     "model": "(ipnet|gru)",
+    "interval": "(10hz|2hz)",
     "__rate_interval": "1m",
     "__interval": "15s",
     "__range": "1h",

@@ -120,3 +120,36 @@ def test_ipnet_memory_is_only_temperatures_and_finite() -> None:
         kin, mem = res.kin, res.memory
         assert np.isfinite(res.trajectory).all() and np.isfinite(mem).all()
         assert (mem >= 299.99).all() and (mem <= 450.01).all()
+
+
+def test_interval_input_by_kind_and_checkpoint_migration(tmp_path) -> None:
+    from models.checkpoint import load_checkpoint, save_checkpoint
+    from models.kinematics import FEATURE_NAMES, N_FEATURES
+
+    # IPNet knows time through its neurons only; the recurrent baselines get the interval as an input
+    assert not ModelConfig(kind="ipnet").sees_interval
+    assert ModelConfig(kind="gru").sees_interval and ModelConfig(kind="lstm").sees_interval
+    assert ModelConfig(kind="ipnet", interval_input=True).sees_interval  # the ablation
+    col = FEATURE_NAMES.index("log_dt_rel_100ms")
+    feats = torch.randn(5, N_FEATURES)
+    other = feats.clone()
+    other[:, col] += 1.0
+    for kind in MODEL_KINDS:
+        net = _trained_like(kind)
+        same = torch.equal(net.embed(feats), net.embed(other))
+        assert same == (kind == "ipnet"), kind
+    # a checkpoint written before the option existed: its IPNet saw the interval, and still does
+    net = _trained_like("ipnet")
+    save_checkpoint(tmp_path / "old.pt", net, {})
+    ckpt = torch.load(tmp_path / "old.pt", weights_only=True)
+    del ckpt["model_args"]["interval_input"]
+    torch.save(ckpt, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt")[0].cfg.sees_interval
+    assert not load_checkpoint(_save(net, tmp_path / "new.pt"))[0].cfg.sees_interval
+
+
+def _save(net: TrajectoryNet, path):
+    from models.checkpoint import save_checkpoint
+
+    save_checkpoint(path, net, {})
+    return path

@@ -17,7 +17,10 @@ def test_shipped_checkpoints_carry_their_config_and_the_hash_of_their_data(data_
     for kind in KINDS:
         net, meta = load_checkpoint(shipped_path(kind))
         assert meta["model_args"]["kind"] == kind
-        assert ModelConfig(**meta["model_args"]) == net.cfg
+        # checkpoints written before interval_input existed load with the interval (load_checkpoint migrates)
+        assert ModelConfig(**{"interval_input": True, **meta["model_args"]}) == net.cfg
+        # IPNet knows time through its neurons; the baselines see the interval
+        assert net.cfg.sees_interval == (kind != "ipnet")
         assert meta["corpus"] == "shipped"
         assert meta["data_hash"] == digest, f"{kind} was not trained on the current 'shipped' corpus"
         assert meta["version"].startswith(kind + "-")
@@ -34,3 +37,23 @@ def test_shipped_checkpoints_carry_their_config_and_the_hash_of_their_data(data_
         for k, m in metas.items()
     }
     assert len(set(budget.values())) == 1, budget
+
+
+def test_companion_weights_match_their_experiments(data_root) -> None:
+    """The 10 Hz-only and augmented weights of the model card: their corpus, budget and inputs."""
+    from models.checkpoint import WEIGHTS_DIR
+
+    ten_hz, _ = split_train_val(corpus("10hz", data_root))
+    for folder, corpus_name, augment in (("rate_10hz", "10hz", False), ("augmented", "shipped", True)):
+        budgets = set()
+        for kind in KINDS:
+            net, meta = load_checkpoint(WEIGHTS_DIR / folder / f"{kind}.pt")
+            assert meta["corpus"] == corpus_name and meta["train_config"]["augment"] is augment
+            assert net.cfg.sees_interval == (kind != "ipnet"), (folder, kind)
+            budgets.add((meta["model_args"]["n_memory"], meta["train_config"]["epochs"], meta["data_hash"]))
+            if corpus_name == "10hz":
+                assert meta["data_hash"] == data_hash(ten_hz)
+        assert len(budgets) == 1, (folder, budgets)
+    # the interval ablations: the same IPNet, but its encoder sees the interval
+    for path in ("rate_10hz/interval_input/ipnet.pt", "ablation/interval_input/ipnet.pt"):
+        assert load_checkpoint(WEIGHTS_DIR / path)[0].cfg.sees_interval

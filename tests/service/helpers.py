@@ -27,5 +27,9 @@ def samples(client: TestClient) -> dict[tuple[str, frozenset[tuple[str, str]]], 
 
 
 def metric(client: TestClient, name: str, **labels: str) -> float:
-    """One sample's value (0 when the series does not exist yet)."""
-    return samples(client).get((name, frozenset(labels.items())), 0.0)
+    """The sum over the samples of ``name`` that carry ``labels`` (0 when none exists yet).
+
+    Labels left out are summed over, as PromQL's ``sum without`` would (e.g. the ``interval`` regime).
+    """
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples(client).items() if n == name and want <= ls)

@@ -75,3 +75,25 @@ def test_rate_change_keeps_predictions_sane_and_is_recorded(make_client, moving_
         # every 10 Hz step (~0.1 s) but the track's first, plus the step into the 2 Hz part (still 0.1 s)
         assert fast == half, model
         assert slow == len(stream) - half - 1, model  # every later 2 Hz step (~0.5 s)
+    # predictions are scored per interval regime: the A/B report and the error histograms separate the two
+    # rates, and the regimes add up to the whole
+    both = c.get("/v1/ab/report").json()
+    by_regime = {}
+    for regime in ("10hz", "2hz"):
+        r = c.get("/v1/ab/report", params={"interval": regime})
+        assert r.status_code == 200, r.text
+        by_regime[regime] = rep = r.json()
+        assert rep["interval"] == regime
+        assert rep["models"]["ipnet"]["n"] > 0, (regime, rep)
+        assert np.isfinite(rep["models"]["ipnet"]["ade_m"]) and np.isfinite(
+            rep["models"]["baseline"]["ade_m"]
+        )
+        for model in ("ipnet", baseline):
+            assert (
+                metric(c, "trajpred_ade_meters_count", model=model, interval=regime)
+                == rep["models"]["ipnet"]["n"]
+            )
+    assert sum(r["models"]["ipnet"]["n"] for r in by_regime.values()) == both["models"]["ipnet"]["n"]
+    assert c.get("/v1/ab/report", params={"interval": "5hz"}).json()["models"]["ipnet"]["n"] == 0
+    bad = c.get("/v1/ab/report", params={"interval": "3hz"})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "interval"

@@ -26,8 +26,14 @@ def _scorer(clock: Clock | None = None, **kw) -> tuple[OnlineScorer, Metrics]:
 
 
 def _value(m: Metrics, name: str, **labels: str) -> float:
-    v = m.registry.get_sample_value(name, labels)
-    return 0.0 if v is None else v
+    """The sum over the samples of ``name`` carrying ``labels`` (others, such as ``interval``, summed over)."""
+    want = set(labels.items())
+    return sum(
+        s.value
+        for fam in m.registry.collect()
+        for s in fam.samples
+        if s.name == name and want <= set(s.labels.items())
+    )
 
 
 def test_errors_are_interpolated_at_the_true_timestamps():
@@ -127,3 +133,48 @@ def test_stride_keeps_one_prediction_per_agent_and_stride():
     for k in range(40):
         every.add("a", "vehicle", 10.0 + 0.1 * k, np.zeros(2), 1, HORIZONS, {"ipnet": np.zeros((50, 2))}, 0.1)
     assert every.pending == 40
+
+
+def test_interval_regimes_label_the_scores_and_filter_the_report():
+    from typing import get_args
+
+    from service.schemas import IntervalRegime
+    from service.scoring import REGIME_NAMES, interval_regime
+
+    # the API's literal and the scorer's regimes are one list
+    assert set(get_args(IntervalRegime)) == {*REGIME_NAMES, "unknown"}
+    assert [interval_regime(x) for x in (0.1, 0.13, 0.2, 0.5, 0.75, 0.8, 30.0, None, 0.0)] == [
+        "10hz",
+        "10hz",
+        "5hz",
+        "2hz",
+        "2hz",
+        "slower",
+        "slower",
+        "unknown",
+        "unknown",
+    ]
+    s, m = _scorer()
+    for agent, step in (("fast", 0.1), ("slow", 0.5)):
+        grid = HORIZONS
+        s.add(
+            agent,
+            "vehicle",
+            0.0,
+            np.zeros(2),
+            20,
+            grid,
+            {"ipnet": 0 * np.stack([grid, grid], 1), "gru": np.stack([grid, 0 * grid], 1)},
+            step_s=step,
+        )
+        for k in range(1, round(3.0 / step) + 1):
+            s.observe(agent, k * step, np.zeros(2))
+    assert s.pending == 0
+    for regime in ("10hz", "2hz"):
+        rep = s.report(interval=regime)
+        assert rep["ipnet"]["n"] == 1 and rep["ipnet"]["ade_m"] == pytest.approx(0.0)
+        assert _value(m, "trajpred_ade_meters_count", model="gru", interval=regime) == 1
+    # gru's error grows 1 m per second of horizon: its ADE is the mean observed time of each regime's points
+    assert s.report(interval="10hz")["baseline"]["ade_m"] == pytest.approx(np.mean(np.arange(1, 31) * 0.1))
+    assert s.report(interval="2hz")["baseline"]["ade_m"] == pytest.approx(np.mean(np.arange(1, 7) * 0.5))
+    assert s.report()["ipnet"]["n"] == 2 and s.report(interval="5hz")["ipnet"]["n"] == 0
