@@ -4,9 +4,11 @@ The rules mirror the offline protocol of ``models.evaluate`` (``ipnet evaluate``
 
 - Only predictions made after at least ``min_steps`` observations of the track are kept (the offline
   window observes 2 s, i.e. 20 observations at 10 Hz).
-- Each later observation of the agent scores every kept prediction it falls inside: the prediction is
-  interpolated in time at the observation's true timestamp (linear between model horizons, the anchor
-  position at time 0), exactly like ``models.windows.grid_to_times``.
+- The later observations of the agent score every kept prediction they fall inside: the prediction is
+  interpolated in time at each observation's true timestamp (linear between model horizons, the anchor
+  position at time 0), exactly like ``models.windows.grid_to_times``. Observations are only buffered
+  per agent as they arrive; a prediction is scored once, vectorised, when its horizon has been observed
+  (a request then costs an append per observation, not work per kept prediction).
 - The observed future must have no gap: each interval within 0.5-1.5 times the anchor's own interval,
   like a complete offline window. A prediction matures when an
   observation within half a step of the horizon (3 s) arrives: its ADE is the mean error over every scored
@@ -24,6 +26,7 @@ The rules mirror the offline protocol of ``models.evaluate`` (``ipnet evaluate``
 
 from __future__ import annotations
 
+import bisect
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,9 +69,28 @@ class _Pending:
     regime: str  # interval_regime(step_s)
     times: np.ndarray  # (H+1,) seconds after the anchor, starting at 0
     preds: dict[str, np.ndarray]  # model -> (H+1, 2) world positions, row 0 = the anchor
-    rels: list[float] = field(default_factory=list)
-    errs: dict[str, list[float]] = field(default_factory=dict)
     done: bool = False
+
+
+@dataclass
+class _Track:
+    """One agent's kept predictions (anchor order) and its observations since the oldest one's anchor."""
+
+    pending: deque[_Pending] = field(default_factory=deque)
+    obs_t: list[float] = field(default_factory=list)
+    obs_x: list[float] = field(default_factory=list)
+    obs_y: list[float] = field(default_factory=list)
+
+    def trim(self) -> None:
+        """Forget observations no kept prediction can use (at or before the oldest anchor)."""
+        if not self.pending:
+            self.obs_t.clear()
+            self.obs_x.clear()
+            self.obs_y.clear()
+            return
+        k = bisect.bisect_right(self.obs_t, self.pending[0].anchor_t)
+        if k:
+            del self.obs_t[:k], self.obs_x[:k], self.obs_y[:k]
 
 
 @dataclass
@@ -110,7 +132,7 @@ class OnlineScorer:
         # and memory fall by the same factor while the report stays an unbiased sample of the stream
         self.stride_s = stride_s
         self._last_anchor: OrderedDict[str, float] = OrderedDict()  # LRU, bounded by max_total
-        self._by_agent: dict[str, deque[_Pending]] = {}
+        self._tracks: dict[str, _Track] = {}
         self._order: deque[_Pending] = deque()  # creation order, lazily cleaned of finished entries
         self._live = 0
         self._grids: dict[bytes, np.ndarray] = {}
@@ -169,12 +191,12 @@ class OnlineScorer:
             regime=interval_regime(step_s),
             times=times,
             preds=preds,
-            errs={m: [] for m in trajectories},
         )
-        queue = self._by_agent.get(agent_id)
-        if queue is not None and len(queue) >= self.max_per_agent:
-            self._finish(queue[0], "dropped")  # may empty and unlink the queue: fetch it again
-        self._by_agent.setdefault(agent_id, deque()).append(p)
+        track = self._tracks.get(agent_id)
+        if track is not None and len(track.pending) >= self.max_per_agent:
+            self._finish(track.pending[0], "dropped")  # may empty and unlink the track: fetch it again
+        track = self._tracks.setdefault(agent_id, _Track())
+        track.pending.append(p)
         self._order.append(p)
         self._live += 1
         while self._live > self.max_total:
@@ -188,84 +210,63 @@ class OnlineScorer:
         self.observe_many([(agent_id, t, float(xy[0]), float(xy[1]))])
 
     def observe_many(self, observations: list[tuple[str, float, float, float]]) -> None:
-        """Score kept predictions against ``(agent_id, t, x, y)`` observations (in time order per agent).
-
-        One observation per agent is scored at a time; several rounds serve several per agent.
-        """
-        rounds: list[list[tuple[str, float, float, float]]] = []
-        seen: dict[str, int] = {}
-        for o in observations:
-            k = seen.get(o[0], 0)
-            seen[o[0]] = k + 1
-            if k == len(rounds):
-                rounds.append([])
-            rounds[k].append(o)
-        for batch in rounds:
-            self._observe_round(batch)
+        """Score kept predictions against ``(agent_id, t, x, y)`` observations (in time order per agent)."""
+        tracks = self._tracks
+        for agent_id, t, x, y in observations:
+            track = tracks.get(agent_id)
+            if track is None:
+                continue  # nothing kept for this agent: nothing to score, nothing to remember
+            if track.obs_t and t <= track.obs_t[-1]:
+                continue  # already seen (the engine rejects stale observations; this keeps the scorer safe)
+            track.obs_t.append(t)
+            track.obs_x.append(x)
+            track.obs_y.append(y)
+            # anchors are in time order: when the oldest kept prediction is not due yet, none is
+            while track.pending and self._settle(track.pending[0], track, t):
+                pass
+            if agent_id in tracks:
+                track.trim()
         self.metrics.pending_predictions.set(self._live)
 
-    def _observe_round(self, observations: list[tuple[str, float, float, float]]) -> None:
-        scored: list[_Pending] = []
-        where: list[tuple[float, float]] = []
-        for agent_id, t, x, y in observations:
-            queue = self._by_agent.get(agent_id)
-            if queue:
-                n = len(scored)
-                self._eligible(queue, t, scored)
-                where += [(x, y)] * (len(scored) - n)
-        if scored:
-            self._score(scored, np.asarray(where, dtype=np.float64))
-        for p in scored:
-            tol = 0.5 * p.rels[0]
-            if p.rels[-1] >= self.horizon_s - tol - 1e-9:
-                self._mature(p, tol)
+    def _settle(self, p: _Pending, track: _Track, t_new: float) -> bool:
+        """Score ``p`` if the observations so far decide it; True when it was finished.
 
-    def _eligible(self, queue: deque[_Pending], t: float, scored: list[_Pending]) -> None:
-        """Append to ``scored`` the predictions that an observation at ``t`` scores (and record its time)."""
-        for p in list(queue):
-            rel = t - p.anchor_t
-            last = p.rels[-1] if p.rels else 0.0
-            if rel <= last + 1e-9:
-                continue  # this observation (or an earlier one) was already seen for this prediction
-            step = p.step_s or (p.rels[0] if p.rels else rel)
-            if rel - last > 1.5 * step + 1e-9 or rel - last < 0.5 * step - 1e-9:
-                self._finish(p, "incomplete")
-                continue
-            # like the offline score: "at h" means the observation nearest h within half the first interval
-            tol = 0.5 * (p.rels[0] if p.rels else rel)
-            if rel > self.horizon_s + tol + 1e-9:
-                self._finish(p, "incomplete")
-                continue
-            p.rels.append(rel)
-            scored.append(p)
-
-    @staticmethod
-    def _score(scored: list[_Pending], xy: np.ndarray) -> None:
-        """Append the error at each prediction's newest scored time; ``xy[i]`` is what ``scored[i]`` saw.
-
-        Vectorised per (grid, model).
+        The rules of the incremental version, applied at once: every interval of the observed future
+        (from the anchor) within 0.5-1.5 times the anchor's step, and the horizon reached within half the
+        first interval; otherwise the prediction is incomplete.
         """
-        groups: dict[tuple[int, str], list[int]] = {}
-        for i, p in enumerate(scored):
-            for m in p.preds:
-                groups.setdefault((id(p.times), m), []).append(i)
-        for (_, m), members in groups.items():
-            ps = [scored[i] for i in members]
-            obs = xy[members]
-            times = ps[0].times
-            rel = np.array([p.rels[-1] for p in ps])
-            j = np.clip(np.searchsorted(times, rel, side="right"), 1, len(times) - 1)
-            frac = ((rel - times[j - 1]) / (times[j] - times[j - 1]))[:, None]
-            pred = np.stack([p.preds[m] for p in ps])  # (P, H+1, 2)
-            rows = np.arange(len(ps))
-            at = pred[rows, j - 1] + frac * (pred[rows, j] - pred[rows, j - 1])
-            err = np.hypot(at[:, 0] - obs[:, 0], at[:, 1] - obs[:, 1])
-            for p, e in zip(ps, err.tolist(), strict=True):
-                p.errs[m].append(e)
+        first = bisect.bisect_right(track.obs_t, p.anchor_t + 1e-9)
+        if first == len(track.obs_t):
+            return False
+        tol = 0.5 * (track.obs_t[first] - p.anchor_t)
+        if t_new - p.anchor_t < self.horizon_s - tol - 1e-9:
+            return False  # the horizon is not observed yet: the common case, kept free of numpy
+        rel = np.asarray(track.obs_t[first:]) - p.anchor_t
+        k = int(np.argmax(rel >= self.horizon_s - tol - 1e-9))  # the observation that reaches the horizon
+        rel = rel[: k + 1]
+        step = p.step_s or rel[0]
+        gaps = np.diff(rel, prepend=0.0)
+        if (
+            (gaps > 1.5 * step + 1e-9).any()
+            or (gaps < 0.5 * step - 1e-9).any()
+            or rel[-1] > self.horizon_s + tol + 1e-9
+        ):
+            self._finish(p, "incomplete")
+            return True
+        sl = slice(first, first + k + 1)
+        obs_x, obs_y = np.asarray(track.obs_x[sl]), np.asarray(track.obs_y[sl])
+        errs = {}
+        for m, pred in p.preds.items():
+            px = np.interp(rel, p.times, pred[:, 0])
+            py = np.interp(rel, p.times, pred[:, 1])
+            errs[m] = np.hypot(px - obs_x, py - obs_y)
+        self._mature(p, rel, errs, tol)
+        return True
 
     def forget(self, agent_id: str) -> None:
         """The track ended: its kept predictions will never be observed."""
-        for p in list(self._by_agent.get(agent_id, ())):
+        track = self._tracks.get(agent_id)
+        for p in list(track.pending) if track is not None else ():
             self._finish(p, "unobserved")
         self._last_anchor.pop(agent_id, None)
         self.metrics.pending_predictions.set(self._live)
@@ -285,23 +286,26 @@ class OnlineScorer:
             return
         p.done = True
         self._live -= 1
-        queue = self._by_agent.get(p.agent_id)
-        if queue is not None:
-            queue.remove(p)
-            if not queue:
-                del self._by_agent[p.agent_id]
+        track = self._tracks.get(p.agent_id)
+        if track is not None:
+            if track.pending and track.pending[0] is p:
+                track.pending.popleft()
+            else:
+                track.pending.remove(p)
+            if track.pending:
+                track.trim()
+            else:
+                del self._tracks[p.agent_id]
         self.metrics.scoring.labels(outcome=outcome).inc()
 
-    def _mature(self, p: _Pending, tol: float) -> None:
-        rels = np.asarray(p.rels)
+    def _mature(self, p: _Pending, rels: np.ndarray, errs: dict[str, np.ndarray], tol: float) -> None:
         at_h: dict[str, int] = {}
         for h in REPORT_HORIZONS_S:
             j = int(np.argmin(np.abs(rels - h)))
             if abs(rels[j] - h) <= tol + 1e-9:
                 at_h[f"{h:g}"] = j
         summary: dict[str, tuple[float, float]] = {}
-        for m, errs in p.errs.items():
-            e = np.asarray(errs)
+        for m, e in errs.items():
             ade, fde = float(e.mean()), float(e[-1])
             summary[m] = (ade, fde)
             self.metrics.ade.labels(model=m, interval=p.regime).observe(ade)
@@ -318,7 +322,7 @@ class OnlineScorer:
                 agg.fde += summary[m][1]
                 for label, j in at_h.items():
                     agg.h_n[label] = agg.h_n.get(label, 0) + 1
-                    agg.h_sum[label] = agg.h_sum.get(label, 0.0) + p.errs[m][j]
+                    agg.h_sum[label] = agg.h_sum.get(label, 0.0) + float(errs[m][j])
         self._finish(p, "matured")
 
     # --- report -------------------------------------------------------------------------------------
