@@ -393,7 +393,7 @@ def _profile(plan: Plan) -> str:
     out = []
     for route in ("/v1/predict", "/v1/ab/predict"):
         cmd = [sys.executable, str(REPO / "scripts" / "profile_hot_path.py"), "--route", route]
-        cmd += ["--requests", str(max(5, plan.step_repeats // 5))]
+        cmd += ["--requests", str(max(20, plan.step_repeats))]
         done = subprocess.run(
             cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
         )
@@ -594,8 +594,9 @@ def render(results: dict[str, Any], command: str) -> str:
         lines += [
             "## Where the time goes (profile of the hot path)",
             "",
-            "`scripts/profile_hot_path.py`, run by this command (cProfile, the app in-process, past the scoring "
-            "warm-up of 20 observations per agent):",
+            "`scripts/profile_hot_path.py`, run by this command (wall-clock spans around the named functions, "
+            "the app in-process without sockets, past the scoring warm-up; cProfile's per-call overhead "
+            "misattributed the many small Python calls in an earlier version):",
             "",
             results["profile"],
             "",

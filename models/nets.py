@@ -110,7 +110,9 @@ class MTJNeuronLayer(nn.Module):
         # cooling without drive, then the drive: two exact steps of thermal_step (inlined: hot path).
         # The first is the identity unless a gap outlasts max_drive_s (rare): skipped then, for speed.
         if bool((window > p.max_drive_s).any()):
-            temp = torch.lerp(torch.full_like(temp, p.t0_k), temp, torch.exp((drive_s - window) * self.inv_tau))
+            temp = torch.lerp(
+                torch.full_like(temp, p.t0_k), temp, torch.exp((drive_s - window) * self.inv_tau)
+            )
         pre = self.drive(x)
         if self.lateral is not None:
             pre = pre + self.lateral(self.sense_temperature(temp))

@@ -46,5 +46,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=1,
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
+        # named, not "auto": a missing dependency fails at start rather than silently serving slower
+        loop="uvloop",
+        http="httptools",
     )
     return 0
