@@ -6,7 +6,8 @@
 #   every model trained on degraded streams (models/weights/augmented/)
 #   IPNet ablations: log-spaced thermal time constants (ablation/ipnet.pt), the interval as an encoder input
 #     (ablation/interval_input/), the whole future instead of a correction to CV (ablation/no_cv_prior/, with GRU)
-#   ETH/UCY leave-one-scene-out folds (models/weights/ethucy_loo/<scene>/*.pt)
+#   ETH/UCY leave-one-scene-out folds (models/weights/ethucy_loo/<scene>/*.pt), and the same on augmented
+#     streams (models/weights/ethucy_loo_augmented/<scene>/*.pt)
 # About 40 minutes on 2 CPU cores. Extra arguments go to every `ipnet train` (e.g. --epochs 2 for a smoke run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,5 +23,7 @@ ipnet train --corpus shipped --models ipnet,gru --no-cv-prior --out "$W/ablation
 for scene in eth hotel univ zara1 zara2; do
   ipnet train --corpus "ethucy-loo:${scene}" --models ipnet,gru,lstm --out "$W/ethucy_loo/${scene}" \
     --epochs "${LOO_EPOCHS:-12}" --quiet "$@"
+  ipnet train --corpus "ethucy-loo:${scene}" --models ipnet,gru,lstm --augment \
+    --out "$W/ethucy_loo_augmented/${scene}" --epochs "${LOO_EPOCHS:-12}" --quiet "$@"
 done
 ipnet card

@@ -178,3 +178,33 @@ def test_interval_regimes_label_the_scores_and_filter_the_report():
     assert s.report(interval="10hz")["baseline"]["ade_m"] == pytest.approx(np.mean(np.arange(1, 31) * 0.1))
     assert s.report(interval="2hz")["baseline"]["ade_m"] == pytest.approx(np.mean(np.arange(1, 7) * 0.5))
     assert s.report()["ipnet"]["n"] == 2 and s.report(interval="5hz")["ipnet"]["n"] == 0
+
+
+def test_observations_are_buffered_only_while_a_prediction_needs_them():
+    """Scoring is deferred to the horizon: the per-agent observation buffer must stay bounded by it."""
+    s, m = _scorer(stride_s=1.0)
+    line = {"ipnet": np.stack([HORIZONS, 0 * HORIZONS], 1), "gru": np.stack([HORIZONS, 0 * HORIZONS], 1)}
+    # an agent with nothing kept: its observations are not remembered
+    for k in range(50):
+        s.observe("idle", 0.1 * k, np.zeros(2))
+    assert "idle" not in s._tracks
+    # a streaming agent that predicts at every step (one kept per stride): the buffer never holds more
+    # than the horizon plus a stride of observations, and is empty once nothing is pending
+    longest = 0
+    for k in range(200):
+        t = 0.1 * k
+        s.observe("a", t, np.array([t, 0.0]))
+        s.add("a", "vehicle", t, np.array([t, 0.0]), 30, HORIZONS, line, step_s=0.1)
+        longest = max(longest, len(s._tracks["a"].obs_t))
+    assert longest <= 41, longest  # 3 s horizon + 1 s stride at 10 Hz
+    assert (
+        _value(m, "trajpred_scored_predictions_total", outcome="matured") == 17
+    )  # anchors 0, 1, .., 16 s: 3 s observed
+    s.forget("a")
+    assert "a" not in s._tracks and s.pending == 0
+    # a gap in the observed future settles the prediction as incomplete, whatever comes after
+    s.add("b", "vehicle", 0.0, np.zeros(2), 30, HORIZONS, line, step_s=0.1)
+    for t in (0.1, 0.2, 0.9, 1.0, 3.0, 3.1):
+        s.observe("b", t, np.zeros(2))
+    assert _value(m, "trajpred_scored_predictions_total", outcome="incomplete") == 1
+    assert "b" not in s._tracks
