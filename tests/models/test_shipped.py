@@ -54,6 +54,10 @@ def test_companion_weights_match_their_experiments(data_root) -> None:
             if corpus_name == "10hz":
                 assert meta["data_hash"] == data_hash(ten_hz)
         assert len(budgets) == 1, (folder, budgets)
+    for scene in ("eth", "hotel", "univ", "zara1", "zara2"):
+        for kind in KINDS:
+            _, meta = load_checkpoint(WEIGHTS_DIR / "ethucy_loo_augmented" / scene / f"{kind}.pt")
+            assert meta["corpus"] == f"ethucy-loo:{scene}" and meta["train_config"]["augment"] is True
     # the interval ablations: the same IPNet, but its encoder sees the interval
     for path in ("rate_10hz/interval_input/ipnet.pt", "ablation/interval_input/ipnet.pt"):
         assert load_checkpoint(WEIGHTS_DIR / path)[0].cfg.sees_interval
