@@ -31,6 +31,7 @@ def train_models(
     n_memory: int | None = None,
     lr: float | None = None,
     augment: bool = False,
+    augment_noise: bool = True,
     tau_spread: bool = False,
     cv_prior: bool = True,
     ipnet_interval_input: bool = False,
@@ -42,7 +43,9 @@ def train_models(
 ) -> dict[str, dict[str, Any]]:
     """Train each kind with the same budget and save ``<out_dir>/<kind>.pt``."""
     out = Path(out_dir) if out_dir else WEIGHTS_DIR
-    tcfg = replace(base_train or DEFAULT_TRAIN, seed=seed, augment=augment, threads=threads)
+    tcfg = replace(
+        base_train or DEFAULT_TRAIN, seed=seed, augment=augment, augment_noise=augment_noise, threads=threads
+    )
     if epochs is not None:
         tcfg = replace(tcfg, epochs=epochs)
     if lr is not None:

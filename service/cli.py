@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--augment", action="store_true", help="train on randomly degraded streams")
     p.add_argument(
+        "--augment-without-noise",
+        action="store_true",
+        help="with --augment: random rates, drops and jitter, but no position noise",
+    )
+    p.add_argument(
         "--tau-spread",
         action="store_true",
         help="IPNet ablation: log-spaced thermal time constants (1-30 ns)",
@@ -130,6 +135,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         n_memory=args.n_memory,
         lr=args.lr,
         augment=args.augment,
+        augment_noise=not args.augment_without_noise,
         tau_spread=args.tau_spread,
         cv_prior=not args.no_cv_prior,
         ipnet_interval_input=args.ipnet_interval_input,

@@ -33,22 +33,31 @@ def test_shipped_checkpoints_carry_their_config_and_the_hash_of_their_data(data_
             m["train_config"]["lr"],
             m["train_config"]["seed"],
             m["train_config"]["augment"],
+            m["train_config"].get("augment_noise", True),
         )
         for k, m in metas.items()
     }
     assert len(set(budget.values())) == 1, budget
+    # the shipped recipe: degraded rates, drops and jitter, no position noise (see the model card)
+    assert next(iter(budget.values()))[-2:] == (True, False)
 
 
 def test_companion_weights_match_their_experiments(data_root) -> None:
-    """The 10 Hz-only and augmented weights of the model card: their corpus, budget and inputs."""
+    """The 10 Hz-only, clean-stream and noise-augmented weights of the model card: corpus, budget, inputs."""
     from models.checkpoint import WEIGHTS_DIR
 
     ten_hz, _ = split_train_val(corpus("10hz", data_root))
-    for folder, corpus_name, augment in (("rate_10hz", "10hz", False), ("augmented", "shipped", True)):
+    for folder, corpus_name, augment, noise in (
+        ("rate_10hz", "10hz", False, True),
+        ("clean", "shipped", False, True),
+        ("augmented", "shipped", True, True),
+    ):
         budgets = set()
         for kind in KINDS:
             net, meta = load_checkpoint(WEIGHTS_DIR / folder / f"{kind}.pt")
             assert meta["corpus"] == corpus_name and meta["train_config"]["augment"] is augment
+            # checkpoints from before the option trained with noise whenever they augmented
+            assert meta["train_config"].get("augment_noise", True) is noise, (folder, kind)
             assert net.cfg.sees_interval == (kind != "ipnet"), (folder, kind)
             budgets.add((meta["model_args"]["n_memory"], meta["train_config"]["epochs"], meta["data_hash"]))
             if corpus_name == "10hz":
