@@ -51,6 +51,7 @@ class BenchConfig:
     api_key: str | None = None
     timeout_s: float = 10.0
     seed: int = 0
+    layout: str = "points"  # predict routes: "columns" asks for the compact trajectory layout
 
 
 @dataclass
@@ -216,7 +217,11 @@ async def run_bench_async(cfg: BenchConfig, http: httpx.AsyncClient | None = Non
         raise ValueError("agents and concurrency must be >= 1 and duration_s > 0")
     if cfg.rate_hz is not None and cfg.rate_hz <= 0:
         raise ValueError("rate_hz must be > 0 (or None for closed loop)")
+    if cfg.layout not in ("points", "columns"):
+        raise ValueError(f"unknown layout {cfg.layout!r}; expected 'points' or 'columns'")
     path = ROUTES[cfg.route]
+    if cfg.layout != "points" and cfg.route != "ping":
+        path += f"?layout={cfg.layout}"
     async with AsyncTrajpredClient(
         cfg.server,
         api_key=cfg.api_key,

@@ -45,6 +45,7 @@ from clients.processes import stop_process
 REPO = Path(__file__).resolve().parent.parent
 SIZES = (1, 10, 100, 1000)
 ROUTE_ORDER = ("ping", "predict", "baseline", "ab")
+COLUMNS = "predict?layout=columns"  # /v1/predict with the compact trajectory layout
 
 
 @dataclass
@@ -137,7 +138,7 @@ def redis_server(workdir: Path) -> Iterator[tuple[str, int]]:
 # --- 1 and 2: HTTP ------------------------------------------------------------------------------------
 def bench_routes(url: str, plan: Plan, log: list[str]) -> dict[str, dict[int, BenchResult]]:
     """Closed loop, one sender, every route x frame size; the first ping cell is repeated as warm-up."""
-    out: dict[str, dict[int, BenchResult]] = {r: {} for r in ROUTE_ORDER}
+    out: dict[str, dict[int, BenchResult]] = {r: {} for r in (*ROUTE_ORDER, COLUMNS)}
     asyncio.run(
         run_bench_async(BenchConfig(server=url, route="ping", agents=10, rate_hz=None, duration_s=0.5))
     )
@@ -150,6 +151,14 @@ def bench_routes(url: str, plan: Plan, log: list[str]) -> dict[str, dict[int, Be
                 f"{route:>8} {n:>5} agents: {r.requests_per_s:8.1f} req/s, p50 {r.latency_ms.get('p50', 0):.2f} ms"
             )
             print(log[-1], file=sys.stderr, flush=True)
+        cfg = BenchConfig(
+            server=url, route="predict", agents=n, rate_hz=None, duration_s=plan.cell_s, layout="columns"
+        )
+        r = out[COLUMNS][n] = asyncio.run(run_bench_async(cfg))
+        log.append(
+            f"{COLUMNS:>8} {n:>5} agents: {r.requests_per_s:8.1f} req/s, p50 {r.latency_ms.get('p50', 0):.2f} ms"
+        )
+        print(log[-1], file=sys.stderr, flush=True)
     return out
 
 
@@ -471,10 +480,11 @@ def render(results: dict[str, Any], command: str) -> str:
         "",
         f"Each cell runs {results['plan']['cell_s']} s. `/v1/ping` reads the same body and answers its size "
         "(framework + transport ceiling). Ratio = requests/s of the route / requests/s of ping for the same frame "
-        "(target: >= 0.5 at 100 agents).",
+        "(target: >= 0.5 at 100 agents). The last column is `/v1/predict?layout=columns` (each trajectory as "
+        "three arrays instead of a list of points; the targets use the default layout).",
         "",
-        "| agents/frame | ping req/s | predict req/s (ratio) | baseline req/s (ratio) | ab req/s (ratio) | predict p50 / p99 ms | predict agent-updates/s |",
-        "|---|---|---|---|---|---|---|",
+        "| agents/frame | ping req/s | predict req/s (ratio) | baseline req/s (ratio) | ab req/s (ratio) | predict p50 / p99 ms | predict agent-updates/s | predict, columns layout: req/s (ratio) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for n in SIZES:
         ping = routes["ping"][n].requests_per_s
@@ -485,7 +495,8 @@ def render(results: dict[str, Any], command: str) -> str:
         lat = routes["predict"][n].latency_ms
         lines.append(
             f"| {n} | {ping:.1f} | {' | '.join(cells)} | {lat.get('p50', 0):.2f} / {lat.get('p99', 0):.2f} | "
-            f"{routes['predict'][n].agent_updates_per_s:.0f} |"
+            f"{routes['predict'][n].agent_updates_per_s:.0f} | "
+            f"{routes[COLUMNS][n].requests_per_s:.1f} ({routes[COLUMNS][n].requests_per_s / ping:.2f}) |"
         )
     errors = sum(r.errors for by in routes.values() for r in by.values())
     lines += ["", f"Errors over all cells: {errors}.", ""]

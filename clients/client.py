@@ -37,6 +37,7 @@ from service.schemas import (
     ErrorBody,
     ErrorResponse,
     Health,
+    Layout,
     Observation,
     PredictResponse,
     Readiness,
@@ -128,6 +129,11 @@ def _error_of(response: httpx.Response) -> ErrorBody | None:
         return ErrorResponse.model_validate_json(response.content).error
     except ValidationError:
         return None
+
+
+def _layout_params(layout: Layout) -> dict[str, str] | None:
+    # the default layout sends no query string: the URL stays what it was before the option existed
+    return None if layout == "points" else {"layout": layout}
 
 
 def _parse(response: httpx.Response, model: type[M]) -> M:
@@ -237,21 +243,27 @@ class TrajpredClient(_Base):
                 return self._check(outcome, attempt)
             time.sleep(self._wait_for(attempt, outcome))
 
-    def _post_frame(self, path: str, observations: Iterable[ObservationLike]) -> httpx.Response:
+    def _post_frame(
+        self, path: str, observations: Iterable[ObservationLike], layout: Layout
+    ) -> httpx.Response:
         body = json.dumps({"observations": _observations_json(observations)}).encode()
-        return self.request("POST", path, body=body)
+        return self.request("POST", path, body=body, params=_layout_params(layout))
 
-    def predict(self, observations: Iterable[ObservationLike]) -> PredictResponse:
-        """``POST /v1/predict``: advance and predict with IPNet."""
-        return _parse(self._post_frame("/v1/predict", observations), PredictResponse)
+    def predict(self, observations: Iterable[ObservationLike], layout: Layout = "points") -> PredictResponse:
+        """``POST /v1/predict``: advance and predict with IPNet (``layout="columns"``: compact trajectories)."""
+        return _parse(self._post_frame("/v1/predict", observations, layout), PredictResponse)
 
-    def baseline_predict(self, observations: Iterable[ObservationLike]) -> PredictResponse:
+    def baseline_predict(
+        self, observations: Iterable[ObservationLike], layout: Layout = "points"
+    ) -> PredictResponse:
         """``POST /v1/baseline/predict``: the recurrent baseline on its own state."""
-        return _parse(self._post_frame("/v1/baseline/predict", observations), PredictResponse)
+        return _parse(self._post_frame("/v1/baseline/predict", observations, layout), PredictResponse)
 
-    def ab_predict(self, observations: Iterable[ObservationLike]) -> ABPredictResponse:
+    def ab_predict(
+        self, observations: Iterable[ObservationLike], layout: Layout = "points"
+    ) -> ABPredictResponse:
         """``POST /v1/ab/predict``: both models (shadow A/B), both predictions per agent."""
-        return _parse(self._post_frame("/v1/ab/predict", observations), ABPredictResponse)
+        return _parse(self._post_frame("/v1/ab/predict", observations, layout), ABPredictResponse)
 
     def ab_report(self, agent_type: str | None = None) -> ABReport:
         """``GET /v1/ab/report``: ADE/FDE of both models on identical matured predictions."""
@@ -358,21 +370,29 @@ class AsyncTrajpredClient(_Base):
                 return self._check(outcome, attempt)
             await asyncio.sleep(self._wait_for(attempt, outcome))
 
-    async def _post_frame(self, path: str, observations: Iterable[ObservationLike]) -> httpx.Response:
+    async def _post_frame(
+        self, path: str, observations: Iterable[ObservationLike], layout: Layout
+    ) -> httpx.Response:
         body = json.dumps({"observations": _observations_json(observations)}).encode()
-        return await self.request("POST", path, body=body)
+        return await self.request("POST", path, body=body, params=_layout_params(layout))
 
-    async def predict(self, observations: Iterable[ObservationLike]) -> PredictResponse:
+    async def predict(
+        self, observations: Iterable[ObservationLike], layout: Layout = "points"
+    ) -> PredictResponse:
         """``POST /v1/predict``."""
-        return _parse(await self._post_frame("/v1/predict", observations), PredictResponse)
+        return _parse(await self._post_frame("/v1/predict", observations, layout), PredictResponse)
 
-    async def baseline_predict(self, observations: Iterable[ObservationLike]) -> PredictResponse:
+    async def baseline_predict(
+        self, observations: Iterable[ObservationLike], layout: Layout = "points"
+    ) -> PredictResponse:
         """``POST /v1/baseline/predict``."""
-        return _parse(await self._post_frame("/v1/baseline/predict", observations), PredictResponse)
+        return _parse(await self._post_frame("/v1/baseline/predict", observations, layout), PredictResponse)
 
-    async def ab_predict(self, observations: Iterable[ObservationLike]) -> ABPredictResponse:
+    async def ab_predict(
+        self, observations: Iterable[ObservationLike], layout: Layout = "points"
+    ) -> ABPredictResponse:
         """``POST /v1/ab/predict``."""
-        return _parse(await self._post_frame("/v1/ab/predict", observations), ABPredictResponse)
+        return _parse(await self._post_frame("/v1/ab/predict", observations, layout), ABPredictResponse)
 
     async def ab_report(self, agent_type: str | None = None) -> ABReport:
         """``GET /v1/ab/report``."""

@@ -102,6 +102,12 @@ def add_commands(sub: Any) -> None:
     )
     b.add_argument("--route", default="predict", choices=["predict", "baseline", "ab", "ping"])
     b.add_argument("--agents", type=int, default=100, help="agents per frame (default 100)")
+    b.add_argument(
+        "--layout",
+        default="points",
+        choices=["points", "columns"],
+        help="trajectory layout of the answers (predict routes; default points)",
+    )
     b.add_argument("--rate-hz", type=_rate, default=10.0, help="frames per second, open loop (default 10)")
     b.add_argument("--closed-loop", action="store_true", help="maximum rate instead of --rate-hz")
     b.add_argument("--concurrency", type=int, default=1, help="closed loop: parallel senders (default 1)")
@@ -173,6 +179,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         duration_s=args.duration,
         api_key=args.api_key,
         timeout_s=args.timeout,
+        layout=args.layout,
     )
     result = run_bench(cfg)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.format())

@@ -187,7 +187,7 @@ def _keep_mid_track(
     if p.agent_id not in total_obs or p.agent_id in store:
         return
     if len(seen[p.agent_id]) >= max(2, total_obs[p.agent_id] // 2):
-        store[p.agent_id] = np.array([[q.x, q.y] for q in p.trajectory])
+        store[p.agent_id] = np.array([[x, y] for _, x, y in p.points()])
 
 
 def _fmt(v: float | None, spec: str = ".3f") -> str:

@@ -65,6 +65,18 @@ class TrajectoryPoint(BaseModel):
     y: float
 
 
+class TrajectoryColumns(BaseModel):
+    """The predicted points as three equal-length arrays (``?layout=columns``)."""
+
+    timestamp: list[float] = Field(description="absolute seconds: observation timestamp + horizon")
+    x: list[float]
+    y: list[float]
+
+
+# how predict answers lay out each trajectory: a list of points (default) or three arrays (compact, faster)
+Layout = Literal["points", "columns"]
+
+
 class Prediction(BaseModel):
     """One agent's predicted future, from its newest observation."""
 
@@ -74,7 +86,16 @@ class Prediction(BaseModel):
     new_track: bool = Field(description="a track started in this request (first observation or gap > TTL)")
     dt_s: float | None = Field(description="observed interval used: seconds since the previous observation")
     agent_type: AgentType
-    trajectory: list[TrajectoryPoint]
+    trajectory: list[TrajectoryPoint] | TrajectoryColumns = Field(
+        description="points in time order; with ?layout=columns, one object of three arrays"
+    )
+
+    def points(self) -> list[tuple[float, float, float]]:
+        """``(timestamp, x, y)`` of each predicted point, whatever the layout."""
+        tr = self.trajectory
+        if isinstance(tr, TrajectoryColumns):
+            return list(zip(tr.timestamp, tr.x, tr.y, strict=True))
+        return [(q.timestamp, q.x, q.y) for q in tr]
 
 
 class PredictResponse(BaseModel):

@@ -49,6 +49,12 @@ def test_every_route_answers_typed(make_client: MakeClient, replay: Replay):
     both = _agents(replay, 0) & _agents(replay, 1)
     assert {x.steps for x in ab.predictions.baseline if x.agent_id in both} == {2}
     assert len(ab.predictions.ipnet[0].trajectory) > 10
+    # the compact layout: same predictions from a twin server fed the same frames
+    twin = TrajpredClient(http=make_client())
+    twin.predict(frame0, layout="columns")
+    twin.baseline_predict(frame0)
+    ab_cols = twin.ab_predict(replay.frames[replay.times[1]], layout="columns")
+    assert [x.points() for x in ab_cols.predictions.ipnet] == [x.points() for x in ab.predictions.ipnet]
 
     agent = sorted(both)[0]
     summary = c.agent(agent)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.pipeline import load_predictors
-from service.schemas import ABPredictResponse, AgentSummary, PredictResponse
+from service.schemas import ABPredictResponse, AgentSummary, PredictResponse, TrajectoryColumns
 from tests.service.helpers import metric, obs
 from tests.support import Replay
 
@@ -229,3 +229,32 @@ def test_oldest_agents_are_evicted_beyond_the_maximum_count(make_client):
     assert [c.get(f"/v1/agents/cap{i}").status_code for i in range(5)] == [404, 404, 200, 200, 200]
     assert metric(c, "trajpred_state_evictions_total", reason="capacity") == 2
     assert metric(c, "trajpred_tracked_agents", model="ipnet") == 3
+
+
+@pytest.mark.parametrize("route", ["/v1/predict", "/v1/baseline/predict", "/v1/ab/predict"])
+def test_columns_layout_carries_the_same_predictions(make_client, replay, route):
+    """``?layout=columns``: each trajectory as three arrays, numerically the answer of the default layout."""
+    points, columns = make_client(), make_client()
+    for i in range(4):
+        a = points.post(route, json=replay.body(i))
+        b = columns.post(route, params={"layout": "columns"}, json=replay.body(i))
+        assert a.status_code == b.status_code == 200, (a.text, b.text)
+        schema = ABPredictResponse if route == "/v1/ab/predict" else PredictResponse
+        pa, pb = schema.model_validate(a.json()), schema.model_validate(b.json())
+        groups = (
+            [(pa.predictions.ipnet, pb.predictions.ipnet), (pa.predictions.baseline, pb.predictions.baseline)]
+            if isinstance(pa, ABPredictResponse)
+            else [(pa.predictions, pb.predictions)]
+        )
+        for left, right in groups:
+            assert [p.agent_id for p in left] == [p.agent_id for p in right]
+            for p, q in zip(left, right, strict=True):
+                assert isinstance(p.trajectory, list) and isinstance(q.trajectory, TrajectoryColumns)
+                assert p.points() == q.points()  # same floats, bit for bit
+                assert (p.steps, p.dt_s, p.new_track) == (q.steps, q.dt_s, q.new_track)
+    # an unknown layout is a clear 422 on the query field, and changes no state
+    bad = columns.post(route, params={"layout": "rows"}, json=replay.body(4))
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "layout", bad.text
+    # (had the rejected request been applied, this same frame would now be stale: 409)
+    ok = columns.post(route, params={"layout": "columns"}, json=replay.body(4))
+    assert ok.status_code == 200, ok.text
