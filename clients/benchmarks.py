@@ -25,7 +25,6 @@ import datetime as dt
 import json
 import os
 import platform
-import shutil
 import socket
 import subprocess
 import sys
@@ -40,7 +39,7 @@ import numpy as np
 
 from clients.bench import BenchConfig, BenchResult, Fleet, run_bench_async, server_memory
 from clients.client import AsyncTrajpredClient, RetryPolicy
-from clients.processes import stop_process
+from clients.processes import REDIS_NO_PERSISTENCE, start_redis, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = (1, 10, 100, 1000)
@@ -112,24 +111,9 @@ def serve(env: dict[str, str], log: Path) -> Iterator[str]:
 @contextlib.contextmanager
 def redis_server(workdir: Path) -> Iterator[tuple[str, int]]:
     """A real redis-server on a free loopback port without persistence: (URL, port)."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise RuntimeError("redis-server is not installed")
     port = _free_port()
-    args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen(
-        [*args, "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    proc = start_redis(port, workdir, *REDIS_NO_PERSISTENCE)
     try:
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=port)
-        for _ in range(200):
-            with contextlib.suppress(redis.ConnectionError):
-                if client.ping():
-                    break
-            time.sleep(0.05)
-        client.close()
         yield f"redis://127.0.0.1:{port}/0", port
     finally:
         stop_process(proc, 10)

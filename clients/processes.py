@@ -1,9 +1,15 @@
-"""Stopping a child process the same way everywhere (benchmarks, soak script, tests)."""
+"""Child processes started and stopped the same way everywhere (benchmarks, soak script, tests)."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
+import time
+from pathlib import Path
+
+#: redis-server options for a throwaway instance: nothing written to disk
+REDIS_NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
 
 
 def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 30.0, sig: int = signal.SIGTERM) -> int:
@@ -18,3 +24,41 @@ def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 30.0, sig: int 
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait(10)
+
+
+def start_redis(
+    port: int, workdir: Path, *options: str, password: str | None = None, timeout_s: float = 20.0
+) -> subprocess.Popen[bytes]:
+    """A real redis-server on ``127.0.0.1:port`` (``--dir workdir`` plus ``options``), once it answers PING.
+
+    Persistence is the caller's choice: pass :data:`REDIS_NO_PERSISTENCE` or append-only options.
+    """
+    import redis  # the service's dependency; imported here so this module stays cheap to import
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir), *options],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(host="127.0.0.1", port=port, password=password)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                if client.ping():
+                    return proc
+            except redis.RedisError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {proc.returncode} before it was ready")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"redis-server not ready after {timeout_s} s")
+            time.sleep(0.05)
+    except BaseException:
+        stop_process(proc, 10)
+        raise
+    finally:
+        client.close()

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from clients.processes import stop_process
+from clients.processes import REDIS_NO_PERSISTENCE, start_redis, stop_process
 from models.checkpoint import WEIGHTS_DIR
 from models.data import Track, load_tracks
 
@@ -88,33 +88,9 @@ def _wait(check: Any, what: str, timeout_s: float, proc: subprocess.Popen[bytes]
 @contextlib.contextmanager
 def redis_server(tmp: Path) -> Iterator[str]:
     """A real redis-server on a free loopback port (no persistence); yields its URL."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            exe,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_redis(port, tmp, *REDIS_NO_PERSISTENCE)
     try:
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=port)
-        _wait(client.ping, "redis-server", 20, proc)
-        client.close()
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         stop_process(proc, 10)

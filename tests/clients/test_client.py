@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from clients.client import ApiError, RetryPolicy, TrajpredClient, parse_metrics
-from clients.processes import stop_process
+from clients.processes import REDIS_NO_PERSISTENCE, start_redis, stop_process
 from service.schemas import ABPredictResponse, ABReport, Observation, PredictResponse
 from tests.service.conftest import MakeClient
 from tests.support import Replay, free_port
@@ -107,25 +103,12 @@ class _Redis:
     """A real redis-server on a fixed loopback port that can be stopped and started again."""
 
     def __init__(self, tmp: Path) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            pytest.fail("redis-server is not installed")
-        self.exe, self.tmp, self.port = exe, tmp, free_port()
+        self.tmp, self.port = tmp, free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        self.proc = subprocess.Popen(
-            [self.exe, *args, "--dir", str(self.tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        client = redis.Redis(host="127.0.0.1", port=self.port)
-        for _ in range(200):
-            with contextlib.suppress(redis.ConnectionError):
-                if client.ping():
-                    break
-            time.sleep(0.05)
-        client.close()
+        self.proc = start_redis(self.port, self.tmp, *REDIS_NO_PERSISTENCE)
 
     def stop(self) -> None:
         if self.proc is not None:

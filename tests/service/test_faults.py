@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
 import subprocess
 import time
 import uuid
@@ -16,9 +15,8 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pytest
-import redis
 
+from clients.processes import start_redis, stop_process
 from service.app import create_app
 from service.settings import Settings
 from tests.service.conftest import MakeClient
@@ -31,35 +29,22 @@ def redis_process(
     port: int, data_dir: Path, *extra: str, password: str | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """redis-server on ``port`` with an fsync-always append-only file in ``data_dir`` (survives a kill -9)."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server)")
-    proc = subprocess.Popen(
-        [
-            *(exe, "--port", str(port), "--bind", "127.0.0.1", "--save", ""),
-            *("--appendonly", "yes", "--appendfsync", "always", "--dir", str(data_dir)),
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc = start_redis(
+        port,
+        data_dir,
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        *extra,
+        password=password,
     )
     try:
-        client = redis.Redis(host="127.0.0.1", port=port, password=password)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if client.ping():
-                    break
-            except redis.RedisError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.05)
-        client.close()
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-        proc.wait(10)
+        stop_process(proc, 10)
 
 
 def _trajectories(answer: dict[str, Any]) -> dict[str, np.ndarray]:
