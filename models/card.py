@@ -65,13 +65,19 @@ def _table(rows: list[dict[str, Any]], names: tuple[str, ...], label: str, digit
     return lines
 
 
-def _comparison(models: dict[str, Predictor], cases: list[tuple[str, Protocol]], tracks: list) -> list[str]:
-    """A table of ADE / FDE: one row per model, one column per evaluation case."""
-    results = [evaluate(tracks, models, proto) for _, proto in cases]
-    lines = ["| model | " + " | ".join(n for n, _ in cases) + " |", "|---|" + "---|" * len(cases)]
+def _evaluate_cases(
+    models: dict[str, Predictor], cases: list[tuple[str, Protocol]], tracks: list
+) -> dict[str, dict[str, Any]]:
+    """One ``evaluate`` result per named case."""
+    return {name: evaluate(tracks, models, proto) for name, proto in cases}
+
+
+def _comparison(models: dict[str, Predictor], results: dict[str, dict[str, Any]]) -> list[str]:
+    """A table of ADE / FDE: one row per model, one column per evaluated case."""
+    lines = ["| model | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
     for k in models:
         cells = " | ".join(
-            f"{_fmt(r['models'][k]['ade_m'])} / {_fmt(r['models'][k]['fde_m'])}" for r in results
+            f"{_fmt(r['models'][k]['ade_m'])} / {_fmt(r['models'][k]['fde_m'])}" for r in results.values()
         )
         lines.append(f"| {k} | {cells} |")
     return lines
@@ -403,6 +409,7 @@ def write_card(
             ("30% dropped", Protocol(moving_only=True, perturbation=Perturbation(drop_rate=0.3))),
             ("2 Hz", Protocol(moving_only=True, perturbation=Perturbation(resample_hz=2.0))),
         ]
+        results = _evaluate_cases(abl, cases, av2)
         lines += [
             "",
             "## Ablation: one thermal time constant vs several",
@@ -412,9 +419,8 @@ def write_card(
             "(0.1-3 s), as devices sized on purpose would be; same data, budget and seed "
             "(`ipnet train --models ipnet --tau-spread --augment --augment-without-noise`). AV2 moving vehicles, ADE / FDE (m):",
             "",
-            *_comparison(abl, cases, av2),
+            *_comparison(abl, results),
         ]
-        results = {name: evaluate(av2, abl, proto) for name, proto in cases}
         better = [
             n
             for n, r in results.items()
@@ -450,7 +456,7 @@ def write_card(
             "recurrent baselines get it (`ipnet train --models ipnet --ipnet-interval-input --augment --augment-without-noise`, same "
             "data, budget and seed). AV2 moving vehicles, ADE / FDE (m):",
             "",
-            *_comparison(abl, cases, av2),
+            *_comparison(abl, _evaluate_cases(abl, cases, av2)),
             "",
             "The shipped recipe trains on 5, 3.3 and 2 Hz copies of the streams, so here the interval values are "
             "seen in training; where they are not (the 10 Hz-only section above, "
@@ -479,7 +485,7 @@ def write_card(
             "models add their output to constant velocity; the ablation predicts the whole agent-frame future "
             "(`ipnet train --models ipnet,gru --no-cv-prior --augment --augment-without-noise`, same data and budget). AV2 vehicles, ADE / FDE (m):",
             "",
-            *_comparison(models_cmp, cases, av2),
+            *_comparison(models_cmp, _evaluate_cases(models_cmp, cases, av2)),
         ]
     e = energy["joules_per_update"]
     lines += [

@@ -164,9 +164,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             tasks.append(asyncio.create_task(_every(settings.snapshot_interval_s, periodic, "snapshot")))
         app.state.runtime = runtime
         # Everything loaded so far (torch, the models, FastAPI) lives as long as the process: move it out of
-        # the cyclic collector's reach. Otherwise every generation-2 pass re-walks ~230k objects, and the
-        # thousands of short-lived dicts of each answer trigger such passes: measured, the answer of a
-        # 100-agent frame took ~7 ms with the default collector and ~1 ms frozen.
+        # the cyclic collector's reach. Otherwise every generation-2 pass re-walks all of them (hundreds of
+        # thousands), and the thousands of short-lived dicts of each answer trigger such passes: building a
+        # large answer was several times slower than with a frozen heap (see BENCHMARKS.md's profile).
         gc.collect()
         gc.freeze()
         log.info(

@@ -66,7 +66,6 @@ class _Pending:
     created_wall: float
     paired: bool  # made by both A/B models from the same observation
     step_s: float | None  # the observed interval of the anchor: the expected spacing of what follows
-    regime: str  # interval_regime(step_s)
     times: np.ndarray  # (H+1,) seconds after the anchor, starting at 0
     preds: dict[str, np.ndarray]  # model -> (H+1, 2) world positions, row 0 = the anchor
     done: bool = False
@@ -188,7 +187,6 @@ class OnlineScorer:
             self.clock(),
             paired=all(m in trajectories for m in self.ab_models),
             step_s=step_s,
-            regime=interval_regime(step_s),
             times=times,
             preds=preds,
         )
@@ -304,18 +302,19 @@ class OnlineScorer:
             j = int(np.argmin(np.abs(rels - h)))
             if abs(rels[j] - h) <= tol + 1e-9:
                 at_h[f"{h:g}"] = j
+        regime = interval_regime(p.step_s)
         summary: dict[str, tuple[float, float]] = {}
         for m, e in errs.items():
             ade, fde = float(e.mean()), float(e[-1])
             summary[m] = (ade, fde)
-            self.metrics.ade.labels(model=m, interval=p.regime).observe(ade)
-            self.metrics.fde.labels(model=m, interval=p.regime).observe(fde)
+            self.metrics.ade.labels(model=m, interval=regime).observe(ade)
+            self.metrics.fde.labels(model=m, interval=regime).observe(fde)
             for label, j in at_h.items():
-                self.metrics.displacement_error.labels(model=m, horizon_s=label, interval=p.regime).observe(
+                self.metrics.displacement_error.labels(model=m, horizon_s=label, interval=regime).observe(
                     float(e[j])
                 )
         if p.paired:
-            aggs = self._ab.setdefault((p.agent_type, p.regime), (_Agg(), _Agg()))
+            aggs = self._ab.setdefault((p.agent_type, regime), (_Agg(), _Agg()))
             for agg, m in zip(aggs, self.ab_models, strict=True):
                 agg.n += 1
                 agg.ade += summary[m][0]
