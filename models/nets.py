@@ -17,9 +17,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from models.kinematics import FEATURE_NAMES, N_FEATURES
-from models.mtj import MTJParams, switching_probability, tau_spread
+from models.mtj import FusedSwitching, MTJParams, switching_probability, tau_spread
 
 MODEL_KINDS = ("ipnet", "gru", "lstm")
 
@@ -81,11 +82,16 @@ class MTJNeuronLayer(nn.Module):
         if self.lateral is not None:
             nn.init.zeros_(self.lateral.weight)
         self.tau_dev_s: Tensor
-        self.inv_tau: Tensor
+        self.neg_inv_tau: Tensor
         taus = tau_spread(n_neurons, params, spread)
         self.register_buffer("tau_dev_s", taus.to(torch.float32))
-        # derived, not saved: checkpoints keep only tau_dev_s
-        self.register_buffer("inv_tau", (1.0 / taus).to(torch.float32), persistent=False)
+        # derived, not saved: checkpoints keep only tau_dev_s. One value when every device has the same time
+        # constant (the shipped models): the decay factors are then one per agent, not one per neuron.
+        neg_inv = -(1.0 / taus).to(torch.float32)
+        self.register_buffer(
+            "neg_inv_tau", neg_inv[:1] if bool((neg_inv == neg_inv[0]).all()) else neg_inv, persistent=False
+        )
+        self.fused = FusedSwitching.of(params)
 
     def initial(self, b: int) -> Tensor:
         """Every neuron at ambient temperature: (B, N) kelvin."""
@@ -111,18 +117,27 @@ class MTJNeuronLayer(nn.Module):
         # The first is the identity unless a gap outlasts max_drive_s (rare): skipped then, for speed.
         if bool((window > p.max_drive_s).any()):
             temp = torch.lerp(
-                torch.full_like(temp, p.t0_k), temp, torch.exp((drive_s - window) * self.inv_tau)
+                torch.full_like(temp, p.t0_k), temp, torch.exp((window - drive_s) * self.neg_inv_tau)
             )
         pre = self.drive(x)
         if self.lateral is not None:
-            pre = pre + self.lateral(self.sense_temperature(temp))
-        volts = p.v_max_v * torch.sigmoid(pre)  # (B, N)
-        v2 = volts * volts
-        t_ss = v2 * (p.duty * p.r_th_k_per_w / p.r_p_ohm) + p.t0_k  # steady state under the mean drive power
-        # relax towards t_ss: t_ss + (temp - t_ss) exp(-drive/tau), one kernel
-        temp = torch.clamp(torch.lerp(t_ss, temp, torch.exp(-drive_s * self.inv_tau)), max=p.t_max_k)
-        out = switching_probability(volts * (1.0 / p.r_p_ohm), temp, p)
-        energy = v2.sum(dim=1) * (p.duty / p.r_p_ohm) * drive_s[:, 0]  # Joule heat of the drive, J
+            # + lateral(sense_temperature(temp)), the sensing's 1/(T_max - T0) folded into the product
+            pre = torch.addmm(pre, temp - p.t0_k, self.lateral.weight.t(), alpha=1.0 / (p.t_max_k - p.t0_k))
+        drive01 = torch.sigmoid(pre)  # (B, N) drive voltage / v_max
+        d2 = drive01 * drive01
+        # relax towards the steady state under the mean drive power V^2/R_P (V = v_max drive01):
+        # T' = T decay + (1 - decay)(T0 + c d^2), two passes; the decay is (B, 1) when every device has the
+        # same time constant
+        decay = torch.exp(drive_s * self.neg_inv_tau)
+        heat = 1.0 - decay
+        c_ss = p.v_max_v**2 * p.duty * p.r_th_k_per_w / p.r_p_ohm  # kelvin at full drive
+        temp = torch.addcmul(torch.addcmul(heat * p.t0_k, temp, decay), heat * c_ss, d2)
+        temp = torch.clamp(temp, min=p.t0_k, max=p.t_max_k)
+        if self.fused is not None:
+            out = self.fused(drive01, temp)
+        else:
+            out = switching_probability(drive01 * (p.v_max_v / p.r_p_ohm), temp, p)
+        energy = d2.sum(dim=1) * (p.v_max_v**2 * p.duty / p.r_p_ohm) * drive_s[:, 0]  # Joule heat, J
         return temp, out, energy
 
     def sense_temperature(self, temp: Tensor) -> Tensor:
@@ -208,7 +223,17 @@ class TrajectoryNet(nn.Module):
         energy = torch.zeros(feats.shape[0])
         if self.mtj is not None:
             memory, p_sw, energy = self.mtj(memory, e, dt_s)
-            sensed = self.memory_norm(self.mtj.sense_temperature(memory))
+            # = memory_norm(sense_temperature(memory)): the normalisation is invariant to the sensing's scale
+            # but for eps, rescaled here (one pass fewer); the rise over T0 keeps float32 precision
+            mp = self.mtj.params
+            norm = self.memory_norm
+            sensed = F.layer_norm(
+                memory - mp.t0_k,
+                norm.normalized_shape,
+                norm.weight,
+                norm.bias,
+                norm.eps * (mp.t_max_k - mp.t0_k) ** 2,
+            )
             if self.cfg.readout == "p_switch":
                 m_out = p_sw
             elif self.cfg.readout == "temperature":

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from models.mtj import (
+    FusedSwitching,
     MTJParams,
     energy_barrier,
     resistance,
@@ -137,3 +138,44 @@ def test_time_constants_are_spread_log_uniformly() -> None:
     assert torch.all(same == same[0])
     # the documented scene-time mapping: 1 ns device at 1e-8 s/s is 100 ms of scene time
     assert P.tau_scene_s(1e-9) == pytest.approx(0.1)
+
+
+def test_fused_switching_equals_the_general_law_over_the_whole_range() -> None:
+    # the serving form folds constants and drops clamps that cannot bind in [T0, T_max]: same numbers
+    fused = FusedSwitching.of(P)
+    assert fused is not None
+    temps = torch.linspace(P.t0_k, P.t_max_k, 301, dtype=F64)[:, None].expand(301, 201)
+    drive01 = torch.linspace(0.0, 1.0, 201, dtype=F64)[None, :].expand(301, 201)
+    general = switching_probability(drive01 * (P.v_max_v / P.r_p_ohm), temps, P)
+    assert float((fused(drive01, temps) - general).abs().max()) < 1e-12
+    # float32, as served: within float32 resolution of the float64 law
+    f32 = fused(drive01.float(), temps.float()).double()
+    assert float((f32 - general).abs().max()) < 2e-6
+    # both ends of the excitability range are reached, so the comparison covers the transition
+    assert float(general.min()) < 1e-6 and float(general.max()) > 0.99
+
+
+def test_fused_switching_is_refused_where_a_clamp_of_the_general_law_could_bind() -> None:
+    assert FusedSwitching.of(MTJParams(anisotropy_exponent_n=2.5)) is None
+    assert FusedSwitching.of(MTJParams(switching_exponent_b=1.5)) is None
+    assert FusedSwitching.of(MTJParams(t_max_k=1200.0)) is None  # above the Curie temperature
+    assert FusedSwitching.of(MTJParams(delta0=1.0)) is None  # the barrier would be clamped at 1 when hot
+
+
+def test_layer_with_the_fused_law_equals_the_layer_with_the_general_one() -> None:
+    torch.manual_seed(0)
+    fast = MTJNeuronLayer(8, 16, P, spread=True, lateral=True).double()
+    nn_init = torch.nn.init
+    nn_init.normal_(fast.lateral.weight, std=0.3)
+    slow = MTJNeuronLayer(8, 16, P, spread=True, lateral=True).double()
+    slow.load_state_dict(fast.state_dict())
+    slow.fused = None  # the general switching law
+    temp_a = temp_b = fast.initial(32).double()
+    for k in range(12):
+        x = torch.randn(32, 8, dtype=F64) * 2
+        dt = torch.rand(32, dtype=F64) * 0.5 + (40.0 if k == 6 else 0.0)  # once a gap that only cools
+        temp_a, out_a, e_a = fast(temp_a, x, dt)
+        temp_b, out_b, e_b = slow(temp_b, x, dt)
+        assert torch.allclose(temp_a, temp_b, rtol=0, atol=1e-9)
+        assert torch.allclose(out_a, out_b, rtol=0, atol=1e-12)
+        assert torch.allclose(e_a, e_b, rtol=1e-12, atol=0)
