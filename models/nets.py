@@ -235,22 +235,22 @@ class TrajectoryNet(nn.Module):
                 norm.eps * (mp.t_max_k - mp.t0_k) ** 2,
             )
             if self.cfg.readout == "p_switch":
-                m_out = p_sw
+                sensed_parts = [p_sw]
             elif self.cfg.readout == "temperature":
-                m_out = sensed
+                sensed_parts = [sensed]
             else:
-                m_out = torch.cat([p_sw, sensed], dim=1)
+                sensed_parts = [p_sw, sensed]
         elif self.cfg.kind == "gru":
             assert self.cell is not None
             memory = self.cell(e, memory)
-            m_out = self.memory_norm(memory)
+            sensed_parts = [self.memory_norm(memory)]
         else:
             assert self.cell is not None
             n = self.cfg.n_memory
             h, c = self.cell(e, (memory[:, :n], memory[:, n:]))
             memory = torch.cat([h, c], dim=1)
-            m_out = self.memory_norm(h)
-        out = self.readout(torch.cat([e, m_out], dim=1))
+            sensed_parts = [self.memory_norm(h)]
+        out = self.readout(torch.cat([e, *sensed_parts], dim=1))  # one concatenation: (B, E + sensed)
         return memory, out.view(-1, self.cfg.pred_steps, 2), energy
 
     def forward_sequence(self, feats: Tensor, dt_s: Tensor, valid: Tensor) -> Tensor:
