@@ -30,7 +30,7 @@ from service.errors import Conflict, InvalidRequest, NotFound, StaleObservation
 from service.metrics import Metrics
 from service.scoring import OnlineScorer
 from service.settings import Settings
-from service.state import AgentState, StateDecodeError, model_tag, new_version, version_of
+from service.state import AgentState, StateBatch, StateDecodeError, decode_batch, encode_batch, model_tag
 from service.store import StateKey, StateStore, Write
 
 log = logging.getLogger("service.engine")
@@ -38,6 +38,7 @@ log = logging.getLogger("service.engine")
 #: every model kind whose state an agent may hold (DELETE frees them all, even of a former baseline)
 ALL_MODEL_KINDS = ("ipnet", "gru", "lstm", "cv")
 MAX_REPORTED_ISSUES = 20
+_EMPTY_KIN = KinState.empty(1).to_array()[0]  # the kinematic state of an agent never seen
 
 
 @dataclass(frozen=True)
@@ -74,10 +75,43 @@ class Predictions:
 
 
 @dataclass
-class _Computed:
-    """Result of the batched steps of one model (built in a worker thread)."""
+class _Frame:
+    """The request's observations as columns, grouped per agent and ranked in time within each agent."""
 
-    states: list[AgentState]
+    agent: np.ndarray  # (O,) index into the request's agents
+    rank: np.ndarray  # (O,) 0 for an agent's oldest observation in this request
+    t: np.ndarray  # (O,)
+    xy: np.ndarray  # (O, 2)
+    agent_type: np.ndarray  # (O,) TYPE_INDEX, -1 where the observation names none
+    first_t: np.ndarray  # (A,) each agent's oldest timestamp in this request
+    depth: int  # most observations of one agent
+
+    @staticmethod
+    def of(agents: list[str], groups: dict[str, list[Obs]]) -> _Frame:
+        flat = [(i, k, o) for i, a in enumerate(agents) for k, o in enumerate(groups[a])]
+        t = np.array([o.t for _, _, o in flat])
+        return _Frame(
+            agent=np.array([i for i, _, _ in flat], dtype=np.int64),
+            rank=np.array([k for _, k, _ in flat], dtype=np.int64),
+            t=t,
+            xy=np.array([(o.x, o.y) for _, _, o in flat], dtype=np.float64).reshape(-1, 2),
+            agent_type=np.array(
+                [-1 if o.agent_type is None else TYPE_INDEX[o.agent_type] for _, _, o in flat], dtype=np.int64
+            ),
+            first_t=np.array([groups[a][0].t for a in agents]),
+            depth=max(len(g) for g in groups.values()),
+        )
+
+
+@dataclass
+class _Computed:
+    """Result of the batched steps of one model (built in a worker thread), one row per agent."""
+
+    records: list[bytes]  # the new state records, to commit
+    kin: np.ndarray  # (A, 7)
+    memory: np.ndarray  # (A, M)
+    last_t: np.ndarray  # (A,)
+    agent_type: np.ndarray  # (A,) TYPE_INDEX
     trajectories: np.ndarray  # (A, H, 2) from each agent's newest observation
     new_track: np.ndarray  # (A,) bool
     dt_s: np.ndarray  # (A,) float, NaN for a first observation
@@ -86,6 +120,11 @@ class _Computed:
     batch_sizes: list[int]
     new_tracks: int
     intervals_s: np.ndarray  # observed intervals of every applied observation but a track's first
+
+    @property
+    def steps(self) -> np.ndarray:
+        """(A,) observations in each agent's current track."""
+        return self.kin[:, 6].astype(np.int64)
 
 
 class KeyLocks:
@@ -229,17 +268,20 @@ class Engine:
         models = [self.roles[r] for r in roles]
         agents = list(groups)
         keys: list[StateKey] = [(m, a) for m in models for a in agents]
+        frame = _Frame.of(agents, groups)
+        n = len(agents)
         async with self.locks.hold(agents):
             for _ in range(self.settings.commit_retries):
                 raw = await self.store.load(keys)
-                loaded = {k: self._decode(k, r) for k, r in zip(keys, raw, strict=True)}
-                versions = {k: version_of(r) for k, r in zip(keys, raw, strict=True)}
-                self._check_stale(models, groups, loaded)
-                computed = await anyio.to_thread.run_sync(self._compute_all, models, agents, groups, loaded)
+                loaded = {m: self._decode(m, agents, raw[j * n : (j + 1) * n]) for j, m in enumerate(models)}
+                self._check_stale(models, agents, groups, frame, loaded)
+                computed = await anyio.to_thread.run_sync(self._compute_all, models, frame, loaded)
                 writes = [
-                    Write((m, a), versions[(m, a)], computed[m].states[i].to_bytes())
+                    Write((m, a), expected, record)
                     for m in models
-                    for i, a in enumerate(agents)
+                    for a, expected, record in zip(
+                        agents, loaded[m].version.tolist(), computed[m].records, strict=True
+                    )
                 ]
                 if await self.store.commit(writes):
                     break
@@ -251,66 +293,68 @@ class Engine:
                 )
         return self._after_commit(models, roles, agents, groups, computed)
 
-    def _decode(self, key: StateKey, raw: bytes | None) -> AgentState | None:
+    def _decode(self, model: str, agents: list[str], raws: Sequence[bytes | None]) -> StateBatch:
+        """The agents' states of one model; records of other weights or unreadable ones count as absent."""
+        pred = self.predictors[model]
+
+        def unreadable(i: int, why: str) -> None:
+            log.warning("state of %s/%s unreadable (%s): starting a new track", model, agents[i], why)
+
+        return decode_batch(
+            raws, self.tags[model], _EMPTY_KIN, pred.initial_memory(1)[0], TYPE_INDEX["unknown"], unreadable
+        )
+
+    def _decode_one(self, key: StateKey, raw: bytes | None) -> AgentState | None:
+        """One record as :class:`AgentState`, with the rules of :meth:`_decode`."""
         if raw is None:
             return None
         try:
             st = AgentState.from_bytes(raw)
         except StateDecodeError as e:
-            log.warning("state of %s/%s unreadable (%s): starting a new track", key[0], key[1], e)
+            log.warning("state of %s/%s unreadable (%s)", key[0], key[1], e)
             return None
         if st.tag != self.tags[key[0]] or st.memory.size != self.predictors[key[0]].memory_size:
             return None  # written by other weights: its memory means nothing to this model
         return st
 
     def _check_stale(
-        self, models: Sequence[str], groups: dict[str, list[Obs]], loaded: dict[StateKey, AgentState | None]
-    ) -> None:
-        for m in models:
-            for agent, group in groups.items():
-                st = loaded[(m, agent)]
-                if st is not None and group[0].t <= st.last_t:
-                    o = group[0]
-                    raise StaleObservation(
-                        f"observations[{o.index}].timestamp: {o.t!r} is not after the last observation "
-                        f"of agent {agent!r} ({st.last_t!r}, model {m}); send observations in time order",
-                        field="timestamp",
-                        index=o.index,
-                    )
-
-    def _compute_all(
         self,
         models: Sequence[str],
         agents: list[str],
         groups: dict[str, list[Obs]],
-        loaded: dict[StateKey, AgentState | None],
+        frame: _Frame,
+        loaded: dict[str, StateBatch],
+    ) -> None:
+        for m in models:
+            st = loaded[m]
+            stale = np.flatnonzero(st.present & (frame.first_t <= st.last_t))
+            if stale.size:
+                i = int(stale[0])
+                o = groups[agents[i]][0]
+                raise StaleObservation(
+                    f"observations[{o.index}].timestamp: {o.t!r} is not after the last observation "
+                    f"of agent {agents[i]!r} ({float(st.last_t[i])!r}, model {m}); send observations in time order",
+                    field="timestamp",
+                    index=o.index,
+                )
+
+    def _compute_all(
+        self, models: Sequence[str], frame: _Frame, loaded: dict[str, StateBatch]
     ) -> dict[str, _Computed]:
         # torch's intra-op thread count behaves per OS thread under OpenMP: set it in the worker that runs
         if torch.get_num_threads() != self.settings.torch_threads:
             torch.set_num_threads(self.settings.torch_threads)
-        return {m: self._compute(m, agents, groups, [loaded[(m, a)] for a in agents]) for m in models}
+        return {m: self._compute(m, frame, loaded[m]) for m in models}
 
-    def _compute(
-        self, model: str, agents: list[str], groups: dict[str, list[Obs]], states: list[AgentState | None]
-    ) -> _Computed:
+    def _compute(self, model: str, frame: _Frame, state: StateBatch) -> _Computed:
         """Blocking: every observation rank is one batched ``Predictor.step`` over the agents that have it."""
         pred = self.predictors[model]
-        n_agents = len(agents)
-        kin_arr = np.zeros((n_agents, 7))
-        kin_arr[:] = KinState.empty(1).to_array()[0]
-        memory = pred.initial_memory(n_agents)
-        last_t = np.full(n_agents, -np.inf)
-        start_t = np.zeros(n_agents)
-        types = np.full(n_agents, TYPE_INDEX["unknown"], dtype=np.int64)
-        for i, st in enumerate(states):
-            if st is not None:
-                kin_arr[i], memory[i], last_t[i], start_t[i], types[i] = (
-                    st.kin,
-                    st.memory,
-                    st.last_t,
-                    st.track_start_t,
-                    st.agent_type,
-                )
+        n_agents = len(state)
+        kin_arr = state.kin.copy()
+        memory = state.memory.copy()
+        last_t = state.last_t.copy()
+        start_t = state.start_t.copy()
+        types = state.agent_type.copy()
         trajectories = np.zeros((n_agents, len(pred.horizons_s), 2))
         new_track = np.zeros(n_agents, dtype=bool)
         dt_used = np.full(n_agents, np.nan)
@@ -318,15 +362,13 @@ class Engine:
         batch_sizes = []
         intervals: list[np.ndarray] = []
         ttl = self.settings.state_ttl_s
-        depth = max(len(g) for g in groups.values())
-        for k in range(depth):
-            idx = np.array([i for i, a in enumerate(agents) if len(groups[a]) > k], dtype=np.int64)
-            obs = [groups[agents[i]][k] for i in idx]
-            t = np.array([o.t for o in obs])
-            xy = np.array([[o.x, o.y] for o in obs], dtype=np.float64)
-            for j, o in enumerate(obs):
-                if o.agent_type is not None:
-                    types[idx[j]] = TYPE_INDEX[o.agent_type]
+        for k in range(frame.depth):
+            at = frame.rank == k if frame.depth > 1 else slice(None)
+            idx = frame.agent[at]
+            t = frame.t[at]
+            xy = frame.xy[at]
+            named = frame.agent_type[at]
+            types[idx] = np.where(named >= 0, named, types[idx])
             kin = KinState.from_array(kin_arr[idx])
             mem = memory[idx]
             gap = t - last_t[idx]
@@ -355,23 +397,13 @@ class Engine:
                 energy += float(res.energy_j.sum())
             else:
                 energy += sum(memory_energy_per_update_j(pred.name, pred.cfg, float(d)) for d in dt)
-        wall = self.clock()
-        tag = self.tags[model]
-        new_states = [
-            AgentState(
-                kin_arr[i].copy(),
-                memory[i].copy(),
-                float(last_t[i]),
-                float(start_t[i]),
-                int(types[i]),
-                tag,
-                new_version(),
-                wall,
-            )
-            for i in range(n_agents)
-        ]
+        records = encode_batch(kin_arr, memory, last_t, start_t, types, self.tags[model], self.clock())
         return _Computed(
-            new_states,
+            records,
+            kin_arr,
+            memory,
+            last_t,
+            types,
             trajectories,
             new_track,
             dt_used,
@@ -402,26 +434,29 @@ class Engine:
             met.observation_interval.observe_many(c.intervals_s, label_value=m)
             pred = self.predictors[m]
             if pred.net is not None and pred.net.mtj is not None:
-                met.neuron_temperature.observe_many(np.stack([s.memory for s in c.states]))
+                met.neuron_temperature.observe_many(c.memory)
         # score what these observations reveal, then keep the new predictions
         self.scorer.observe_many([(a, o.t, o.x, o.y) for a in agents for o in groups[a]])
         first = computed[models[0]]
         horizons = self.predictors[models[0]].horizons_s
         same_grid = all(np.array_equal(self.predictors[m].horizons_s, horizons) for m in models)
-        for i, a in enumerate(agents):
-            newest = groups[a][-1]
-            dt = float(first.dt_s[i])
-            steps = min(computed[m].states[i].steps for m in models)
-            if same_grid:
+        if same_grid:
+            steps = np.minimum.reduce([computed[m].steps for m in models]).tolist()
+            dts = first.dt_s.tolist()
+            types = first.agent_type.tolist()
+            for i, a in enumerate(agents):
+                if steps[i] < self.scorer.min_steps:
+                    continue  # too early in its track to be scored: not kept
+                newest = groups[a][-1]
                 self.scorer.add(
                     a,
-                    AGENT_TYPES[first.states[i].agent_type],
+                    AGENT_TYPES[types[i]],
                     newest.t,
                     np.array([newest.x, newest.y]),
-                    steps,
+                    steps[i],
                     horizons,
                     {m: computed[m].trajectories[i] for m in models},
-                    step_s=None if math.isnan(dt) else dt,
+                    step_s=None if math.isnan(dts[i]) else dts[i],
                 )
         out: dict[str, Predictions] = {}
         for role, m in zip(roles, models, strict=True):
@@ -431,15 +466,15 @@ class Engine:
     def _answers(self, model: str, agents: list[str], c: _Computed) -> Predictions:
         h = self.predictors[model].horizons_s
         keep = h <= self.settings.prediction_horizon_s + 1e-9
-        last_t = np.array([st.last_t for st in c.states])
+        last_t = c.last_t
         return Predictions(
             agent_ids=agents,
             timestamps=last_t,
-            steps=np.array([st.steps for st in c.states], dtype=np.int64),
+            steps=c.steps,
             new_track=c.new_track,
             # Unix-time float64 differences carry ~1e-7 s of noise: answer in microseconds
             dt_s=np.round(c.dt_s, 6),
-            agent_types=[AGENT_TYPES[st.agent_type] for st in c.states],
+            agent_types=[AGENT_TYPES[t] for t in c.agent_type.tolist()],
             trajectory_t=np.round(last_t[:, None] + h[keep][None, :], 6),
             trajectory_xy=c.trajectories[:, keep],
         )
@@ -452,7 +487,7 @@ class Engine:
         now = self.clock()
         out: dict[str, dict[str, object]] = {}
         for m, r in zip(models, raw, strict=True):
-            st = self._decode((m, agent_id), r)
+            st = self._decode_one((m, agent_id), r)
             if st is None:
                 continue
             pred = self.predictors[m]

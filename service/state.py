@@ -22,6 +22,7 @@ import os
 import random
 import struct
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,12 @@ os.register_at_fork(after_in_child=lambda: _versions.seed(os.urandom(16)))
 def new_version() -> int:
     """A fresh non-zero write version."""
     return _versions.getrandbits(64) | 1
+
+
+def new_versions(n: int) -> np.ndarray:
+    """``n`` fresh non-zero write versions (uint64), from the same generator as :func:`new_version`."""
+    raw = _versions.getrandbits(64 * n).to_bytes(8 * n, "little") if n else b""
+    return np.frombuffer(raw, dtype="<u8") | np.uint64(1)
 
 
 def model_tag(version: str) -> int:
@@ -110,3 +117,125 @@ def version_of(data: bytes | None) -> int:
     if data is None:
         return 0
     return int.from_bytes(data[VERSION_OFFSET : VERSION_OFFSET + VERSION_SIZE], "little")
+
+
+def record_dtype(memory_size: int) -> np.dtype:
+    """The numpy view of one state record with ``memory_size`` floats of memory (the layout above)."""
+    return np.dtype(
+        {
+            "names": ["magic", "version", "wall", "last_t", "start", "tag", "type", "m", "kin", "memory"],
+            "formats": [
+                "S4",
+                "<u8",
+                "<f8",
+                "<f8",
+                "<f8",
+                "<u4",
+                "u1",
+                "<u4",
+                ("<f8", (7,)),
+                ("<f4", (memory_size,)),
+            ],
+            "offsets": [0, 4, 12, 20, 28, 36, 40, 44, HEADER_SIZE, HEADER_SIZE + 8 * _KIN_FLOATS],
+            "itemsize": HEADER_SIZE + 8 * _KIN_FLOATS + 4 * memory_size,
+        }
+    )
+
+
+@dataclass
+class StateBatch:
+    """The states of A agents for one model, columnar (row ``i`` is the i-th key asked for).
+
+    A frame has hundreds of agents: decoding, stepping and encoding them as arrays, rather than an object
+    per agent, is what keeps the store round trip cheap. Rows where ``present`` is False hold no state (a
+    new agent, a record of other weights, or an unreadable one) and carry the initial values.
+    """
+
+    present: np.ndarray  # (A,) bool
+    kin: np.ndarray  # (A, 7) float64
+    memory: np.ndarray  # (A, M) float32
+    last_t: np.ndarray  # (A,) float64, -inf where absent
+    start_t: np.ndarray  # (A,) float64
+    agent_type: np.ndarray  # (A,) int64
+    version: np.ndarray  # (A,) uint64 of the loaded record (0 where the key was empty): the commit condition
+
+    def __len__(self) -> int:
+        return len(self.present)
+
+
+def decode_batch(
+    raws: Sequence[bytes | None],
+    tag: int,
+    initial_kin: np.ndarray,
+    initial_memory: np.ndarray,
+    unknown_type: int,
+    on_unreadable: Callable[[int, str], None] | None = None,
+) -> StateBatch:
+    """Decode the records of one model at once; only those written with ``tag`` and this memory size count.
+
+    ``initial_kin`` (7,) and ``initial_memory`` (M,) fill the rows without a usable state.
+    ``on_unreadable(i, reason)`` is told of records that are not state records of this format at all.
+    """
+    n, m = len(raws), initial_memory.shape[0]
+    dt = record_dtype(m)
+    present = np.zeros(n, dtype=bool)
+    kin = np.broadcast_to(initial_kin, (n, 7)).copy()
+    memory = np.broadcast_to(initial_memory, (n, m)).copy()
+    last_t = np.full(n, -np.inf)
+    start_t = np.zeros(n)
+    agent_type = np.full(n, unknown_type, dtype=np.int64)
+    version = np.zeros(n, dtype=np.uint64)
+    rows = [i for i, r in enumerate(raws) if r is not None and len(r) == dt.itemsize]
+    for i, r in enumerate(raws):
+        if r is None or len(r) == dt.itemsize:
+            continue
+        version[i] = version_of(r)  # the commit must still match what is there
+        try:
+            AgentState.from_bytes(r)
+        except StateDecodeError as e:
+            if on_unreadable is not None:
+                on_unreadable(i, str(e))
+        # else: a readable record of another memory size, i.e. other weights: not reused
+    if rows:
+        recs = np.frombuffer(b"".join([raws[i] for i in rows]), dtype=dt)  # type: ignore[misc]
+        idx = np.asarray(rows, dtype=np.int64)
+        version[idx] = recs["version"]
+        magic_ok = recs["magic"] == MAGIC
+        if on_unreadable is not None:
+            for j in np.flatnonzero(~magic_ok):
+                on_unreadable(int(idx[j]), f"bad magic {bytes(recs['magic'][j])!r}")
+        ok = magic_ok & (recs["m"] == m) & (recs["tag"] == tag)
+        sel, good = idx[ok], recs[ok]
+        present[sel] = True
+        kin[sel] = good["kin"]
+        memory[sel] = good["memory"]
+        last_t[sel] = good["last_t"]
+        start_t[sel] = good["start"]
+        agent_type[sel] = good["type"]
+    return StateBatch(present, kin, memory, last_t, start_t, agent_type, version)
+
+
+def encode_batch(
+    kin: np.ndarray,
+    memory: np.ndarray,
+    last_t: np.ndarray,
+    start_t: np.ndarray,
+    agent_type: np.ndarray,
+    tag: int,
+    wall: float,
+) -> list[bytes]:
+    """One record per row (each with a fresh version): the batch form of :meth:`AgentState.to_bytes`."""
+    n, m = memory.shape
+    recs = np.zeros(n, dtype=record_dtype(m))
+    recs["magic"] = MAGIC
+    recs["version"] = new_versions(n)
+    recs["wall"] = wall
+    recs["last_t"] = last_t
+    recs["start"] = start_t
+    recs["tag"] = tag
+    recs["type"] = agent_type
+    recs["m"] = m
+    recs["kin"] = kin
+    recs["memory"] = memory
+    buf, size = recs.tobytes(), recs.dtype.itemsize
+    return [buf[i * size : (i + 1) * size] for i in range(n)]
