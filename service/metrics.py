@@ -20,31 +20,40 @@ DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 
 
 class BulkHistogram(Collector):
-    """A histogram fed with whole numpy arrays at once, unlabelled or with one bounded label.
+    """A histogram fed with whole numpy arrays at once, unlabelled or with a few bounded labels.
 
-    The neuron-temperature histogram gets (agents x neurons) values per request; one Python call per value
-    would cost more than the forward itself.
+    The neuron-temperature histogram gets (agents x neurons) values per request, and the online errors of
+    a frame's matured predictions arrive together: one Python call per value would cost more than the
+    forward itself. The exposition is the one of ``prometheus_client.Histogram`` (``_bucket``, ``_count``,
+    ``_sum``).
     """
 
     def __init__(
-        self, name: str, documentation: str, buckets: Sequence[float], label: str | None = None
+        self,
+        name: str,
+        documentation: str,
+        buckets: Sequence[float],
+        label: str | None = None,
+        labels: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.documentation = documentation
-        self.label = label
+        self.labels = tuple(labels) if labels else ((label,) if label else ())
         self.bounds = np.asarray(buckets, dtype=np.float64)
-        # per label value: counts (last: above every bound, +Inf) and sum
-        self._series: dict[str, tuple[np.ndarray, list[float]]] = {}
-        if label is None:
-            self._series[""] = (np.zeros(len(self.bounds) + 1, dtype=np.int64), [0.0])
+        # per label values: counts (last: above every bound, +Inf) and sum
+        self._series: dict[tuple[str, ...], tuple[np.ndarray, list[float]]] = {}
+        if not self.labels:
+            self._series[()] = (np.zeros(len(self.bounds) + 1, dtype=np.int64), [0.0])
 
-    def observe_many(self, values: np.ndarray, label_value: str = "") -> None:
+    def observe_many(self, values: np.ndarray, label_value: str | tuple[str, ...] = "") -> None:
+        """Count every value of ``values`` in the series of ``label_value`` (a tuple when several labels)."""
         v = np.asarray(values, dtype=np.float64).ravel()
         if v.size == 0:
             return
-        counts, total = self._series.setdefault(
-            label_value, (np.zeros(len(self.bounds) + 1, dtype=np.int64), [0.0])
-        )
+        key = label_value if isinstance(label_value, tuple) else ((label_value,) if self.labels else ())
+        if len(key) != len(self.labels):
+            raise ValueError(f"{self.name}: expected label values for {self.labels}, got {key}")
+        counts, total = self._series.setdefault(key, (np.zeros(len(self.bounds) + 1, dtype=np.int64), [0.0]))
         idx = np.searchsorted(self.bounds, v, side="left")  # bucket i holds v <= bounds[i]
         counts += np.bincount(idx, minlength=len(counts))
         total[0] += float(v.sum())
@@ -52,17 +61,15 @@ class BulkHistogram(Collector):
     @property
     def counts(self) -> np.ndarray:
         """Bucket counts of the unlabelled series."""
-        return self._series[""][0]
+        return self._series[()][0]
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
-        family = HistogramMetricFamily(
-            self.name, self.documentation, labels=[self.label] if self.label else None
-        )
-        for label_value, (counts, total) in self._series.items():
+        family = HistogramMetricFamily(self.name, self.documentation, labels=list(self.labels) or None)
+        for label_values, (counts, total) in self._series.items():
             cumulative = np.cumsum(counts)
             buckets = [(f"{b:g}", float(c)) for b, c in zip(self.bounds, cumulative[:-1], strict=True)]
             buckets.append(("+Inf", float(cumulative[-1])))
-            family.add_metric([label_value] if self.label else [], buckets, total[0])
+            family.add_metric(list(label_values), buckets, total[0])
         yield family
 
 
@@ -108,27 +115,27 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        self.displacement_error = Histogram(
+        self.displacement_error = BulkHistogram(
             "trajpred_displacement_error_meters",
             "online displacement error of scored predictions at 1, 2 and 3 s, by the anchor's interval regime",
-            ["model", "horizon_s", "interval"],
+            labels=["model", "horizon_s", "interval"],
             buckets=ERROR_BUCKETS_M,
-            registry=r,
         )
-        self.ade = Histogram(
+        r.register(self.displacement_error)
+        self.ade = BulkHistogram(
             "trajpred_ade_meters",
             "ADE of matured scored predictions, by the anchor's interval regime (10hz, 5hz, 2hz, slower)",
-            ["model", "interval"],
+            labels=["model", "interval"],
             buckets=ERROR_BUCKETS_M,
-            registry=r,
         )
-        self.fde = Histogram(
+        r.register(self.ade)
+        self.fde = BulkHistogram(
             "trajpred_fde_meters",
             "FDE of matured scored predictions, by the anchor's interval regime (10hz, 5hz, 2hz, slower)",
-            ["model", "interval"],
+            labels=["model", "interval"],
             buckets=ERROR_BUCKETS_M,
-            registry=r,
         )
+        r.register(self.fde)
         self.memory_energy = Counter(
             "trajpred_memory_energy_joules",
             "modeled memory energy of every state update (models.energy; IPNet: Joule heat of its neurons)",

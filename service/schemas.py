@@ -15,6 +15,8 @@ AgentType = Literal["vehicle", "pedestrian", "cyclist", "unknown"]
 # service.scoring.INTERVAL_REGIMES: the nominal stream rate of a prediction's anchor (a test keeps them equal)
 IntervalRegime = Literal["10hz", "5hz", "2hz", "slower", "unknown"]
 MAX_AGENT_ID_LENGTH = 128
+#: predicted positions are answered rounded to this many decimals of a metre (0.1 mm)
+POSITION_DECIMALS = 4
 #: printable characters only: no C0/C1 control characters, no DEL
 AGENT_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
 AgentId = Annotated[
@@ -61,16 +63,16 @@ class PredictRequest(BaseModel):
 
 class TrajectoryPoint(BaseModel):
     timestamp: float = Field(description="absolute seconds: observation timestamp + horizon")
-    x: float
-    y: float
+    x: float = Field(description="metres, world frame, rounded to 0.1 mm")
+    y: float = Field(description="metres, world frame, rounded to 0.1 mm")
 
 
 class TrajectoryColumns(BaseModel):
     """The predicted points as three equal-length arrays (``?layout=columns``)."""
 
     timestamp: list[float] = Field(description="absolute seconds: observation timestamp + horizon")
-    x: list[float]
-    y: list[float]
+    x: list[float] = Field(description="metres, world frame, rounded to 0.1 mm")
+    y: list[float] = Field(description="metres, world frame, rounded to 0.1 mm")
 
 
 # how predict answers lay out each trajectory: a list of points (default) or three arrays (compact, faster)

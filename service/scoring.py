@@ -79,6 +79,8 @@ class _Track:
     obs_t: list[float] = field(default_factory=list)
     obs_x: list[float] = field(default_factory=list)
     obs_y: list[float] = field(default_factory=list)
+    # observations before this time cannot settle the oldest kept prediction (-inf: not known yet)
+    due_t: float = float("-inf")
 
     def trim(self) -> None:
         """Forget observations no kept prediction can use (at or before the oldest anchor)."""
@@ -137,6 +139,10 @@ class OnlineScorer:
         self._grids: dict[bytes, np.ndarray] = {}
         # (agent type, interval regime) -> (ipnet aggregate, baseline aggregate), paired matured predictions
         self._ab: dict[tuple[str, str], tuple[_Agg, _Agg]] = {}
+        # errors of predictions matured in the current call, per histogram series: fed in bulk at its end
+        self._ade: dict[tuple[str, str], list[float]] = {}
+        self._fde: dict[tuple[str, str], list[float]] = {}
+        self._at_h: dict[tuple[str, str, str], list[float]] = {}
 
     @property
     def pending(self) -> int:
@@ -219,12 +225,27 @@ class OnlineScorer:
             track.obs_t.append(t)
             track.obs_x.append(x)
             track.obs_y.append(y)
+            if t < track.due_t:
+                continue  # the oldest kept prediction's horizon is not observed yet: the common case
             # anchors are in time order: when the oldest kept prediction is not due yet, none is
+            settled = False
             while track.pending and self._settle(track.pending[0], track, t):
-                pass
-            if agent_id in tracks:
+                settled = True
+            if settled and agent_id in tracks:
                 track.trim()
+        self._flush()
         self.metrics.pending_predictions.set(self._live)
+
+    def _flush(self) -> None:
+        """Feed the errors of this call's matured predictions to the histograms, one bulk call per series."""
+        met = self.metrics
+        for series, hist in ((self._ade, met.ade), (self._fde, met.fde)):
+            for key, values in series.items():
+                hist.observe_many(np.asarray(values), key)
+            series.clear()
+        for key3, values in self._at_h.items():
+            met.displacement_error.observe_many(np.asarray(values), key3)
+        self._at_h.clear()
 
     def _settle(self, p: _Pending, track: _Track, t_new: float) -> bool:
         """Score ``p`` if the observations so far decide it; True when it was finished.
@@ -238,7 +259,10 @@ class OnlineScorer:
             return False
         tol = 0.5 * (track.obs_t[first] - p.anchor_t)
         if t_new - p.anchor_t < self.horizon_s - tol - 1e-9:
-            return False  # the horizon is not observed yet: the common case, kept free of numpy
+            # the horizon is not observed yet: nothing to do before this time (observe_many checks it)
+            # (1 us early: Unix-time sums round by ~2e-7 s, and the exact test above decides then)
+            track.due_t = p.anchor_t + (self.horizon_s - tol - 1e-9) - 1e-6
+            return False
         rel = np.asarray(track.obs_t[first:]) - p.anchor_t
         k = int(np.argmax(rel >= self.horizon_s - tol - 1e-9))  # the observation that reaches the horizon
         rel = rel[: k + 1]
@@ -290,6 +314,7 @@ class OnlineScorer:
                 track.pending.popleft()
             else:
                 track.pending.remove(p)
+            track.due_t = float("-inf")  # of the new oldest prediction: not known yet
             if track.pending:
                 track.trim()
             else:
@@ -307,12 +332,10 @@ class OnlineScorer:
         for m, e in errs.items():
             ade, fde = float(e.mean()), float(e[-1])
             summary[m] = (ade, fde)
-            self.metrics.ade.labels(model=m, interval=regime).observe(ade)
-            self.metrics.fde.labels(model=m, interval=regime).observe(fde)
+            self._ade.setdefault((m, regime), []).append(ade)
+            self._fde.setdefault((m, regime), []).append(fde)
             for label, j in at_h.items():
-                self.metrics.displacement_error.labels(model=m, horizon_s=label, interval=regime).observe(
-                    float(e[j])
-                )
+                self._at_h.setdefault((m, label, regime), []).append(float(e[j]))
         if p.paired:
             aggs = self._ab.setdefault((p.agent_type, regime), (_Agg(), _Agg()))
             for agg, m in zip(aggs, self.ab_models, strict=True):

@@ -24,6 +24,7 @@ import struct
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -185,10 +186,12 @@ def decode_batch(
     start_t = np.zeros(n)
     agent_type = np.full(n, unknown_type, dtype=np.int64)
     version = np.zeros(n, dtype=np.uint64)
-    rows = [i for i, r in enumerate(raws) if r is not None and len(r) == dt.itemsize]
-    for i, r in enumerate(raws):
-        if r is None or len(r) == dt.itemsize:
-            continue
+    size = dt.itemsize
+    rows = [i for i, r in enumerate(raws) if r is not None and len(r) == size]
+    odd = (i for i, r in enumerate(raws) if r is not None and len(r) != size) if len(rows) < n else ()
+    for i in odd:
+        r = raws[i]
+        assert r is not None
         version[i] = version_of(r)  # the commit must still match what is there
         try:
             AgentState.from_bytes(r)
@@ -197,15 +200,17 @@ def decode_batch(
                 on_unreadable(i, str(e))
         # else: a readable record of another memory size, i.e. other weights: not reused
     if rows:
-        recs = np.frombuffer(b"".join([raws[i] for i in rows]), dtype=dt)  # type: ignore[misc]
-        idx = np.asarray(rows, dtype=np.int64)
+        every = len(rows) == n  # the common case: every key holds a record of this model
+        chunks = cast("Sequence[bytes]", raws) if every else [cast(bytes, raws[i]) for i in rows]
+        recs = np.frombuffer(b"".join(chunks), dtype=dt)
+        idx = np.arange(n) if every else np.asarray(rows, dtype=np.int64)
         version[idx] = recs["version"]
         magic_ok = recs["magic"] == MAGIC
         if on_unreadable is not None:
             for j in np.flatnonzero(~magic_ok):
                 on_unreadable(int(idx[j]), f"bad magic {bytes(recs['magic'][j])!r}")
         ok = magic_ok & (recs["m"] == m) & (recs["tag"] == tag)
-        sel, good = idx[ok], recs[ok]
+        sel, good = (idx, recs) if ok.all() else (idx[ok], recs[ok])
         present[sel] = True
         kin[sel] = good["kin"]
         memory[sel] = good["memory"]

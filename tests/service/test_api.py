@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import orjson
 import pytest
 
 from models.pipeline import load_predictors
+from service.api import _points_json
 from service.schemas import ABPredictResponse, AgentSummary, PredictResponse, TrajectoryColumns
 from tests.service.helpers import metric, obs
 from tests.support import Replay
@@ -258,3 +260,19 @@ def test_columns_layout_carries_the_same_predictions(make_client, replay, route)
     # (had the rejected request been applied, this same frame would now be stale: 409)
     ok = columns.post(route, params={"layout": "columns"}, json=replay.body(4))
     assert ok.status_code == 200, ok.text
+
+
+def test_points_are_written_byte_for_byte_as_the_list_of_point_objects() -> None:
+    """The spliced JSON of the points layout equals orjson's encoding of one dict per point."""
+    rng = np.random.default_rng(3)
+    for agents, horizon in ((1, 1), (4, 30), (50, 7), (3, 0), (0, 5)):
+        t = np.round(1.7e9 + rng.random((agents, 1)) + 0.1 * np.arange(1, horizon + 1), 6)
+        x = np.round(rng.normal(0.0, 3e4, (agents, horizon)), 4)
+        y = np.round(rng.normal(0.0, 3e4, (agents, horizon)), 4)
+        if agents and horizon:  # a signed zero and an integer-valued float too
+            x[:, 0], y[:, 0] = -0.0, 12.0
+        expected = [
+            [{"timestamp": a, "x": b, "y": c} for a, b, c in zip(tr, xr, yr, strict=True)]
+            for tr, xr, yr in zip(t.tolist(), x.tolist(), y.tolist(), strict=True)
+        ]
+        assert orjson.dumps(_points_json(t, x, y)) == orjson.dumps(expected)
