@@ -11,6 +11,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 ERROR_BUCKETS_M = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 50.0)
 TEMPERATURE_BUCKETS_K = (300.5, 301.0, 302.0, 305.0, 310.0, 320.0, 340.0, 360.0, 380.0, 400.0, 425.0, 450.0)
@@ -47,16 +48,22 @@ class BulkHistogram(Collector):
 
     def observe_many(self, values: np.ndarray, label_value: str | tuple[str, ...] = "") -> None:
         """Count every value of ``values`` in the series of ``label_value`` (a tuple when several labels)."""
-        v = np.asarray(values, dtype=np.float64).ravel()
+        v = np.asarray(values).ravel()
         if v.size == 0:
             return
         key = label_value if isinstance(label_value, tuple) else ((label_value,) if self.labels else ())
         if len(key) != len(self.labels):
             raise ValueError(f"{self.name}: expected label values for {self.labels}, got {key}")
         counts, total = self._series.setdefault(key, (np.zeros(len(self.bounds) + 1, dtype=np.int64), [0.0]))
-        idx = np.searchsorted(self.bounds, v, side="left")  # bucket i holds v <= bounds[i]
-        counts += np.bincount(idx, minlength=len(counts))
-        total[0] += float(v.sum())
+        # bucket i holds v <= bounds[i]; NaN goes to +Inf, as in prometheus_client
+        if v.size > 1024:
+            # one comparison pass per bound, in the values' own dtype: ~10x faster than a binary search per
+            # value for the (agents x neurons) temperatures of a frame
+            le = np.array([np.count_nonzero(v <= b) for b in self.bounds.tolist()], dtype=np.int64)
+            counts += np.diff(le, prepend=0, append=v.size)
+        else:
+            counts += np.bincount(np.searchsorted(self.bounds, v, side="left"), minlength=len(counts))
+        total[0] += float(v.sum(dtype=np.float64))
 
     @property
     def counts(self) -> np.ndarray:
@@ -67,7 +74,11 @@ class BulkHistogram(Collector):
         family = HistogramMetricFamily(self.name, self.documentation, labels=list(self.labels) or None)
         for label_values, (counts, total) in self._series.items():
             cumulative = np.cumsum(counts)
-            buckets = [(f"{b:g}", float(c)) for b, c in zip(self.bounds, cumulative[:-1], strict=True)]
+            # bounds spelled like prometheus_client's ("1.0", not "1"): the same series as its Histogram
+            buckets = [
+                (floatToGoString(b), float(c))
+                for b, c in zip(self.bounds.tolist(), cumulative[:-1], strict=True)
+            ]
             buckets.append(("+Inf", float(cumulative[-1])))
             family.add_metric(list(label_values), buckets, total[0])
         yield family

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from models.energy import memory_energy_per_update_j
 from models.mtj import MTJParams
 from models.pipeline import load_predictors
+from service.metrics import ERROR_BUCKETS_M, BulkHistogram
 from tests.service.helpers import metric, samples
 
 REQUIRED = {
@@ -87,3 +89,34 @@ def test_metrics_follow_a_real_replay(client, replay, weights):
     assert metric(client, "trajpred_request_duration_seconds_count", route="/v1/ab/predict") == n_frames
     assert s[("trajpred_request_duration_seconds_sum", frozenset({("route", "/v1/ab/predict")}))] > 0
     assert np.isfinite(list(s.values())).all()
+
+
+@pytest.mark.parametrize("n", [7, 5000])
+def test_bulk_histogram_exposes_what_prometheus_client_would(n: int) -> None:
+    """Same values into ``BulkHistogram`` and into ``prometheus_client.Histogram``: same buckets, count, sum."""
+    rng = np.random.default_rng(n)
+    values = np.abs(rng.normal(0.0, 3.0, n))
+    values[:3] = [0.05, 0.0, 80.0]  # on a bound, zero, above every bound
+    ref_reg, bulk_reg = CollectorRegistry(), CollectorRegistry()
+    ref = Histogram("e_meters", "d", ["model", "interval"], buckets=ERROR_BUCKETS_M, registry=ref_reg)
+    bulk = BulkHistogram("e_meters", "d", ERROR_BUCKETS_M, labels=["model", "interval"])
+    bulk_reg.register(bulk)
+    for v in values.tolist():
+        ref.labels(model="ipnet", interval="10hz").observe(v)
+    bulk.observe_many(values[: n // 2], ("ipnet", "10hz"))
+    bulk.observe_many(values[n // 2 :], ("ipnet", "10hz"))
+
+    def series(reg: CollectorRegistry) -> dict[str, float]:
+        out = {}
+        for line in generate_latest(reg).decode().splitlines():
+            if line.startswith("e_meters_") and "_created" not in line:
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
+    got, want = series(bulk_reg), series(ref_reg)
+    assert got.keys() == want.keys() and len(got) == len(ERROR_BUCKETS_M) + 3
+    for k in want:
+        assert got[k] == pytest.approx(want[k], rel=1e-12), k
+    with pytest.raises(ValueError, match="label values"):
+        bulk.observe_many(values, "ipnet")  # two labels, one value
