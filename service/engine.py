@@ -275,7 +275,10 @@ class Engine:
                 raw = await self.store.load(keys)
                 loaded = {m: self._decode(m, agents, raw[j * n : (j + 1) * n]) for j, m in enumerate(models)}
                 self._check_stale(models, agents, groups, frame, loaded)
-                computed = await anyio.to_thread.run_sync(self._compute_all, models, frame, loaded)
+                if len(frame.t) * len(models) <= self.settings.inline_step_max_updates:
+                    computed = self._compute_all(models, frame, loaded)  # cheaper than the thread hop
+                else:
+                    computed = await anyio.to_thread.run_sync(self._compute_all, models, frame, loaded)
                 writes = [
                     Write((m, a), expected, record)
                     for m in models

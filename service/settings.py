@@ -35,6 +35,12 @@ class Settings(BaseSettings):
         description="trajectory points returned up to this horizon",
     )
     torch_threads: int = Field(default=1, ge=1, le=64, description="intra-op threads of each batched forward")
+    inline_step_max_updates: int = Field(
+        default=200,
+        ge=0,
+        description="requests with at most this many agent-updates (agents x models) step on the event loop; "
+        "larger ones in a worker thread (the hand-off cost ~0.3 ms and cold caches: more than a small step)",
+    )
 
     # --- state ----------------------------------------------------------------------------------------
     store: str = Field(
