@@ -128,31 +128,38 @@ class _Computed:
 
 
 class KeyLocks:
-    """Per-key asyncio locks, taken in sorted order (no deadlock) and freed when unused."""
+    """Exclusive holds on sets of keys (agent ids) within this process, taken all at once.
+
+    A holder takes its whole key set only when none of the keys is held, in one step on the event loop,
+    so there is no hold-and-wait and no deadlock, and an uncontended hold costs two dict passes (no lock
+    object or await per key: a frame has hundreds of agents). A waiter sleeps until the holder that
+    blocked it finishes, then looks again.
+    """
 
     def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self._held: dict[str, asyncio.Future[None]] = {}
 
     @asynccontextmanager
     async def hold(self, keys: Sequence[str]) -> AsyncIterator[None]:
-        entries = []
-        for k in sorted(set(keys)):
-            entry = self._locks.setdefault(k, (asyncio.Lock(), [0]))
-            entry[1][0] += 1
-            entries.append((k, entry))
-        acquired: list[asyncio.Lock] = []
+        wanted = list(dict.fromkeys(keys))
+        held = self._held
+        while True:
+            blocker = next((f for f in map(held.get, wanted) if f is not None), None)
+            if blocker is None:
+                break
+            await asyncio.shield(blocker)  # shielded: a cancelled waiter must not cancel the holder's future
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for k in wanted:
+            held[k] = done
         try:
-            for _, (lock, _) in entries:
-                await lock.acquire()
-                acquired.append(lock)
             yield
         finally:
-            for lock in reversed(acquired):
-                lock.release()
-            for k, (_, users) in entries:
-                users[0] -= 1
-                if users[0] == 0:
-                    del self._locks[k]
+            for k in wanted:
+                del held[k]
+            done.set_result(None)
+
+    def __len__(self) -> int:
+        return len(self._held)
 
 
 class Engine:
@@ -444,23 +451,17 @@ class Engine:
         horizons = self.predictors[models[0]].horizons_s
         same_grid = all(np.array_equal(self.predictors[m].horizons_s, horizons) for m in models)
         if same_grid:
-            steps = np.minimum.reduce([computed[m].steps for m in models]).tolist()
-            dts = first.dt_s.tolist()
-            types = first.agent_type.tolist()
-            for i, a in enumerate(agents):
-                if steps[i] < self.scorer.min_steps:
-                    continue  # too early in its track to be scored: not kept
-                newest = groups[a][-1]
-                self.scorer.add(
-                    a,
-                    AGENT_TYPES[types[i]],
-                    newest.t,
-                    np.array([newest.x, newest.y]),
-                    steps[i],
-                    horizons,
-                    {m: computed[m].trajectories[i] for m in models},
-                    step_s=None if math.isnan(dts[i]) else dts[i],
-                )
+            newest = [groups[a][-1] for a in agents]
+            self.scorer.add_many(
+                agents,
+                [AGENT_TYPES[t] for t in first.agent_type.tolist()],
+                [o.t for o in newest],
+                np.array([(o.x, o.y) for o in newest], dtype=np.float64).reshape(-1, 2),
+                np.minimum.reduce([computed[m].steps for m in models]).tolist(),
+                horizons,
+                {m: computed[m].trajectories for m in models},
+                [None if math.isnan(d) else d for d in first.dt_s.tolist()],
+            )
         out: dict[str, Predictions] = {}
         for role, m in zip(roles, models, strict=True):
             out[role] = self._answers(m, agents, computed[m])

@@ -165,19 +165,56 @@ class OnlineScorer:
         ``step_s`` is the interval of the anchor observation (the stream's rate); without it the first
         later observation sets the rate.
         """
-        if steps < self.min_steps or not trajectories:
+        if steps < self.min_steps or not trajectories or not self._admit(agent_id, anchor_t, step_s):
             return
+        self._keep(agent_id, agent_type, anchor_t, anchor_xy, horizons_s, trajectories, step_s)
+
+    def add_many(
+        self,
+        agent_ids: list[str],
+        agent_types: list[str],
+        anchor_t: list[float],
+        anchor_xy: np.ndarray,
+        steps: list[int],
+        horizons_s: np.ndarray,
+        trajectories: dict[str, np.ndarray],
+        step_s: list[float | None],
+    ) -> None:
+        """:meth:`add` for every row of a frame (``trajectories``: model -> (A, H, 2)); only kept rows cost
+        array work, and with the stride most rows are not kept."""
+        if not trajectories:
+            return
+        for i, agent_id in enumerate(agent_ids):
+            if steps[i] < self.min_steps or not self._admit(agent_id, anchor_t[i], step_s[i]):
+                continue
+            rows = {m: tr[i] for m, tr in trajectories.items()}
+            self._keep(agent_id, agent_types[i], anchor_t[i], anchor_xy[i], horizons_s, rows, step_s[i])
+
+    def _admit(self, agent_id: str, anchor_t: float, step_s: float | None) -> bool:
+        """The stride rule: whether a prediction anchored at ``anchor_t`` is kept (and if so, remember it)."""
         if self.stride_s > 0:
             last = self._last_anchor.get(agent_id)
             # the same rule as models.windows.make_windows: the next anchor at least a stride later,
             # less a quarter of the sampling interval
             slack = 0.25 * step_s if step_s else 1e-6
             if last is not None and last <= anchor_t < last + self.stride_s - slack:
-                return
+                return False
             self._last_anchor[agent_id] = anchor_t
             self._last_anchor.move_to_end(agent_id)
             if len(self._last_anchor) > self.max_total:
                 self._last_anchor.popitem(last=False)
+        return True
+
+    def _keep(
+        self,
+        agent_id: str,
+        agent_type: str,
+        anchor_t: float,
+        anchor_xy: np.ndarray,
+        horizons_s: np.ndarray,
+        trajectories: dict[str, np.ndarray],
+        step_s: float | None,
+    ) -> None:
         key = np.asarray(horizons_s, dtype=np.float64).tobytes()
         times = self._grids.get(key)
         if times is None:  # one shared array per grid: predictions on one grid are scored together

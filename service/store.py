@@ -94,8 +94,10 @@ class MemoryStore:
     async def load(self, keys: Sequence[StateKey]) -> list[bytes | None]:
         now = self.clock()
         out: list[bytes | None] = []
+        table, table_model = None, None
         for model, agent in keys:
-            table = self._table(model)
+            if table is None or model != table_model:  # keys come grouped by model: one lookup per group
+                table, table_model = self._table(model), model
             hit = table.get(agent)
             if hit is not None and now - hit[1] > self.ttl_s:
                 # expired but not yet swept: drop it now so that load and commit agree it is absent
@@ -107,19 +109,21 @@ class MemoryStore:
         return out
 
     async def commit(self, writes: Sequence[Write]) -> bool:
+        by_model: dict[str, list[Write]] = {}
         for w in writes:
-            hit = self._table(w.key[0]).get(w.key[1])
-            if version_of(hit[0] if hit else None) != w.expected:
-                return False
-        now = self.clock()
-        touched: set[str] = set()
-        for w in writes:
-            table = self._table(w.key[0])
-            table[w.key[1]] = (w.record, now)
-            table.move_to_end(w.key[1])
-            touched.add(w.key[0])
-        for model in touched:
+            by_model.setdefault(w.key[0], []).append(w)
+        for model, group in by_model.items():
             table = self._table(model)
+            for w in group:
+                hit = table.get(w.key[1])
+                if version_of(hit[0] if hit else None) != w.expected:
+                    return False
+        now = self.clock()
+        for model, group in by_model.items():
+            table = self._table(model)
+            for w in group:
+                table[w.key[1]] = (w.record, now)
+                table.move_to_end(w.key[1])
             over = len(table) - self.max_agents
             for _ in range(max(over, 0)):
                 table.popitem(last=False)
