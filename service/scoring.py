@@ -30,6 +30,7 @@ import bisect
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,7 @@ from service.metrics import Metrics
 
 SCORING_HORIZON_S = 3.0
 REPORT_HORIZONS_S = (1.0, 2.0, 3.0)
+REPORT_LABELS = tuple(f"{h:g}" for h in REPORT_HORIZONS_S)
 # (label, largest observed interval in s): a few nominal stream rates, bounded so the label set stays small.
 # The bounds sit between the rates perception stacks use (10, 5, 2 Hz) so jitter never flips a regime.
 INTERVAL_REGIMES: tuple[tuple[str, float], ...] = (
@@ -143,6 +145,7 @@ class OnlineScorer:
         self._ade: dict[tuple[str, str], list[float]] = {}
         self._fde: dict[tuple[str, str], list[float]] = {}
         self._at_h: dict[tuple[str, str, str], list[float]] = {}
+        self._outcomes: dict[str, Any] = {}  # outcome -> its counter child (labels() costs a lookup per call)
 
     @property
     def pending(self) -> int:
@@ -300,24 +303,31 @@ class OnlineScorer:
             # (1 us early: Unix-time sums round by ~2e-7 s, and the exact test above decides then)
             track.due_t = p.anchor_t + (self.horizon_s - tol - 1e-9) - 1e-6
             return False
-        rel = np.asarray(track.obs_t[first:]) - p.anchor_t
-        k = int(np.argmax(rel >= self.horizon_s - tol - 1e-9))  # the observation that reaches the horizon
-        rel = rel[: k + 1]
+        # plain floats: ~30 observations, where a numpy call per test cost more than the arithmetic
+        anchor = p.anchor_t
+        reach = self.horizon_s - tol - 1e-9
+        obs_t = track.obs_t
+        k = first
+        while obs_t[k] - anchor < reach:  # the observation that reaches the horizon (t_new does)
+            k += 1
+        rel = [t - anchor for t in obs_t[first : k + 1]]
         step = p.step_s or rel[0]
-        gaps = np.diff(rel, prepend=0.0)
-        if (
-            (gaps > 1.5 * step + 1e-9).any()
-            or (gaps < 0.5 * step - 1e-9).any()
-            or rel[-1] > self.horizon_s + tol + 1e-9
-        ):
+        lo, hi = 0.5 * step - 1e-9, 1.5 * step + 1e-9
+        prev = 0.0
+        for r in rel:
+            if not lo <= r - prev <= hi:
+                self._finish(p, "incomplete")
+                return True
+            prev = r
+        if rel[-1] > self.horizon_s + tol + 1e-9:
             self._finish(p, "incomplete")
             return True
-        sl = slice(first, first + k + 1)
-        obs_x, obs_y = np.asarray(track.obs_x[sl]), np.asarray(track.obs_y[sl])
+        rel_a = np.array(rel)
+        obs_x, obs_y = np.array(track.obs_x[first : k + 1]), np.array(track.obs_y[first : k + 1])
         errs = {}
         for m, pred in p.preds.items():
-            px = np.interp(rel, p.times, pred[:, 0])
-            py = np.interp(rel, p.times, pred[:, 1])
+            px = np.interp(rel_a, p.times, pred[:, 0])
+            py = np.interp(rel_a, p.times, pred[:, 1])
             errs[m] = np.hypot(px - obs_x, py - obs_y)
         self._mature(p, rel, errs, tol)
         return True
@@ -356,14 +366,20 @@ class OnlineScorer:
                 track.trim()
             else:
                 del self._tracks[p.agent_id]
-        self.metrics.scoring.labels(outcome=outcome).inc()
+        counter = self._outcomes.get(outcome)
+        if counter is None:
+            counter = self._outcomes[outcome] = self.metrics.scoring.labels(outcome=outcome)
+        counter.inc()
 
-    def _mature(self, p: _Pending, rels: np.ndarray, errs: dict[str, np.ndarray], tol: float) -> None:
+    def _mature(self, p: _Pending, rels: list[float], errs: dict[str, np.ndarray], tol: float) -> None:
         at_h: dict[str, int] = {}
-        for h in REPORT_HORIZONS_S:
-            j = int(np.argmin(np.abs(rels - h)))
+        for h, label in zip(REPORT_HORIZONS_S, REPORT_LABELS, strict=True):
+            # the observation nearest h (the earlier one on a tie); rels increase
+            j = bisect.bisect_left(rels, h)
+            if j == len(rels) or (j > 0 and h - rels[j - 1] <= rels[j] - h):
+                j -= 1
             if abs(rels[j] - h) <= tol + 1e-9:
-                at_h[f"{h:g}"] = j
+                at_h[label] = j
         regime = interval_regime(p.step_s)
         summary: dict[str, tuple[float, float]] = {}
         for m, e in errs.items():
