@@ -257,6 +257,7 @@ async def readyz(runtime: RuntimeDep) -> Readiness:
     },
     summary="Prometheus metrics",
 )
-async def metrics(m: MetricsDep) -> Response:
+async def metrics(m: MetricsDep, runtime: RuntimeDep) -> Response:
     """Prometheus text exposition of this app's registry."""
+    runtime.engine.flush()  # every answered request is counted
     return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

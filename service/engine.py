@@ -14,6 +14,7 @@ import itertools
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -181,6 +182,10 @@ class Engine:
         self.metrics = metrics
         self.clock = clock
         self.locks = KeyLocks()
+        # committed requests whose metrics and scoring are still to do (see _after_commit)
+        self._unaccounted: deque[
+            tuple[Sequence[str], list[str], dict[str, list[Obs]], dict[str, _Computed]]
+        ] = deque()
         self.tags = {name: model_tag(p.version) for name, p in predictors.items()}
         self.scorer = OnlineScorer(
             metrics,
@@ -432,6 +437,30 @@ class Engine:
         groups: dict[str, list[Obs]],
         computed: dict[str, _Computed],
     ) -> dict[str, Predictions]:
+        # The answers now; the accounting (metrics, online scoring) just after, on the event loop: it does
+        # not change the answer, so the client need not wait for it. Queued in commit order, and flushed
+        # before anything reads or depends on it (report, /metrics, end of track, housekeeping).
+        self._unaccounted.append((models, agents, groups, computed))
+        if len(self._unaccounted) == 1:
+            asyncio.get_running_loop().call_soon(self.flush)
+        return {role: self._answers(m, agents, computed[m]) for role, m in zip(roles, models, strict=True)}
+
+    def flush(self) -> None:
+        """Account every committed request not accounted yet (metrics, online scoring), oldest first."""
+        while self._unaccounted:
+            models, agents, groups, computed = self._unaccounted.popleft()
+            try:
+                self._account_now(models, agents, groups, computed)
+            except Exception:  # a scoring bug must not fail later requests, nor vanish silently
+                log.exception("accounting of a committed request failed")
+
+    def _account_now(
+        self,
+        models: Sequence[str],
+        agents: list[str],
+        groups: dict[str, list[Obs]],
+        computed: dict[str, _Computed],
+    ) -> None:
         met = self.metrics
         for m in models:
             c = computed[m]
@@ -462,10 +491,6 @@ class Engine:
                 {m: computed[m].trajectories for m in models},
                 [None if math.isnan(d) else d for d in first.dt_s.tolist()],
             )
-        out: dict[str, Predictions] = {}
-        for role, m in zip(roles, models, strict=True):
-            out[role] = self._answers(m, agents, computed[m])
-        return out
 
     def _answers(self, model: str, agents: list[str], c: _Computed) -> Predictions:
         h = self.predictors[model].horizons_s
@@ -511,6 +536,7 @@ class Engine:
 
     async def end_track(self, agent_id: str) -> list[str]:
         """Free the agent's state in every model (end of track)."""
+        self.flush()  # a queued scoring of this agent would otherwise keep predictions of a finished track
         async with self.locks.hold([agent_id]):
             deleted = await self.store.delete(agent_id, ALL_MODEL_KINDS)
         self.scorer.forget(agent_id)
@@ -522,6 +548,7 @@ class Engine:
     # --- report ---------------------------------------------------------------------------------------
     def report(self, agent_type: str | None = None, interval: str | None = None) -> dict[str, object]:
         """The online A/B comparison (see ``service.scoring``), optionally of one agent type / interval regime."""
+        self.flush()
         r = self.scorer.report(agent_type, interval)
         for role in ("ipnet", "baseline"):
             p = self.predictors[self.roles[role]]
@@ -539,5 +566,6 @@ class Engine:
 
     async def maintain(self) -> None:
         """Periodic housekeeping: TTL sweep of the store, purge of unobserved predictions."""
+        self.flush()
         await self.store.sweep()
         self.scorer.purge()

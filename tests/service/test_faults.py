@@ -174,6 +174,7 @@ def test_two_replicas_hammering_the_same_agents_equal_a_sequential_run(
                         np.testing.assert_allclose(ta[agent], tb[agent], rtol=0, atol=1e-9)
 
                 def observed(app: Any) -> float:
+                    app.state.runtime.engine.flush()  # accounting runs just after each answer
                     return float(app.state.runtime.metrics.observations.labels(model="ipnet")._value.get())
 
                 # exactly once: no retried commit counted or applied an observation twice
