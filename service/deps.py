@@ -1,4 +1,8 @@
-"""FastAPI dependencies: the long-lived objects of the lifespan, reached from ``request.app.state``."""
+"""FastAPI dependencies: the long-lived objects of the lifespan, reached from ``request.app.state``.
+
+All ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hand-off per
+dependency and request (four per predict request, more than the work they do).
+"""
 
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ class Runtime:
     stopping: bool = False
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime | None = getattr(request.app.state, "runtime", None)
     if runtime is None or runtime.stopping:
         raise NotReady("the service is starting or stopping")
@@ -40,16 +44,16 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_engine(runtime: RuntimeDep) -> Engine:
+async def get_engine(runtime: RuntimeDep) -> Engine:
     return runtime.engine
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_metrics(runtime: RuntimeDep) -> Metrics:
+async def get_metrics(runtime: RuntimeDep) -> Metrics:
     return runtime.metrics
 
 
@@ -62,7 +66,9 @@ _api_key_header = APIKeyHeader(
 )
 
 
-def require_api_key(settings: SettingsDep, key: Annotated[str | None, Security(_api_key_header)]) -> None:
+async def require_api_key(
+    settings: SettingsDep, key: Annotated[str | None, Security(_api_key_header)]
+) -> None:
     """Check ``X-API-Key`` against the configured keys (no keys configured: open)."""
     keys = settings.api_key_set
     if not keys:
