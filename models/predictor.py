@@ -70,12 +70,16 @@ class Predictor:
     ) -> StepResult:
         """Advance B agents by one observation each (one batched forward)."""
         kin2, feats = observe(kin, xy, dt, types)
-        offsets = prior_offsets(kin2, self.horizons_s, self.cfg)
         energy = np.zeros(len(xy))
-        if self.net is not None:
-            dt_t = torch.from_numpy(np.where(kin.n == 0, 0.0, dt).astype(np.float32))
-            mem_t, corr, e = self.net.step(torch.from_numpy(memory), torch.from_numpy(feats), dt_t)
-            memory = mem_t.numpy()
-            offsets = offsets + corr.numpy().astype(np.float64)
-            energy = e.numpy().astype(np.float64)
-        return StepResult(kin2, memory, to_world(kin2, offsets), energy)
+        if self.net is None:
+            return StepResult(
+                kin2, memory, to_world(kin2, prior_offsets(kin2, self.horizons_s, self.cfg)), energy
+            )
+        dt_t = torch.from_numpy(np.where(kin.n == 0, 0.0, dt).astype(np.float32))
+        mem_t, corr, e = self.net.step(torch.from_numpy(memory), torch.from_numpy(feats), dt_t)
+        world = to_world(kin2, corr.numpy().astype(np.float64))
+        if self.cfg.cv_prior:
+            # + the constant-velocity prior, added in the world frame: rotating R^T v to the agent frame and
+            # back is the identity, so the prior is just v h (two array operations instead of a rotation)
+            world += kin2.last_v[:, None, :] * self.horizons_s[None, :, None]
+        return StepResult(kin2, mem_t.numpy(), world, e.numpy().astype(np.float64))
