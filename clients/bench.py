@@ -28,7 +28,7 @@ import numpy as np
 
 from clients.client import ApiError, AsyncTrajpredClient, RetryPolicy, parse_metrics
 
-__all__ = ["ROUTES", "BenchConfig", "BenchResult", "Fleet", "run_bench", "server_memory"]
+__all__ = ["ROUTES", "BenchConfig", "BenchResult", "Fleet", "run_bench", "server_memory", "server_timing"]
 
 ROUTES = {
     "predict": "/v1/predict",
@@ -91,6 +91,12 @@ class BenchResult:
             f"throughput: {self.requests_per_s:.1f} requests/s, {self.agent_updates_per_s:.0f} agent-updates/s",
             "latency: " + ", ".join(f"{k} {v:.2f} ms" for k, v in lat.items()),
         ]
+        srv = self.extra.get("server") or {}
+        if srv:
+            lines.append(
+                f"server-side (its own histogram): mean {srv['mean_ms']:.2f} ms, "
+                f"{srv['share_le_5ms']:.1%} within 5 ms, {srv['share_le_10ms']:.1%} within 10 ms"
+            )
         if self.server_rss_bytes is not None:
             per = "-" if self.bytes_per_tracked_agent is None else f"{self.bytes_per_tracked_agent:.0f}"
             tracked = ", ".join(f"{k} {v:.0f}" for k, v in sorted(self.tracked_agents.items())) or "-"
@@ -125,6 +131,26 @@ class Fleet:
             for a, xi, yi in zip(self.ids, x, y, strict=True)
         ]
         return json.dumps({"observations": obs}, separators=(",", ":")).encode()
+
+
+def server_timing(metrics: dict[str, float], path: str) -> dict[str, float]:
+    """The server's own request count, total seconds and counts within 5 and 10 ms for ``path`` (from its
+    ``trajpred_request_duration_seconds`` histogram; empty if the server has not served the route)."""
+    name = "trajpred_request_duration_seconds"
+    route = f'route="{path}"'
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        if not key.startswith(name) or route not in key:
+            continue
+        if key.startswith(name + "_count"):
+            out["count"] = value
+        elif key.startswith(name + "_sum"):
+            out["sum_s"] = value
+        elif 'le="0.005"' in key:
+            out["le_5ms"] = value
+        elif 'le="0.01"' in key:
+            out["le_10ms"] = value
+    return out
 
 
 async def server_memory(client: AsyncTrajpredClient) -> tuple[float | None, dict[str, float]]:
@@ -232,6 +258,7 @@ async def run_bench_async(cfg: BenchConfig, http: httpx.AsyncClient | None = Non
     ) as client:
         await client.wait_ready(30.0)
         rss0, tracked0 = await server_memory(client)
+        timing0 = server_timing(parse_metrics(await client.metrics()), path.split("?")[0])
         tally = _Tally()
         if cfg.rate_hz is not None:
             elapsed = await _open_loop(client, cfg, path, tally)
@@ -240,6 +267,7 @@ async def run_bench_async(cfg: BenchConfig, http: httpx.AsyncClient | None = Non
             elapsed = await _closed_loop(client, cfg, path, tally)
             mode = "closed loop"
         rss1, tracked1 = await server_memory(client)
+        timing1 = server_timing(parse_metrics(await client.metrics()), path.split("?")[0])
     n_req = tally.ok + sum(tally.errors.values())
     new_agents = max(tracked1.values(), default=0.0) - max(tracked0.values(), default=0.0)
     rss_delta = rss1 - rss0 if rss0 is not None and rss1 is not None else None
@@ -261,7 +289,21 @@ async def run_bench_async(cfg: BenchConfig, http: httpx.AsyncClient | None = Non
         tracked_agents=tracked1,
         rss_delta_bytes=rss_delta,
         bytes_per_tracked_agent=per_agent,
+        extra={"server": _server_delta(timing0, timing1)},
     )
+
+
+def _server_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What the server measured itself during the run: mean ms and the shares within 5 and 10 ms."""
+    n = after.get("count", 0.0) - before.get("count", 0.0)
+    if n <= 0:
+        return {}
+    return {
+        "requests": n,
+        "mean_ms": (after.get("sum_s", 0.0) - before.get("sum_s", 0.0)) / n * 1e3,
+        "share_le_5ms": (after.get("le_5ms", 0.0) - before.get("le_5ms", 0.0)) / n,
+        "share_le_10ms": (after.get("le_10ms", 0.0) - before.get("le_10ms", 0.0)) / n,
+    }
 
 
 def run_bench(cfg: BenchConfig) -> BenchResult:
