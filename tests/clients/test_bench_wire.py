@@ -1,0 +1,56 @@
+"""The load generator's wire sender against a real socket server: lengths, chunks, close, keep-alive."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from clients.bench import _Wire
+
+
+async def _serve(answers: list[bytes], seen: list[bytes]) -> tuple[asyncio.Server, int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while answers:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(
+                next(ln for ln in head.split(b"\r\n") if ln.startswith(b"content-length")).split(b":")[1]
+            )
+            seen.append(head + await reader.readexactly(length))
+            answer = answers.pop(0)
+            writer.write(answer)
+            await writer.drain()
+            if b"connection: close" in answer:
+                break
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def test_lengths_chunks_and_connection_close() -> None:
+    answers = [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        b'HTTP/1.1 422 Unprocessable\r\nconnection: close\r\ncontent-length: 25\r\n\r\n{"error":{"code":"nope"}}',
+    ]
+    seen: list[bytes] = []
+
+    async def main() -> list[tuple[int, bytes]]:
+        server, port = await _serve(answers, seen)
+        async with server:
+            wire = _Wire(f"http://127.0.0.1:{port}/base", "k1", timeout_s=5.0)
+            out = [await wire.post("/v1/x", b'{"a":1}') for _ in range(3)]
+            assert not wire._idle  # closed by the server's "connection: close"
+            await wire.aclose()
+            return out
+
+    out = asyncio.run(main())
+    assert out == [(200, b"hello"), (200, b"abcde"), (422, b'{"error":{"code":"nope"}}')]
+    assert len(seen) == 3 and all(s.startswith(b"POST /base/v1/x HTTP/1.1\r\n") for s in seen)
+    assert all(b"x-api-key: k1\r\n" in s and s.endswith(b'{"a":1}') for s in seen)
+
+
+def test_only_plain_http() -> None:
+    with pytest.raises(ValueError, match="plain http"):
+        _Wire("https://example.org", None, 1.0)
