@@ -1,9 +1,11 @@
 """The data plane: observations in, predictions out. Knows no HTTP.
 
 One request: validate it whole (bounds, duplicates) -> lock its agents in this process -> load every
-(model, agent) state in one store round trip -> reject stale timestamps -> one batched step per model and
-per observation rank, off the event loop -> commit all new states conditionally on the versions loaded
-(retry from fresh state if another writer won) -> score earlier predictions, keep the new ones, metrics.
+(model, agent) state in one store round trip and decode them as columns -> reject stale timestamps -> one
+batched step per model and per observation rank (in a worker thread, unless the request is small enough
+that the hand-off would cost more) -> commit all new states conditionally on the versions loaded (retry
+from fresh state if another writer won) -> answer. Just after the answer, on the event loop and in commit
+order: metrics, scoring of earlier predictions, keeping the new ones (:meth:`Engine.flush`).
 Nothing is written unless the whole request is accepted.
 """
 
