@@ -1,0 +1,62 @@
+"""The engine's two places to step (event loop or worker thread) and its accounting after the answer."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from tests.service.helpers import metric
+from tests.support import Replay
+
+FRAMES = 30
+
+
+def _answers(client, replay: Replay) -> list[dict]:
+    out = []
+    for i in range(FRAMES):
+        r = client.post("/v1/ab/predict", json=replay.body(i))
+        assert r.status_code == 200, r.text
+        out.append(r.json()["predictions"])
+    return out
+
+
+def test_inline_and_worker_thread_steps_answer_alike(make_client, replay: Replay):
+    """Every request stepped in the worker thread, or every one on the event loop: the same answers."""
+    threaded = _answers(make_client(inline_step_max_updates=0), replay)
+    inline = _answers(make_client(inline_step_max_updates=1_000_000), replay)
+    for a, b in zip(threaded, inline, strict=True):
+        for role in ("ipnet", "baseline"):
+            assert [p["agent_id"] for p in a[role]] == [p["agent_id"] for p in b[role]]
+            for pa, pb in zip(a[role], b[role], strict=True):
+                xa = np.array([[q["x"], q["y"]] for q in pa["trajectory"]])
+                xb = np.array([[q["x"], q["y"]] for q in pb["trajectory"]])
+                np.testing.assert_array_equal(xa, xb)
+
+
+def test_a_failing_accounting_is_logged_and_later_requests_still_count(
+    make_client, replay: Replay, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    client = make_client()
+    engine = client.app.state.runtime.engine
+    real = engine.scorer.observe_many
+    calls = {"n": 0}
+
+    def failing_once(observations):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("scoring bug")
+        return real(observations)
+
+    monkeypatch.setattr(engine.scorer, "observe_many", failing_once)
+    with caplog.at_level(logging.ERROR, logger="service.engine"):
+        for i in range(4):
+            assert (
+                client.post("/v1/predict", json=replay.body(i)).status_code == 200
+            )  # the answer is not hurt
+        sent = sum(len(replay.body(i)["observations"]) for i in range(4))
+        # every request's metrics were counted, the failing one included (they come before the scoring)
+        assert metric(client, "trajpred_observations_total", model="ipnet") == sent
+    assert calls["n"] == 4
+    assert any("accounting of a committed request failed" in r.getMessage() for r in caplog.records)
