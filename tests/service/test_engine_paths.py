@@ -60,3 +60,17 @@ def test_a_failing_accounting_is_logged_and_later_requests_still_count(
         assert metric(client, "trajpred_observations_total", model="ipnet") == sent
     assert calls["n"] == 4
     assert any("accounting of a committed request failed" in r.getMessage() for r in caplog.records)
+
+
+def test_constant_velocity_baseline_keeps_memoryless_states(make_client, replay: Replay):
+    """``TRAJPRED_BASELINE=cv``: a model without memory goes through the same columnar state records."""
+    client = make_client(baseline="cv")
+    for i in range(5):
+        r = client.post("/v1/ab/predict", json=replay.body(i))
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert answer["models"]["baseline"]["model"] == "cv"
+    agent = replay.body(4)["observations"][0]["agent_id"]
+    models = client.get(f"/v1/agents/{agent}").json()["models"]
+    assert models["cv"]["steps"] == models["ipnet"]["steps"] >= 1
+    assert models["cv"]["neuron_temperatures_k"] is None
