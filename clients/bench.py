@@ -194,9 +194,8 @@ class _Wire:
     """A minimal HTTP/1.1 keep-alive sender: the load generator's hot path for ``http://`` servers.
 
     The client and the server share this machine's cores, so the sender's own cost is measured along with
-    the server's. httpx (pure-Python HTTP parsing) spent ~3 ms reading a 100-agent answer, more than half
-    the server's time; this sender writes pre-built request bytes and reads the answer by its length, and
-    parses the body only for an error's code. Everything else (readiness, metrics) stays on the client.
+    the server's, and httpx parses HTTP in Python; this sender writes pre-built request bytes and reads the
+    answer by its length, and parses the body only for an error's code. Everything else (readiness, metrics) stays on the client.
     """
 
     def __init__(self, url: str, api_key: str | None, timeout_s: float) -> None:

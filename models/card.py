@@ -25,13 +25,17 @@ from models.windows import Perturbation
 CARD_PATH = Path(__file__).resolve().parent / "MODEL_CARD.md"
 MODELS = ("ipnet", "gru", "lstm", "cv")
 
-VEHICLE_VARIANTS: list[tuple[str, Perturbation]] = [
-    ("clean", Perturbation()),
+#: the degradations every robustness table has, between its clean row and its slower rates
+DEGRADED_VARIANTS: list[tuple[str, Perturbation]] = [
     ("noise 0.1 m", Perturbation(noise_m=0.1)),
     ("noise 0.3 m", Perturbation(noise_m=0.3)),
     ("30% dropped", Perturbation(drop_rate=0.3)),
     ("60% dropped", Perturbation(drop_rate=0.6)),
     ("jitter 20 ms", Perturbation(jitter_s=0.02)),
+]
+VEHICLE_VARIANTS: list[tuple[str, Perturbation]] = [
+    ("clean", Perturbation()),
+    *DEGRADED_VARIANTS,
     ("5 Hz", Perturbation(resample_hz=5.0)),
     ("2 Hz", Perturbation(resample_hz=2.0)),
 ]
@@ -141,11 +145,7 @@ ETHUCY_PROTOCOL = Protocol(obs_s=3.2, pred_s=4.8, stride_s=0.4, agent_types=None
 #: ETH/UCY is annotated at 2.5 Hz: 5 Hz would need samples that do not exist, so the slower rates are 2 and 1 Hz
 ETHUCY_VARIANTS: list[tuple[str, Perturbation]] = [
     ("clean (2.5 Hz, the training rate)", Perturbation()),
-    ("noise 0.1 m", Perturbation(noise_m=0.1)),
-    ("noise 0.3 m", Perturbation(noise_m=0.3)),
-    ("30% dropped", Perturbation(drop_rate=0.3)),
-    ("60% dropped", Perturbation(drop_rate=0.6)),
-    ("jitter 20 ms", Perturbation(jitter_s=0.02)),
+    *DEGRADED_VARIANTS,
     ("2 Hz", Perturbation(resample_hz=2.0)),
     ("1 Hz", Perturbation(resample_hz=1.0)),
 ]

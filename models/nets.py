@@ -121,7 +121,7 @@ class MTJNeuronLayer(nn.Module):
             )
         pre = self.drive(x)
         if self.lateral is not None:
-            # + lateral(sense_temperature(temp)), the sensing's 1/(T_max - T0) folded into the product
+            # + lateral(sensed temperature rise (T - T0)/(T_max - T0)), the 1/(T_max - T0) folded into addmm
             pre = torch.addmm(pre, temp - p.t0_k, self.lateral.weight.t(), alpha=1.0 / (p.t_max_k - p.t0_k))
         drive01 = torch.sigmoid(pre)  # (B, N) drive voltage / v_max
         d2 = drive01 * drive01
@@ -139,10 +139,6 @@ class MTJNeuronLayer(nn.Module):
             out = switching_probability(drive01 * (p.v_max_v / p.r_p_ohm), temp, p)
         energy = d2.sum(dim=1) * (p.v_max_v**2 * p.duty / p.r_p_ohm) * drive_s[:, 0]  # Joule heat, J
         return temp, out, energy
-
-    def sense_temperature(self, temp: Tensor) -> Tensor:
-        """Normalised temperature rise in [0, 1], as a resistance read of the device would sense it."""
-        return (temp - self.params.t0_k) / (self.params.t_max_k - self.params.t0_k)
 
 
 class TrajectoryNet(nn.Module):
@@ -223,7 +219,7 @@ class TrajectoryNet(nn.Module):
         energy = torch.zeros(feats.shape[0])
         if self.mtj is not None:
             memory, p_sw, energy = self.mtj(memory, e, dt_s)
-            # = memory_norm(sense_temperature(memory)): the normalisation is invariant to the sensing's scale
+            # = memory_norm((T - T0)/(T_max - T0)): the normalisation is invariant to the sensing's scale
             # but for eps, rescaled here (one pass fewer); the rise over T0 keeps float32 precision
             mp = self.mtj.params
             norm = self.memory_norm

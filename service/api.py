@@ -58,7 +58,7 @@ AgentIdPath = Annotated[
 
 
 class _OrjsonRequest(Request):
-    """A request whose JSON body is parsed by orjson (3x faster than the stdlib on observation frames).
+    """A request whose JSON body is parsed by orjson (faster than the stdlib on observation frames).
 
     Whatever orjson refuses (NaN literals, integers beyond 64 bits, lone surrogates, malformed text) is
     parsed again by the stdlib, so every input meets exactly the same validation and errors as before.

@@ -189,6 +189,8 @@ class Engine:
             tuple[Sequence[str], list[str], dict[str, list[Obs]], dict[str, _Computed]]
         ] = deque()
         self.tags = {name: model_tag(p.version) for name, p in predictors.items()}
+        # the memory of a new track, per model: what absent states are filled with on every request
+        self._initial_memory = {name: p.initial_memory(1)[0] for name, p in predictors.items()}
         self.scorer = OnlineScorer(
             metrics,
             (roles["ipnet"], roles["baseline"]),
@@ -312,13 +314,12 @@ class Engine:
 
     def _decode(self, model: str, agents: list[str], raws: Sequence[bytes | None]) -> StateBatch:
         """The agents' states of one model; records of other weights or unreadable ones count as absent."""
-        pred = self.predictors[model]
 
         def unreadable(i: int, why: str) -> None:
             log.warning("state of %s/%s unreadable (%s): starting a new track", model, agents[i], why)
 
         return decode_batch(
-            raws, self.tags[model], _EMPTY_KIN, pred.initial_memory(1)[0], TYPE_INDEX["unknown"], unreadable
+            raws, self.tags[model], _EMPTY_KIN, self._initial_memory[model], TYPE_INDEX["unknown"], unreadable
         )
 
     def _decode_one(self, key: StateKey, raw: bytes | None) -> AgentState | None:

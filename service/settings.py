@@ -39,7 +39,7 @@ class Settings(BaseSettings):
         default=200,
         ge=0,
         description="requests with at most this many agent-updates (agents x models) step on the event loop; "
-        "larger ones in a worker thread (the hand-off cost ~0.3 ms and cold caches: more than a small step)",
+        "larger ones in a worker thread (the hand-off and its cold caches cost more than a small step)",
     )
 
     # --- state ----------------------------------------------------------------------------------------
