@@ -160,6 +160,12 @@ def bench_open_loop(url: str, plan: Plan, route: str) -> BenchResult:
 
 
 # --- 3: model step in-process -------------------------------------------------------------------------
+def readout_inputs(p: Any) -> int:
+    """Width of a learned predictor's readout input (embedding + what it senses of the memory)."""
+    assert p.net is not None
+    return int(p.net.readout[0].in_features)
+
+
 def bench_model_step(weights: Path | None, plan: Plan) -> dict[str, dict[int, dict[str, float]]]:
     """Per-agent time of ``Predictor.step`` vs one matmul of the same size, one torch thread.
 
@@ -187,6 +193,9 @@ def bench_model_step(weights: Path | None, plan: Plan) -> dict[str, dict[int, di
                 r = p.step(r.kin, r.memory, xy + 1.0, dt_s, types)
             warmed[name] = r
         best = dict.fromkeys(predictors, float("inf"))
+        best_update = dict.fromkeys(predictors, float("inf"))
+        e_in = torch.randn(b, next(iter(predictors.values())).cfg.d_embed)
+        dt_t = torch.from_numpy(dt_s.astype(np.float32))
         for _ in range(rounds):
             for name, p in predictors.items():
                 r = warmed[name]
@@ -194,6 +203,14 @@ def bench_model_step(weights: Path | None, plan: Plan) -> dict[str, dict[int, di
                 for _ in range(reps):
                     p.step(r.kin, r.memory, xy + 1.0, dt_s, types)
                 best[name] = min(best[name], (time.perf_counter() - t0) / reps)
+                # the memory alone (what differs between the models: encoder and readout are shared)
+                net, mem_t = p.net, torch.from_numpy(r.memory)
+                assert net is not None
+                with torch.inference_mode():
+                    t0 = time.perf_counter()
+                    for _ in range(reps):
+                        net.update(mem_t, e_in, dt_t)
+                    best_update[name] = min(best_update[name], (time.perf_counter() - t0) / reps)
         for name, p in predictors.items():
             width = p.memory_size + N_FEATURES  # features + memory in, memory out: the update's shape
             a_in = torch.randn(b, width)
@@ -209,9 +226,11 @@ def bench_model_step(weights: Path | None, plan: Plan) -> dict[str, dict[int, di
                     mm_s = min(mm_s, (time.perf_counter() - t0) / (reps * 10))
             out[name][b] = {
                 "step_us_per_agent": best[name] / b * 1e6,
+                "update_us_per_agent": best_update[name] / b * 1e6,
                 "matmul_us_per_agent": mm_s / b * 1e6,
                 "ratio": best[name] / mm_s,
                 "memory_size": float(p.memory_size),
+                "readout_inputs": float(readout_inputs(p)),
             }
     return out
 
@@ -588,6 +607,27 @@ def render(results: dict[str, Any], command: str) -> str:
         "| IPNet/GRU | | "
         + " | ".join(
             f"{steps['ipnet'][b]['step_us_per_agent'] / steps['gru'][b]['step_us_per_agent']:.2f}"
+            for b in SIZES
+        )
+        + " |"
+    )
+    lines += [
+        "",
+        "The memory alone (`TrajectoryNet.update`: IPNet's MTJ layer, or the GRU/LSTM cell, and the "
+        "normalised signals the readout senses; same rounds), µs per agent. The readout's first layer takes "
+        f"{int(steps['ipnet'][SIZES[0]]['readout_inputs'])} inputs in IPNet (embedding, switching probabilities "
+        f"and temperatures) and {int(steps['gru'][SIZES[0]]['readout_inputs'])} in the GRU (embedding, hidden "
+        "state): the step's IPNet/GRU ratio carries that difference, this one does not.",
+        "",
+        "| model | " + " | ".join(f"{b} agents" for b in SIZES) + " |",
+        "|---|" + "---|" * len(SIZES),
+    ]
+    for name, by in steps.items():
+        lines.append(f"| {name} | " + " | ".join(f"{by[b]['update_us_per_agent']:.2f}" for b in SIZES) + " |")
+    lines.append(
+        "| IPNet/GRU | "
+        + " | ".join(
+            f"{steps['ipnet'][b]['update_us_per_agent'] / steps['gru'][b]['update_us_per_agent']:.2f}"
             for b in SIZES
         )
         + " |"

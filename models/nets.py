@@ -92,6 +92,15 @@ class MTJNeuronLayer(nn.Module):
             "neg_inv_tau", neg_inv[:1] if bool((neg_inv == neg_inv[0]).all()) else neg_inv, persistent=False
         )
         self.fused = FusedSwitching.of(params)
+        # The relaxation mixes T (in [T0, T_max]) with its steady state T0 + c_ss d^2 <= T0 + c_ss: when that is
+        # <= T_max the result stays in range by itself and the clamp is one pass for nothing
+        self.c_ss = (
+            params.v_max_v**2 * params.duty * params.r_th_k_per_w / params.r_p_ohm
+        )  # kelvin, full drive
+        self.needs_clamp = params.t0_k + self.c_ss > params.t_max_k
+        self.t0_k: Tensor
+        # 0-d: the operand of torch.add that builds the steady state (torch.add needs a tensor there)
+        self.register_buffer("t0_k", torch.tensor(params.t0_k), persistent=False)
 
     def initial(self, b: int) -> Tensor:
         """Every neuron at ambient temperature: (B, N) kelvin."""
@@ -115,7 +124,7 @@ class MTJNeuronLayer(nn.Module):
         drive_s = torch.clamp(window, max=p.max_drive_s)
         # cooling without drive, then the drive: two exact steps of thermal_step (inlined: hot path).
         # The first is the identity unless a gap outlasts max_drive_s (rare): skipped then, for speed.
-        if bool((window > p.max_drive_s).any()):
+        if len(dt_s) and float(window.max()) > p.max_drive_s:
             temp = torch.lerp(
                 torch.full_like(temp, p.t0_k), temp, torch.exp((window - drive_s) * self.neg_inv_tau)
             )
@@ -126,13 +135,13 @@ class MTJNeuronLayer(nn.Module):
         drive01 = torch.sigmoid(pre)  # (B, N) drive voltage / v_max
         d2 = drive01 * drive01
         # relax towards the steady state under the mean drive power V^2/R_P (V = v_max drive01):
-        # T' = T decay + (1 - decay)(T0 + c d^2), two passes; the decay is (B, 1) when every device has the
-        # same time constant
-        decay = torch.exp(drive_s * self.neg_inv_tau)
-        heat = 1.0 - decay
-        c_ss = p.v_max_v**2 * p.duty * p.r_th_k_per_w / p.r_p_ohm  # kelvin at full drive
-        temp = torch.addcmul(torch.addcmul(heat * p.t0_k, temp, decay), heat * c_ss, d2)
-        temp = torch.clamp(temp, min=p.t0_k, max=p.t_max_k)
+        # T' = T decay + (1 - decay)(T0 + c d^2) = lerp(T, T0 + c d^2, 1 - decay), two passes. The weight is
+        # (B, 1) when every device has the same time constant. One broadcast operand per pass: an addcmul
+        # with two of them (the previous form) ran several times slower on CPU, off torch's vectorised loop
+        heat = -torch.expm1(drive_s * self.neg_inv_tau)  # 1 - decay
+        temp = torch.lerp(temp, torch.add(self.t0_k, d2, alpha=self.c_ss), heat)
+        if self.needs_clamp:
+            temp = torch.clamp(temp, min=p.t0_k, max=p.t_max_k)
         if self.fused is not None:
             out = self.fused(drive01, temp)
         else:
@@ -202,21 +211,21 @@ class TrajectoryNet(nn.Module):
             feats = feats * self.feature_mask  # the interval column zeroed
         return self.encoder(feats)
 
-    def step(self, memory: Tensor, feats: Tensor, dt_s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The streaming step shared by training and serving.
+    def update(self, memory: Tensor, e: Tensor, dt_s: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
+        """The memory alone: new memory, the signals the readout senses of it, and its physical energy.
+
+        What differs between IPNet and the recurrent baselines (the encoder and the readout are shared);
+        ``clients.benchmarks`` times it on its own.
 
         Args:
             memory: (B, memory_size) state before the observation.
-            feats: (B, n_features) encoded observation (``models.kinematics.observe``).
+            e: (B, d_embed) embedded observation.
             dt_s: (B,) seconds since the previous observation.
 
         Returns:
-            memory (B, memory_size), agent-frame correction to constant velocity (B, H, 2), and the
-            modeled physical energy of the memory update (B,) joules (IPNet only; zeros otherwise:
-            the digital memory energy model is in ``models.energy``).
+            memory (B, memory_size), sensed signals [(B, n_memory), ...], energy (B,) joules (zeros for
+            the recurrent baselines).
         """
-        e = self.embed(feats)  # (B, E)
-        energy = torch.zeros(feats.shape[0])
         if self.mtj is not None:
             memory, p_sw, energy = self.mtj(memory, e, dt_s)
             # = memory_norm((T - T0)/(T_max - T0)): the normalisation is invariant to the sensing's scale
@@ -240,12 +249,31 @@ class TrajectoryNet(nn.Module):
             assert self.cell is not None
             memory = self.cell(e, memory)
             sensed_parts = [self.memory_norm(memory)]
+            energy = torch.zeros(e.shape[0])
         else:
             assert self.cell is not None
             n = self.cfg.n_memory
             h, c = self.cell(e, (memory[:, :n], memory[:, n:]))
             memory = torch.cat([h, c], dim=1)
             sensed_parts = [self.memory_norm(h)]
+            energy = torch.zeros(e.shape[0])
+        return memory, sensed_parts, energy
+
+    def step(self, memory: Tensor, feats: Tensor, dt_s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The streaming step shared by training and serving.
+
+        Args:
+            memory: (B, memory_size) state before the observation.
+            feats: (B, n_features) encoded observation (``models.kinematics.observe``).
+            dt_s: (B,) seconds since the previous observation.
+
+        Returns:
+            memory (B, memory_size), agent-frame correction to constant velocity (B, H, 2), and the
+            modeled physical energy of the memory update (B,) joules (IPNet only; zeros otherwise:
+            the digital memory energy model is in ``models.energy``).
+        """
+        e = self.embed(feats)  # (B, E)
+        memory, sensed_parts, energy = self.update(memory, e, dt_s)
         out = self.readout(torch.cat([e, *sensed_parts], dim=1))  # one concatenation: (B, E + sensed)
         return memory, out.view(-1, self.cfg.pred_steps, 2), energy
 

@@ -179,3 +179,21 @@ def test_layer_with_the_fused_law_equals_the_layer_with_the_general_one() -> Non
         assert torch.allclose(temp_a, temp_b, rtol=0, atol=1e-9)
         assert torch.allclose(out_a, out_b, rtol=0, atol=1e-12)
         assert torch.allclose(e_a, e_b, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("r_th", [P.r_th_k_per_w, 4 * P.r_th_k_per_w])
+def test_temperature_stays_in_range_with_and_without_the_clamp(r_th: float) -> None:
+    # default devices: the steady state at full drive stays below T_max, so the layer skips the clamp;
+    # four times the thermal resistance would overshoot T_max without it
+    params = MTJParams(r_th_k_per_w=r_th)
+    layer = MTJNeuronLayer(4, 16, params).double()
+    assert layer.needs_clamp == (r_th > P.r_th_k_per_w)
+    torch.manual_seed(0)
+    temp = layer.initial(64).double()
+    for _ in range(40):
+        temp, _, _ = layer(temp, torch.randn(64, 4, dtype=F64) * 50, torch.rand(64, dtype=F64) * 2)
+        assert float(temp.min()) >= params.t0_k - 1e-9
+        assert float(temp.max()) <= params.t_max_k
+    assert float(temp.max()) > (
+        params.t_max_k - 1.0 if layer.needs_clamp else params.t0_k + 10.0
+    )  # driven hard
