@@ -14,8 +14,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from service.snapshot import Entry
 from service.state import version_of
@@ -23,9 +22,12 @@ from service.state import version_of
 StateKey = tuple[str, str]  # (model name, agent id)
 
 
-@dataclass(frozen=True)
-class Write:
-    """Replace the record of ``key`` if it still has version ``expected`` (0: if it is still absent)."""
+class Write(NamedTuple):
+    """Replace the record of ``key`` if it still has version ``expected`` (0: if it is still absent).
+
+    A NamedTuple, not a frozen dataclass: a request builds one per agent and model, and a frozen dataclass
+    costs several times as much to construct.
+    """
 
     key: StateKey
     expected: int
