@@ -463,6 +463,57 @@ def write_card(
             "column `ipnet (dt in)`), an encoder that reads the interval extrapolates and thermal decay over the "
             "real interval does not.",
         ]
+    readout_paths = {
+        f"ipnet ({kind} only)": wdir / "ablation" / f"readout_{kind}" / "ipnet.pt"
+        for kind in ("temperature", "p_switch")
+    }
+    if all(path.exists() for path in readout_paths.values()):
+        abl = {"ipnet (both)": ip}
+        abl.update({name: Predictor.from_checkpoint(path, name) for name, path in readout_paths.items()})
+        abl["gru"] = predictors["gru"]
+        cases = [
+            ("all, clean", Protocol()),
+            ("moving, clean", Protocol(moving_only=True)),
+            ("moving, 60% dropped", Protocol(moving_only=True, perturbation=Perturbation(drop_rate=0.6))),
+            ("moving, 2 Hz", Protocol(moving_only=True, perturbation=Perturbation(resample_hz=2.0))),
+        ]
+        widths = ", ".join(
+            f"{name} {p.net.readout[0].in_features}" for name, p in abl.items() if p.net is not None
+        )
+        lines += [
+            "",
+            "## Ablation: what IPNet's readout senses",
+            "",
+            "The shipped IPNet's readout senses both the switching probabilities of its neurons and their "
+            "(normalised) temperatures. The ablations sense one of the two, so that the readout's first layer is "
+            "as wide as the GRU's; that layer is the part of IPNet's step that is slower than the GRU's (see "
+            f"BENCHMARKS.md). Readout inputs (embedding + sensed): {widths}. Same data, budget and seed "
+            "(`ipnet train --models ipnet --ipnet-readout temperature|p_switch --augment --augment-without-noise`). "
+            "AV2, ADE / FDE (m):",
+            "",
+            *_comparison(abl, results := _evaluate_cases(abl, cases, av2)),
+            "",
+        ]
+        for name in readout_paths:
+            better = [
+                c
+                for c, r in results.items()
+                if r["models"][name]["ade_m"] < r["models"]["ipnet (both)"]["ade_m"]
+            ]
+            gap = max(
+                abs(r["models"][name]["ade_m"] / r["models"]["ipnet (both)"]["ade_m"] - 1.0)
+                for r in results.values()
+            )
+            lines.append(
+                f"- {name}: lower ADE than the shipped readout on {'; '.join(better) if better else 'none of these'}. "
+                f"Largest ADE difference: {gap:.1%}."
+            )
+        lines += [
+            "",
+            "A readout of the temperatures alone leaves the switching probability, the neuron's temperature-dependent "
+            "excitability, with no path to the output: the memory is then a driven thermal integrator. The shipped "
+            "model keeps both signals.",
+        ]
     nocv_dir = wdir / "ablation" / "no_cv_prior"
     nocv = {k: nocv_dir / f"{k}.pt" for k in ("ipnet", "gru")}
     if all(path.exists() for path in nocv.values()):

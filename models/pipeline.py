@@ -35,6 +35,7 @@ def train_models(
     tau_spread: bool = False,
     cv_prior: bool = True,
     ipnet_interval_input: bool = False,
+    ipnet_readout: str = "both",
     seed: int = 0,
     threads: int = 2,
     progress: bool = True,
@@ -60,6 +61,7 @@ def train_models(
             tau_spread=tau_spread,
             cv_prior=cv_prior,
             interval_input=True if (kind == "ipnet" and ipnet_interval_input) else None,
+            readout=ipnet_readout if kind == "ipnet" else "both",
         )
         if n_memory is not None:
             mcfg = replace(mcfg, n_memory=n_memory)

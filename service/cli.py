@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="ablation: IPNet's encoder also sees the observed interval (the baselines always do)",
     )
+    p.add_argument(
+        "--ipnet-readout",
+        choices=("both", "temperature", "p_switch"),
+        default="both",
+        help="what IPNet's readout senses of its neurons (default both; the others are ablations)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--out", default=None, help="output folder (default models/weights)")
@@ -139,6 +145,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         tau_spread=args.tau_spread,
         cv_prior=not args.no_cv_prior,
         ipnet_interval_input=args.ipnet_interval_input,
+        ipnet_readout=args.ipnet_readout,
         seed=args.seed,
         threads=args.threads,
         progress=not args.quiet,

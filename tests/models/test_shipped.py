@@ -70,6 +70,14 @@ def test_companion_weights_match_their_experiments(data_root) -> None:
     # the interval ablations: the same IPNet, but its encoder sees the interval
     for path in ("rate_10hz/interval_input/ipnet.pt", "ablation/interval_input/ipnet.pt"):
         assert load_checkpoint(WEIGHTS_DIR / path)[0].cfg.sees_interval
+    # the readout ablations: the shipped IPNet's data and budget, a readout that senses one signal
+    shipped, shipped_meta = load_checkpoint(WEIGHTS_DIR / "ipnet.pt")
+    assert shipped.cfg.readout == "both"
+    for readout in ("temperature", "p_switch"):
+        net, meta = load_checkpoint(WEIGHTS_DIR / "ablation" / f"readout_{readout}" / "ipnet.pt")
+        assert net.cfg.readout == readout and net.readout[0].in_features == net.cfg.d_embed + net.cfg.n_memory
+        assert meta["data_hash"] == shipped_meta["data_hash"]
+        assert meta["train_config"] == shipped_meta["train_config"]
 
 
 def test_robustness_claims_of_issue_7_hold_on_the_held_out_vehicles(data_root) -> None:
