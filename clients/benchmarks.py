@@ -254,18 +254,32 @@ def bench_idle_penalty(weights: Path | None) -> dict[str, float]:
     kin.n[:] = 3
     memory, xy = p.initial_memory(b), np.random.default_rng(0).normal(0, 10, (b, 2))
     dt_s, types = np.full(b, 0.1), np.zeros(b, np.int64)
-    out = {}
-    for label, gap_s in (("back_to_back_ms", 0.0), ("after_100ms_idle_ms", 0.1)):
-        times = []
-        for _ in range(60):
-            if gap_s:
-                time.sleep(gap_s)
-            t0 = time.perf_counter()
-            for _ in range(3):
-                p.step(kin, memory, xy, dt_s, types)
-            times.append(time.perf_counter() - t0)
-        out[label] = float(np.median(times) * 1e3)
-    out["factor"] = out["after_100ms_idle_ms"] / out["back_to_back_ms"]
+    array = np.random.default_rng(1).random(200_000)  # 1.6 MB: about the L2 caches of both cores
+
+    def steps() -> None:
+        for _ in range(3):
+            p.step(kin, memory, xy, dt_s, types)
+
+    def arithmetic() -> None:  # registers and a few cache lines: what a clock slowdown would hit
+        acc = 0
+        for i in range(20_000):
+            acc += i * i
+
+    def memory_pass() -> None:  # a pass over the array: what cold caches hit
+        float((array * 2.0).sum())
+
+    out: dict[str, float] = {}
+    for name, work in (("", steps), ("arithmetic_", arithmetic), ("memory_", memory_pass)):
+        for label, gap_s in (("back_to_back_ms", 0.0), ("after_100ms_idle_ms", 0.1)):
+            times = []
+            for _ in range(60 if name == "" else 30):
+                if gap_s:
+                    time.sleep(gap_s)
+                t0 = time.perf_counter()
+                work()
+                times.append(time.perf_counter() - t0)
+            out[name + label] = float(np.median(times) * 1e3)
+        out[name + "factor"] = out[name + "after_100ms_idle_ms"] / out[name + "back_to_back_ms"]
     return out
 
 
@@ -551,6 +565,13 @@ def render(results: dict[str, Any], command: str) -> str:
     errors = sum(r.errors for by in routes.values() for r in by.values())
     lines += ["", f"Errors over all cells: {errors}.", ""]
     par: BenchResult = results["parallel_1000"]
+    idle = results["idle_penalty"]
+    # what the penalty is: cold caches hit memory-bound work, a slower clock would hit arithmetic too
+    cause = (
+        "It is the caches, not the clock: "
+        if idle["arithmetic_factor"] < 1.2 and idle["memory_factor"] > 1.5
+        else "For comparison, "
+    )
     lines += [
         "## Agent-updates/s with 1,000-agent frames",
         "",
@@ -569,7 +590,11 @@ def render(results: dict[str, Any], command: str) -> str:
         f"{results['idle_penalty']['factor']:.1f}x as long after 100 ms of idleness "
         f"({results['idle_penalty']['back_to_back_ms']:.2f} ms back to back, "
         f"{results['idle_penalty']['after_100ms_idle_ms']:.2f} ms after a 100 ms sleep: three IPNet steps of "
-        "100 agents, `bench_idle_penalty`), a penalty every frame of a 10 Hz stream pays and a closed loop does not.",
+        "100 agents, `bench_idle_penalty`), a penalty every frame of a 10 Hz stream pays and a closed loop does not. "
+        f"{cause}a pure-Python arithmetic loop takes {idle['arithmetic_factor']:.1f}x as "
+        f"long after the same sleep ({idle['arithmetic_back_to_back_ms']:.2f} vs "
+        f"{idle['arithmetic_after_100ms_idle_ms']:.2f} ms), one numpy pass over 1.6 MB {idle['memory_factor']:.1f}x "
+        f"({idle['memory_back_to_back_ms']:.2f} vs {idle['memory_after_100ms_idle_ms']:.2f} ms).",
         "",
         "The last two columns are the server's own view (its `trajpred_request_duration_seconds` histogram, "
         "from the ASGI call to the last byte handed to the socket): what the client adds is its own share of "
