@@ -92,11 +92,10 @@ class MTJNeuronLayer(nn.Module):
             "neg_inv_tau", neg_inv[:1] if bool((neg_inv == neg_inv[0]).all()) else neg_inv, persistent=False
         )
         self.fused = FusedSwitching.of(params)
-        # The relaxation mixes T (in [T0, T_max]) with its steady state T0 + c_ss d^2 <= T0 + c_ss: when that is
-        # <= T_max the result stays in range by itself and the clamp is one pass for nothing
-        self.c_ss = (
-            params.v_max_v**2 * params.duty * params.r_th_k_per_w / params.r_p_ohm
-        )  # kelvin, full drive
+        # steady-state rise at full drive, kelvin. The relaxation mixes T (in [T0, T_max]) with its steady state
+        # T0 + c_ss d^2 <= T0 + c_ss: when that is <= T_max the result stays in range by itself, and the clamp
+        # is one pass for nothing
+        self.c_ss = params.v_max_v**2 * params.duty * params.r_th_k_per_w / params.r_p_ohm
         self.needs_clamp = params.t0_k + self.c_ss > params.t_max_k
         self.t0_k: Tensor
         # 0-d: the operand of torch.add that builds the steady state (torch.add needs a tensor there)
