@@ -215,7 +215,8 @@ class _Wire:
         head = f"POST {self.prefix}{path} HTTP/1.1\r\n{self.headers}content-length: {len(body)}\r\n\r\n"
         try:
             writer.write(head.encode("latin-1") + body)
-            status, data, keep = await asyncio.wait_for(self._answer(reader), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):  # not wait_for: no task per request
+                status, data, keep = await self._answer(reader)
         except BaseException:
             writer.close()
             raise
