@@ -123,11 +123,16 @@ class Fleet:
         # one day in the past: valid timestamps for 86,400 / dt_s frames, never "in the future"
         self.base_t = math.floor(time.time()) - 86_400.0
 
-    def frame(self, k: int) -> bytes:
+    def positions(self, k: int) -> tuple[float, list[float], list[float]]:
+        """The k-th observation of every agent: (timestamp, x, y), millimetre-rounded metres."""
         t = self.base_t + k * self.dt_s
         ang = self.phase + self.omega * (k * self.dt_s)
         x = (self.center[:, 0] + self.radius * np.cos(ang)).round(3).tolist()
         y = (self.center[:, 1] + self.radius * np.sin(ang)).round(3).tolist()
+        return t, x, y
+
+    def frame(self, k: int) -> bytes:
+        t, x, y = self.positions(k)
         obs = [
             {"agent_id": a, "timestamp": t, "x": xi, "y": yi, "agent_type": "vehicle"}
             for a, xi, yi in zip(self.ids, x, y, strict=True)
@@ -190,7 +195,7 @@ class _Tally:
         self.errors[code] = self.errors.get(code, 0) + 1
 
 
-class _Wire:
+class Wire:
     """A minimal HTTP/1.1 keep-alive sender: the load generator's hot path for ``http://`` servers.
 
     The client and the server share this machine's cores, so the sender's own cost is measured along with
@@ -262,7 +267,7 @@ def _error_code(status: int, body: bytes) -> str:
 Sender = Callable[[str, bytes], Awaitable[None]]
 
 
-def _sender(client: AsyncTrajpredClient, wire: _Wire | None) -> Sender:
+def _sender(client: AsyncTrajpredClient, wire: Wire | None) -> Sender:
     """One request, raising :class:`ApiError` on an error status: on the wire if there is one."""
     if wire is None:
 
@@ -378,7 +383,7 @@ async def run_bench_async(cfg: BenchConfig, http: httpx.AsyncClient | None = Non
         tally = _Tally()
         # the wire sender for a real http server; an injected client (tests, in-process) keeps httpx
         wire = (
-            _Wire(cfg.server, cfg.api_key, cfg.timeout_s)
+            Wire(cfg.server, cfg.api_key, cfg.timeout_s)
             if http is None and cfg.server.startswith("http://")
             else None
         )

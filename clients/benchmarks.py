@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from clients.bench import BenchConfig, BenchResult, Fleet, run_bench_async, server_memory
+from clients.bench import BenchConfig, BenchResult, Fleet, Wire, run_bench_async, server_memory
 from clients.client import AsyncTrajpredClient, RetryPolicy
 from clients.processes import REDIS_NO_PERSISTENCE, start_redis, stop_process
 
@@ -391,45 +391,48 @@ def mlserver_peer(venv_python: Path, weights: Path, tmp: Path) -> Iterator[str]:
 
 
 def _v2_body(fleet: Fleet, k: int) -> bytes:
-    frame = json.loads(fleet.frame(k))["observations"]
-    n = len(frame)
+    """The k-th frame as a V2 inference request: the same data and one ``json.dumps``, as ``Fleet.frame``."""
+    t, x, y = fleet.positions(k)
+    n = len(x)
 
-    def col(name: str, key: str, dtype: str) -> dict[str, Any]:
-        return {"name": name, "shape": [n], "datatype": dtype, "data": [o[key] for o in frame]}
+    def col(name: str, data: list[Any], dtype: str) -> dict[str, Any]:
+        return {"name": name, "shape": [n], "datatype": dtype, "data": data}
 
     body = {
         "inputs": [
-            col("agent_id", "agent_id", "BYTES"),
-            col("t", "timestamp", "FP64"),
-            col("x", "x", "FP64"),
-            col("y", "y", "FP64"),
+            col("agent_id", fleet.ids, "BYTES"),
+            col("t", [t] * n, "FP64"),
+            col("x", x, "FP64"),
+            col("y", y, "FP64"),
         ]
     }
     return json.dumps(body, separators=(",", ":")).encode()
 
 
 async def _closed_loop_v2(url: str, agents: int, duration_s: float) -> dict[str, Any]:
-    import httpx
-
+    """The peer's closed loop, on the same raw keep-alive sender as the service's (``clients.bench.Wire``)."""
     fleet = Fleet(agents, f"peer-{time.time_ns()}", 0.1)
     path = f"/v2/models/{MLSERVER_MODEL}/infer"
     lat: list[float] = []
     errors = 0
-    async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+    wire = Wire(url, None, 30.0)
+    try:
         for k in range(3):  # warm-up
-            await c.post(path, content=_v2_body(fleet, k), headers={"content-type": "application/json"})
+            await wire.post(path, _v2_body(fleet, k))
         k = 3
         start = time.perf_counter()
         while time.perf_counter() - start < duration_s:
             body = _v2_body(fleet, k)
             t0 = time.perf_counter()
-            r = await c.post(path, content=body, headers={"content-type": "application/json"})
-            if r.status_code == 200:
+            status, _ = await wire.post(path, body)
+            if status == 200:
                 lat.append(time.perf_counter() - t0)
             else:
                 errors += 1
             k += 1
         elapsed = time.perf_counter() - start
+    finally:
+        await wire.aclose()
     a = np.asarray(lat) * 1e3
     return {
         "requests_per_s": len(lat) / elapsed,
@@ -443,14 +446,32 @@ async def _closed_loop_v2(url: str, agents: int, duration_s: float) -> dict[str,
 def bench_peer(
     venv_python: Path, weights: Path, weights_env: dict[str, str], plan: Plan, tmp: Path
 ) -> dict[str, Any]:
-    """MLServer peer vs ``/v1/baseline/predict`` (same GRU checkpoint), 100-agent frames, one sender each."""
-    with mlserver_peer(venv_python, weights, tmp) as url:
-        peer = asyncio.run(_closed_loop_v2(url, 100, plan.cell_s * 2))
-    with serve(weights_env, tmp / "serve-peer.log") as url:
-        ours = {}
-        for route in ("baseline", "ping"):
-            cfg = BenchConfig(server=url, route=route, agents=100, rate_hz=None, duration_s=plan.cell_s * 2)
-            ours[route] = asyncio.run(run_bench_async(cfg)).to_dict()
+    """MLServer peer vs ``/v1/baseline/predict`` (same GRU checkpoint), 100-agent frames, one sender each.
+
+    Both servers run at once (the idle one costs nothing) and are loaded in turns, two rounds: a slow
+    stretch of this shared machine then hits both. Each keeps its better round.
+    """
+    peer: dict[str, Any] = {}
+    ours: dict[str, dict[str, Any]] = {}
+    with (
+        mlserver_peer(venv_python, weights, tmp) as peer_url,
+        serve(weights_env, tmp / "serve-peer.log") as url,
+    ):
+        for _ in range(2):
+            p = asyncio.run(_closed_loop_v2(peer_url, 100, plan.cell_s))
+            if p["requests_per_s"] > peer.get("requests_per_s", -1.0):
+                peer = p
+            for key, route, layout in (
+                ("baseline", "baseline", "points"),
+                ("baseline_columns", "baseline", "columns"),
+                ("ping", "ping", "points"),
+            ):
+                cfg = BenchConfig(
+                    server=url, route=route, agents=100, rate_hz=None, duration_s=plan.cell_s, layout=layout
+                )
+                r = asyncio.run(run_bench_async(cfg)).to_dict()
+                if r["requests_per_s"] > ours.get(key, {}).get("requests_per_s", -1.0):
+                    ours[key] = r
     return {"peer": peer, "ours": ours}
 
 
@@ -690,21 +711,36 @@ def render(results: dict[str, Any], command: str) -> str:
             "",
         ]
     else:
-        p, b, ping = peer["peer"], peer["ours"]["baseline"], peer["ours"]["ping"]
+        p, ours = peer["peer"], peer["ours"]
+        b = ours["baseline"]
+
+        def row(label: str, r: dict[str, Any]) -> str:
+            lat = r["latency_ms"]
+            return (
+                f"| {label} | {r['requests_per_s']:.1f} | {lat.get('p50', 0):.2f} | {lat.get('p99', 0):.2f} | "
+                f"{r['errors']} |"
+            )
+
         lines += [
             "MLServer (PyPI `mlserver`, own venv, V2 REST, one process) with the custom runtime "
             "`clients/peer_mlserver.py`: per-agent state in a dict, the same GRU checkpoint and "
-            "`Predictor.step`, no online scoring, metrics or bound checks. Closed loop, one sender, "
-            "100-agent frames, each server alone on the machine in turn. Target: the service above the peer.",
+            "`Predictor.step`, no online scoring, metrics or bound checks; it answers each trajectory as a flat "
+            "FP32 array, closer to the service's `?layout=columns` than to its default points. Closed loop, one "
+            "sender (the same raw HTTP sender for both servers), 100-agent frames; both servers up, loaded in "
+            "turns over two rounds, each keeping its better round. Target: the service (default layout) above the "
+            "peer.",
             "",
             "| server | req/s | p50 ms | p99 ms | errors |",
             "|---|---|---|---|---|",
             f"| MLServer peer `/v2/models/{MLSERVER_MODEL}/infer` | {p['requests_per_s']:.1f} | {p['p50_ms']:.2f} | "
             f"{p['p99_ms']:.2f} | {p['errors']} |",
-            f"| ipnet-traj `/v1/baseline/predict` (GRU) | {b['requests_per_s']:.1f} | {b['latency_ms'].get('p50', 0):.2f} | "
-            f"{b['latency_ms'].get('p99', 0):.2f} | {b['errors']} |",
-            f"| ipnet-traj `/v1/ping` (same frames) | {ping['requests_per_s']:.1f} | {ping['latency_ms'].get('p50', 0):.2f} | "
-            f"{ping['latency_ms'].get('p99', 0):.2f} | {ping['errors']} |",
+            row("ipnet-traj `/v1/baseline/predict` (GRU)", b),
+            *(
+                [row("ipnet-traj `/v1/baseline/predict?layout=columns`", ours["baseline_columns"])]
+                if "baseline_columns" in ours
+                else []
+            ),
+            row("ipnet-traj `/v1/ping` (same frames)", ours["ping"]),
             "",
             f"Ratio service / peer: {b['requests_per_s'] / p['requests_per_s']:.2f}.",
             "",

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from clients.bench import _Wire
+from clients.bench import Wire
 
 
 async def _serve(answers: list[bytes], seen: list[bytes]) -> tuple[asyncio.Server, int]:
@@ -39,7 +39,7 @@ def test_lengths_chunks_and_connection_close() -> None:
     async def main() -> list[tuple[int, bytes]]:
         server, port = await _serve(answers, seen)
         async with server:
-            wire = _Wire(f"http://127.0.0.1:{port}/base", "k1", timeout_s=5.0)
+            wire = Wire(f"http://127.0.0.1:{port}/base", "k1", timeout_s=5.0)
             out = [await wire.post("/v1/x", b'{"a":1}') for _ in range(3)]
             assert not wire._idle  # closed by the server's "connection: close"
             await wire.aclose()
@@ -53,4 +53,4 @@ def test_lengths_chunks_and_connection_close() -> None:
 
 def test_only_plain_http() -> None:
     with pytest.raises(ValueError, match="plain http"):
-        _Wire("https://example.org", None, 1.0)
+        Wire("https://example.org", None, 1.0)
