@@ -726,7 +726,9 @@ def render(results: dict[str, Any], command: str) -> str:
             "`clients/peer_mlserver.py`: per-agent state in a dict, the same GRU checkpoint and "
             "`Predictor.step`, no online scoring, metrics or bound checks; it answers each trajectory as a flat "
             "FP32 array, closer to the service's `?layout=columns` than to its default points. Closed loop, one "
-            "sender (the same raw HTTP sender for both servers), 100-agent frames; both servers up, loaded in "
+            "sender (the same raw HTTP sender for both servers; it asks for no content encoding, and MLServer would "
+            "gzip its answer for a client that accepts it, as httpx does by default), 100-agent frames; both "
+            "servers up, loaded in "
             "turns over two rounds, each keeping its better round. Target: the service (default layout) above the "
             "peer.",
             "",
