@@ -30,7 +30,17 @@ import numpy as np
 
 from clients.client import ApiError, AsyncTrajpredClient, RetryPolicy, parse_metrics
 
-__all__ = ["ROUTES", "BenchConfig", "BenchResult", "Fleet", "run_bench", "server_memory", "server_timing"]
+__all__ = [
+    "ROUTES",
+    "BenchConfig",
+    "BenchResult",
+    "Fleet",
+    "Wire",
+    "closed_loop_on_wire",
+    "run_bench",
+    "server_memory",
+    "server_timing",
+]
 
 ROUTES = {
     "predict": "/v1/predict",
@@ -265,6 +275,7 @@ def _error_code(status: int, body: bytes) -> str:
 
 
 Sender = Callable[[str, bytes], Awaitable[None]]
+FrameBody = Callable[[Fleet, int], bytes]  # the k-th request body of a fleet
 
 
 def _sender(client: AsyncTrajpredClient, wire: Wire | None) -> Sender:
@@ -276,6 +287,10 @@ def _sender(client: AsyncTrajpredClient, wire: Wire | None) -> Sender:
 
         return via_client
 
+    return _wire_sender(wire)
+
+
+def _wire_sender(wire: Wire) -> Sender:
     async def via_wire(path: str, body: bytes) -> None:
         status, data = await wire.post(path, body)
         if status >= 400:
@@ -339,7 +354,9 @@ async def _open_loop(send: Sender, cfg: BenchConfig, path: str, tally: _Tally) -
     return time.perf_counter() - start
 
 
-async def _closed_loop(send: Sender, cfg: BenchConfig, path: str, tally: _Tally) -> float:
+async def _closed_loop(
+    send: Sender, cfg: BenchConfig, path: str, tally: _Tally, body_of: FrameBody = Fleet.frame
+) -> float:
     run = uuid.uuid4().hex[:8]
     fleets = [Fleet(cfg.agents, f"bench-{run}-{w}", 0.1, cfg.seed + w) for w in range(cfg.concurrency)]
     start = time.perf_counter()
@@ -348,7 +365,7 @@ async def _closed_loop(send: Sender, cfg: BenchConfig, path: str, tally: _Tally)
     async def worker(fleet: Fleet) -> None:
         k = 0
         while time.perf_counter() < stop_at:
-            body = fleet.frame(k)
+            body = body_of(fleet, k)
             await _send(send, path, body, time.perf_counter(), tally)
             k += 1
 
@@ -423,6 +440,33 @@ async def run_bench_async(cfg: BenchConfig, http: httpx.AsyncClient | None = Non
         bytes_per_tracked_agent=per_agent,
         extra={"server": _server_delta(timing0, timing1)},
     )
+
+
+async def closed_loop_on_wire(
+    url: str, path: str, agents: int, duration_s: float, body_of: FrameBody, warmup_frames: int = 3
+) -> dict[str, Any]:
+    """One sender at maximum rate on the raw sender, for a server that is not this service (the benchmark's
+    peer): the same loop, sender and tally as :func:`run_bench_async`, with ``body_of(fleet, k)`` as frames.
+
+    Returns requests/s, ok, errors and latency percentiles (ms); the first ``warmup_frames`` are not timed.
+    """
+    wire = Wire(url, None, 30.0)
+    send = _wire_sender(wire)
+    try:
+        warm = Fleet(agents, f"warmup-{uuid.uuid4().hex[:8]}", 0.1)
+        for k in range(warmup_frames):
+            await send(path, body_of(warm, k))
+        tally = _Tally()
+        cfg = BenchConfig(server=url, agents=agents, rate_hz=None, duration_s=duration_s)
+        elapsed = await _closed_loop(send, cfg, path, tally, body_of)
+    finally:
+        await wire.aclose()
+    return {
+        "requests_per_s": tally.ok / elapsed,
+        "ok": tally.ok,
+        "errors": sum(tally.errors.values()),
+        "latency_ms": _percentiles(tally.latencies),
+    }
 
 
 def _server_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

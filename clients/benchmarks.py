@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from clients.bench import BenchConfig, BenchResult, Fleet, Wire, run_bench_async, server_memory
+from clients.bench import BenchConfig, BenchResult, Fleet, closed_loop_on_wire, run_bench_async, server_memory
 from clients.client import AsyncTrajpredClient, RetryPolicy
 from clients.processes import REDIS_NO_PERSISTENCE, start_redis, stop_process
 
@@ -409,40 +409,6 @@ def _v2_body(fleet: Fleet, k: int) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-async def _closed_loop_v2(url: str, agents: int, duration_s: float) -> dict[str, Any]:
-    """The peer's closed loop, on the same raw keep-alive sender as the service's (``clients.bench.Wire``)."""
-    fleet = Fleet(agents, f"peer-{time.time_ns()}", 0.1)
-    path = f"/v2/models/{MLSERVER_MODEL}/infer"
-    lat: list[float] = []
-    errors = 0
-    wire = Wire(url, None, 30.0)
-    try:
-        for k in range(3):  # warm-up
-            await wire.post(path, _v2_body(fleet, k))
-        k = 3
-        start = time.perf_counter()
-        while time.perf_counter() - start < duration_s:
-            body = _v2_body(fleet, k)
-            t0 = time.perf_counter()
-            status, _ = await wire.post(path, body)
-            if status == 200:
-                lat.append(time.perf_counter() - t0)
-            else:
-                errors += 1
-            k += 1
-        elapsed = time.perf_counter() - start
-    finally:
-        await wire.aclose()
-    a = np.asarray(lat) * 1e3
-    return {
-        "requests_per_s": len(lat) / elapsed,
-        "ok": len(lat),
-        "errors": errors,
-        "p50_ms": float(np.percentile(a, 50)) if len(a) else 0.0,
-        "p99_ms": float(np.percentile(a, 99)) if len(a) else 0.0,
-    }
-
-
 def bench_peer(
     venv_python: Path, weights: Path, weights_env: dict[str, str], plan: Plan, tmp: Path
 ) -> dict[str, Any]:
@@ -458,7 +424,11 @@ def bench_peer(
         serve(weights_env, tmp / "serve-peer.log") as url,
     ):
         for _ in range(2):
-            p = asyncio.run(_closed_loop_v2(peer_url, 100, plan.cell_s))
+            p = asyncio.run(
+                closed_loop_on_wire(
+                    peer_url, f"/v2/models/{MLSERVER_MODEL}/infer", 100, plan.cell_s, _v2_body
+                )
+            )
             if p["requests_per_s"] > peer.get("requests_per_s", -1.0):
                 peer = p
             for key, route, layout in (
@@ -734,8 +704,7 @@ def render(results: dict[str, Any], command: str) -> str:
             "",
             "| server | req/s | p50 ms | p99 ms | errors |",
             "|---|---|---|---|---|",
-            f"| MLServer peer `/v2/models/{MLSERVER_MODEL}/infer` | {p['requests_per_s']:.1f} | {p['p50_ms']:.2f} | "
-            f"{p['p99_ms']:.2f} | {p['errors']} |",
+            row(f"MLServer peer `/v2/models/{MLSERVER_MODEL}/infer`", p),
             row("ipnet-traj `/v1/baseline/predict` (GRU)", b),
             *(
                 [row("ipnet-traj `/v1/baseline/predict?layout=columns`", ours["baseline_columns"])]

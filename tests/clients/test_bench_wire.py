@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
-from clients.bench import Wire
+from clients.bench import Fleet, Wire, closed_loop_on_wire
 
 
 async def _serve(answers: list[bytes], seen: list[bytes]) -> tuple[asyncio.Server, int]:
@@ -54,3 +55,41 @@ def test_lengths_chunks_and_connection_close() -> None:
 def test_only_plain_http() -> None:
     with pytest.raises(ValueError, match="plain http"):
         Wire("https://example.org", None, 1.0)
+
+
+def test_closed_loop_on_wire_times_every_answer_and_counts_errors() -> None:
+    ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+    bad = b'HTTP/1.1 500 Oops\r\ncontent-length: 25\r\n\r\n{"error":{"code":"boom"}}'
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # three warm-up frames answered, then every other answer an error, for as long as asked
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            length = int(
+                next(ln for ln in head.split(b"\r\n") if ln.startswith(b"content-length")).split(b":")[1]
+            )
+            seen.append(head + await reader.readexactly(length))
+            writer.write(ok if len(seen) <= 3 or len(seen) % 2 else bad)
+            await writer.drain()
+        writer.close()
+
+    def body(fleet: Fleet, k: int) -> bytes:
+        return f'{{"frame":{k},"n":{len(fleet.ids)}}}'.encode()
+
+    async def main() -> dict[str, Any]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            return await closed_loop_on_wire(f"http://127.0.0.1:{port}", "/infer", 7, 0.3, body)
+
+    out = asyncio.run(main())
+    sent = len(seen) - 3
+    assert out["ok"] + out["errors"] == sent > 2
+    assert abs(out["ok"] - out["errors"]) <= 1  # every other answer was an error
+    assert out["latency_ms"]["p50"] > 0 and out["requests_per_s"] > 0
+    assert all(b"POST /infer HTTP/1.1" in s and b'"n":7}' in s for s in seen)
+    assert b'{"frame":0,' in seen[0] and b'{"frame":0,' in seen[3]  # the timed loop starts its own fleet
