@@ -30,11 +30,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.process import tune_allocator, tune_gc
     from service.settings import Settings
 
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    allocator = tune_allocator(settings.malloc_keep_mb)
+    thresholds = tune_gc(settings.gc_gen0_threshold)
+    logging.getLogger("service.process").info(
+        "allocator tuned: %s (keep %d MB); gc thresholds %s", allocator, settings.malloc_keep_mb, thresholds
     )
     host = args.host if args.host is not None else settings.host
     port = args.port if args.port is not None else settings.port

@@ -438,8 +438,10 @@ class Engine:
             updates += len(idx)
             if pred.net is not None and pred.net.mtj is not None:
                 energy += float(res.energy_j.sum())
-            else:
+            elif pred.name == "ipnet":  # an IPNet without its MTJ layer: the modeled energy depends on dt
                 energy += sum(memory_energy_per_update_j(pred.name, pred.cfg, float(d)) for d in dt)
+            else:  # digital memory: every update reads and writes the same bits, whatever the interval
+                energy += len(dt) * memory_energy_per_update_j(pred.name, pred.cfg, 0.0)
         records = encode_batch(kin_arr, memory, last_t, start_t, types, self.tags[model], self.clock())
         return _Computed(
             records,

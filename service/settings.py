@@ -119,6 +119,18 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="log level of `ipnet serve`"
     )
+    malloc_keep_mb: int = Field(
+        default=64,
+        ge=0,
+        le=4096,
+        description="`ipnet serve`: MB of freed memory glibc keeps for reuse instead of returning it (large "
+        "numpy/torch temporaries then reuse warm pages; see service/process.py); 0: glibc's defaults",
+    )
+    gc_gen0_threshold: int = Field(
+        default=20_000,
+        ge=0,
+        description="`ipnet serve`: allocations between young-generation garbage collections; 0: Python's default",
+    )
 
     @field_validator("store")
     @classmethod
