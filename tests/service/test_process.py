@@ -14,7 +14,8 @@ from service.process import tune_gc
 from service.settings import Settings
 
 # In a fresh interpreter (the allocator setting is process-wide): how many blocks glibc serves by mmap
-# while a 2 MB numpy array is alive, with and without the tuning.
+# while a 16 MB numpy array is alive, with and without the tuning. 16 MB: far above any block freed during
+# the imports, which could have raised glibc's dynamic mmap threshold, and below the tuned threshold (32 MB).
 _PROBE = textwrap.dedent(
     """
     import ctypes, sys
@@ -30,7 +31,7 @@ _PROBE = textwrap.dedent(
     libc.mallinfo2.restype = MallInfo2
     applied = tune_allocator(int(sys.argv[1]))
     before = libc.mallinfo2().hblks
-    a = np.ones(2**18)  # 2 MB
+    a = np.ones(2**21)  # 16 MB
     print(applied, libc.mallinfo2().hblks - before, float(a.sum()))
     """
 )
@@ -40,7 +41,7 @@ def _probe(keep_mb: int) -> tuple[bool, int]:
     out = subprocess.run(
         [sys.executable, "-c", _PROBE, str(keep_mb)], capture_output=True, text=True, check=True, timeout=60
     ).stdout.split()
-    assert out[2] == str(float(2**18))
+    assert out[2] == str(float(2**21))
     return out[0] == "True", int(out[1])
 
 
@@ -50,7 +51,7 @@ def test_allocator_keeps_large_temporaries_in_the_heap():
         untuned = _probe(0)
     except subprocess.CalledProcessError as e:  # no mallinfo2 (glibc < 2.33, musl): nothing to observe
         pytest.skip(f"mallinfo2 unavailable: {e.stderr[-200:]}")
-    assert untuned == (False, 1)  # glibc's default: a 2 MB block is a fresh mmap
+    assert untuned == (False, 1)  # glibc's default: a 16 MB block is a fresh mmap
     assert _probe(64) == (True, 0)  # tuned: served from the heap
 
 
