@@ -27,10 +27,11 @@ The rules mirror the offline protocol of ``models.evaluate`` (``ipnet evaluate``
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -94,6 +95,16 @@ class _Track:
         k = bisect.bisect_right(self.obs_t, self.pending[0].anchor_t)
         if k:
             del self.obs_t[:k], self.obs_x[:k], self.obs_y[:k]
+
+
+class _Due(NamedTuple):
+    """A prediction whose horizon has been observed without a gap: to be scored (``OnlineScorer._score``)."""
+
+    p: _Pending
+    rel: list[float]  # observation times after the anchor, seconds
+    xs: list[float]  # the observed positions at those times
+    ys: list[float]
+    tol: float  # half the first interval: how near an observation must be to a report horizon
 
 
 @dataclass
@@ -187,11 +198,25 @@ class OnlineScorer:
         array work, and with the stride most rows are not kept."""
         if not trajectories:
             return
-        for i, agent_id in enumerate(agent_ids):
-            if steps[i] < self.min_steps or not self._admit(agent_id, anchor_t[i], step_s[i]):
-                continue
-            rows = {m: tr[i] for m, tr in trajectories.items()}
-            self._keep(agent_id, agent_types[i], anchor_t[i], anchor_xy[i], horizons_s, rows, step_s[i])
+        kept = [
+            i
+            for i, agent_id in enumerate(agent_ids)
+            if steps[i] >= self.min_steps and self._admit(agent_id, anchor_t[i], step_s[i])
+        ]
+        if not kept:
+            return
+        # every kept row's (H+1, 2) prediction, anchor first, built in one operation per model
+        anchors = np.asarray(anchor_xy, np.float64)[kept][:, None]
+        built = {
+            m: np.concatenate([anchors, np.asarray(tr, np.float64)[kept]], axis=1)
+            for m, tr in trajectories.items()
+        }
+        times = self._grid(horizons_s)
+        for r, i in enumerate(kept):
+            # copies: a view would keep the whole frame's batch alive as long as any one of its predictions
+            rows = {m: b[r].copy() for m, b in built.items()}
+            self._keep_built(agent_ids[i], agent_types[i], anchor_t[i], times, rows, step_s[i])
+        self.metrics.pending_predictions.set(self._live)
 
     def _admit(self, agent_id: str, anchor_t: float, step_s: float | None) -> bool:
         """The stride rule: whether a prediction anchored at ``anchor_t`` is kept (and if so, remember it)."""
@@ -218,20 +243,38 @@ class OnlineScorer:
         trajectories: dict[str, np.ndarray],
         step_s: float | None,
     ) -> None:
-        key = np.asarray(horizons_s, dtype=np.float64).tobytes()
-        times = self._grids.get(key)
-        if times is None:  # one shared array per grid: predictions on one grid are scored together
-            times = self._grids[key] = np.concatenate([[0.0], np.asarray(horizons_s, dtype=np.float64)])
         preds = {
             m: np.concatenate([np.asarray(anchor_xy, np.float64)[None], np.asarray(tr, np.float64)])
             for m, tr in trajectories.items()
         }
+        self._keep_built(agent_id, agent_type, anchor_t, self._grid(horizons_s), preds, step_s)
+        self.metrics.pending_predictions.set(self._live)
+
+    def _grid(self, horizons_s: np.ndarray) -> np.ndarray:
+        """``[0, *horizons_s]``, one shared array per grid: predictions on one grid are scored together."""
+        key = np.asarray(horizons_s, dtype=np.float64).tobytes()
+        times = self._grids.get(key)
+        if times is None:
+            times = self._grids[key] = np.concatenate([[0.0], np.asarray(horizons_s, dtype=np.float64)])
+        return times
+
+    def _keep_built(
+        self,
+        agent_id: str,
+        agent_type: str,
+        anchor_t: float,
+        times: np.ndarray,
+        preds: dict[str, np.ndarray],
+        step_s: float | None,
+    ) -> None:
+        """Keep one prediction; ``preds``: model -> (H+1, 2) world positions, the anchor first; ``times``:
+        :meth:`_grid`. The caller sets the pending gauge."""
         p = _Pending(
             agent_id,
             agent_type,
             anchor_t,
             self.clock(),
-            paired=all(m in trajectories for m in self.ab_models),
+            paired=all(m in preds for m in self.ab_models),
             step_s=step_s,
             times=times,
             preds=preds,
@@ -247,7 +290,6 @@ class OnlineScorer:
             oldest = self._order.popleft()
             if not oldest.done:
                 self._finish(oldest, "dropped")
-        self.metrics.pending_predictions.set(self._live)
 
     def observe(self, agent_id: str, t: float, xy: np.ndarray) -> None:
         """Score the kept predictions of ``agent_id`` against its observation at ``t``."""
@@ -256,6 +298,7 @@ class OnlineScorer:
     def observe_many(self, observations: list[tuple[str, float, float, float]]) -> None:
         """Score kept predictions against ``(agent_id, t, x, y)`` observations (in time order per agent)."""
         tracks = self._tracks
+        due: list[_Due] = []
         for agent_id, t, x, y in observations:
             track = tracks.get(agent_id)
             if track is None:
@@ -269,10 +312,12 @@ class OnlineScorer:
                 continue  # the oldest kept prediction's horizon is not observed yet: the common case
             # anchors are in time order: when the oldest kept prediction is not due yet, none is
             settled = False
-            while track.pending and self._settle(track.pending[0], track, t):
+            while track.pending and self._settle(track.pending[0], track, t, due):
                 settled = True
             if settled and agent_id in tracks:
                 track.trim()
+        if due:
+            self._score(due)
         self._flush()
         self.metrics.pending_predictions.set(self._live)
 
@@ -287,13 +332,9 @@ class OnlineScorer:
             met.displacement_error.observe_many(np.asarray(values), key3)
         self._at_h.clear()
 
-    def _settle(self, p: _Pending, track: _Track, t_new: float) -> bool:
-        """Score ``p`` if the observations so far decide it; True when it was finished.
-
-        The rules of the incremental version, applied at once: every interval of the observed future
-        (from the anchor) within 0.5-1.5 times the anchor's step, and the horizon reached within half the
-        first interval; otherwise the prediction is incomplete.
-        """
+    def _settle(self, p: _Pending, track: _Track, t_new: float, due: list[_Due]) -> bool:
+        """True when the observations so far reach ``p``'s horizon: then ``p`` is out of its track and in
+        ``due``, to be judged and scored with the others of this call (:meth:`_score`)."""
         first = bisect.bisect_right(track.obs_t, p.anchor_t + 1e-9)
         if first == len(track.obs_t):
             return False
@@ -303,34 +344,149 @@ class OnlineScorer:
             # (1 us early: Unix-time sums round by ~2e-7 s, and the exact test above decides then)
             track.due_t = p.anchor_t + (self.horizon_s - tol - 1e-9) - 1e-6
             return False
-        # plain floats: ~30 observations, where a numpy call per test cost more than the arithmetic
         anchor = p.anchor_t
-        reach = self.horizon_s - tol - 1e-9
         obs_t = track.obs_t
-        k = first
-        while obs_t[k] - anchor < reach:  # the observation that reaches the horizon (t_new does)
-            k += 1
-        rel = [t - anchor for t in obs_t[first : k + 1]]
-        step = p.step_s or rel[0]
-        lo, hi = 0.5 * step - 1e-9, 1.5 * step + 1e-9
-        prev = 0.0
-        for r in rel:
-            if not lo <= r - prev <= hi:
-                self._finish(p, "incomplete")
-                return True
-            prev = r
-        if rel[-1] > self.horizon_s + tol + 1e-9:
-            self._finish(p, "incomplete")
-            return True
-        rel_a = np.array(rel)
-        obs_x, obs_y = np.array(track.obs_x[first : k + 1]), np.array(track.obs_y[first : k + 1])
-        errs = {}
-        for m, pred in p.preds.items():
-            px = np.interp(rel_a, p.times, pred[:, 0])
-            py = np.interp(rel_a, p.times, pred[:, 1])
-            errs[m] = np.hypot(px - obs_x, py - obs_y)
-        self._mature(p, rel, errs, tol)
+        # the observation that reaches the horizon (t_new does), by the same test as the check above
+        k = bisect.bisect_left(obs_t, self.horizon_s - tol - 1e-9, first, key=lambda t: t - anchor)
+        # whether the observed future has a gap is decided with the others due in this call (:meth:`_score`)
+        due.append(
+            _Due(
+                p,
+                [t - anchor for t in obs_t[first : k + 1]],
+                track.obs_x[first : k + 1],
+                track.obs_y[first : k + 1],
+                tol,
+            )
+        )
+        self._retire(p)
         return True
+
+    def _score(self, due: list[_Due]) -> None:
+        """Errors of every prediction that matured in this call, in a few array operations per grid.
+
+        Each prediction is interpolated in time at its observations' timestamps, as ``np.interp`` does
+        (the same formula, so the same floats): linear between grid points, the end values beyond them.
+        """
+        groups: dict[tuple[int, tuple[str, ...]], list[_Due]] = {}
+        for d in due:
+            groups.setdefault((id(d.p.times), tuple(d.p.preds)), []).append(d)
+        for (_, models), group in groups.items():
+            lens, rel = self._times(group)
+            complete = self._complete(group, lens, rel)
+            if not complete.all():
+                self._count("incomplete", int((~complete).sum()))
+                group = [d for d, ok in zip(group, complete.tolist(), strict=True) if ok]
+                if not group:
+                    continue
+                lens, rel = self._times(group)
+            times = group[0].p.times  # (G,) shared by the group
+            ends = np.cumsum(lens)
+            ox = np.fromiter(itertools.chain.from_iterable(d.xs for d in group), np.float64, len(rel))
+            oy = np.fromiter(itertools.chain.from_iterable(d.ys for d in group), np.float64, len(rel))
+            g = len(times)
+            j = np.clip(np.searchsorted(times, rel, side="right") - 1, 0, g - 2)
+            x0 = times[j]
+            dx, past = (times[j + 1] - x0)[:, None], (rel - x0)[:, None]
+            # where np.interp answers a grid value itself: on a grid point, and the ends beyond the grid
+            exact = np.where(rel >= times[-1], g - 1, np.where(rel == x0, j, -1))
+            exact = np.where(rel < times[0], 0, exact)
+            base = np.repeat(np.arange(0, g * len(group), g), lens)  # (R,) each observation's prediction
+            i0, i1, ie = base + j, base + j + 1, base + np.maximum(exact, 0)
+            on_grid = (exact >= 0)[:, None]
+            errs: dict[str, np.ndarray] = {}
+            for m in models:
+                flat = np.concatenate([d.p.preds[m] for d in group])  # (P * G, 2)
+                f0 = np.take(flat, i0, axis=0)  # take: several times faster than fancy indexing here
+                v = (np.take(flat, i1, axis=0) - f0) / dx * past + f0  # np.interp's slope * (x - x0) + f0
+                v = np.where(on_grid, np.take(flat, ie, axis=0), v)
+                errs[m] = np.hypot(v[:, 0] - ox, v[:, 1] - oy)
+            self._book(group, models, rel, ends - lens, lens, errs)
+
+    @staticmethod
+    def _times(group: list[_Due]) -> tuple[np.ndarray, np.ndarray]:
+        """Each prediction's observation count, and all their times after the anchor back to back."""
+        lens = np.fromiter((len(d.rel) for d in group), np.intp, len(group))
+        return lens, np.fromiter(
+            itertools.chain.from_iterable(d.rel for d in group), np.float64, int(lens.sum())
+        )
+
+    def _complete(self, group: list[_Due], lens: np.ndarray, rel: np.ndarray) -> np.ndarray:
+        """Which predictions have an observed future without a gap (bool per prediction).
+
+        The offline windows' rule: every interval from the anchor on within 0.5-1.5 times the anchor's own
+        interval (or, without one, the first observed), and the horizon reached within half the first.
+        """
+        starts = np.cumsum(lens) - lens
+        step = np.array([d.p.step_s or d.rel[0] for d in group])
+        prev = np.empty_like(rel)
+        prev[1:] = rel[:-1]
+        prev[starts] = 0.0
+        gap = rel - prev
+        lo = np.repeat(0.5 * step - 1e-9, lens)
+        hi = np.repeat(1.5 * step + 1e-9, lens)
+        regular = np.logical_and.reduceat((lo <= gap) & (gap <= hi), starts)
+        tol = np.array([d.tol for d in group])
+        return regular & (rel[starts + lens - 1] <= self.horizon_s + tol + 1e-9)
+
+    def _book(
+        self,
+        group: list[_Due],
+        models: tuple[str, ...],
+        rel: np.ndarray,
+        starts: np.ndarray,
+        lens: np.ndarray,
+        errs: dict[str, np.ndarray],
+    ) -> None:
+        """Histograms and A/B sums of a batch of matured predictions, by whole-batch array operations.
+
+        ``rel`` holds every prediction's observation times back to back (prediction ``i`` at
+        ``starts[i]:starts[i] + lens[i]``, increasing), ``errs`` the errors there per model. A prediction's
+        ADE is its mean error, its FDE the last one; its error at 1, 2, 3 s that of the observation nearest
+        each (the earlier on a tie, as ``bisect`` finds it), within half its first interval.
+        """
+        ends = starts + lens
+        ade = {m: np.add.reduceat(e, starts) / lens for m, e in errs.items()}
+        fde = {m: e[ends - 1] for m, e in errs.items()}
+        tol = np.array([d.tol for d in group]) + 1e-9
+        at_h: dict[
+            str, tuple[np.ndarray, np.ndarray]
+        ] = {}  # label -> (observation index, found) per prediction
+        for h, label in zip(REPORT_HORIZONS_S, REPORT_LABELS, strict=True):
+            j = np.add.reduceat((rel < h).astype(np.intp), starts)  # bisect_left in each prediction's times
+            at = starts + np.minimum(j, lens - 1)
+            before = starts + np.maximum(j - 1, 0)
+            earlier = (j == lens) | ((j > 0) & (h - rel[before] <= rel[at] - h))
+            nearest = np.where(earlier, before, at)
+            at_h[label] = (nearest, np.abs(rel[nearest] - h) <= tol)
+        by_regime: dict[str, list[int]] = {}
+        by_pair: dict[tuple[str, str], list[int]] = {}
+        for i, d in enumerate(group):
+            regime = interval_regime(d.p.step_s)
+            by_regime.setdefault(regime, []).append(i)
+            if d.p.paired:
+                by_pair.setdefault((d.p.agent_type, regime), []).append(i)
+        for regime, rows in by_regime.items():
+            idx = np.array(rows)
+            for m in models:
+                self._ade.setdefault((m, regime), []).extend(ade[m][idx].tolist())
+                self._fde.setdefault((m, regime), []).extend(fde[m][idx].tolist())
+                for label, (nearest, ok) in at_h.items():
+                    sel = nearest[idx[ok[idx]]]
+                    if sel.size:
+                        self._at_h.setdefault((m, label, regime), []).extend(errs[m][sel].tolist())
+        for key, rows in by_pair.items():
+            idx = np.array(rows)
+            aggs = self._ab.setdefault(key, (_Agg(), _Agg()))
+            for agg, m in zip(aggs, self.ab_models, strict=True):
+                agg.n += len(idx)
+                agg.ade += float(ade[m][idx].sum())
+                agg.fde += float(fde[m][idx].sum())
+                for label, (nearest, ok) in at_h.items():
+                    sel = nearest[idx[ok[idx]]]
+                    if sel.size:
+                        agg.h_n[label] = agg.h_n.get(label, 0) + len(sel)
+                        agg.h_sum[label] = agg.h_sum.get(label, 0.0) + float(errs[m][sel].sum())
+        self._count("matured", len(group))
 
     def forget(self, agent_id: str) -> None:
         """The track ended: its kept predictions will never be observed."""
@@ -353,6 +509,17 @@ class OnlineScorer:
     def _finish(self, p: _Pending, outcome: str) -> None:
         if p.done:
             return
+        self._retire(p)
+        self._count(outcome)
+
+    def _count(self, outcome: str, n: int = 1) -> None:
+        counter = self._outcomes.get(outcome)
+        if counter is None:
+            counter = self._outcomes[outcome] = self.metrics.scoring.labels(outcome=outcome)
+        counter.inc(n)
+
+    def _retire(self, p: _Pending) -> None:
+        """``p`` leaves its track and the live count (its outcome is counted by the caller)."""
         p.done = True
         self._live -= 1
         track = self._tracks.get(p.agent_id)
@@ -366,39 +533,6 @@ class OnlineScorer:
                 track.trim()
             else:
                 del self._tracks[p.agent_id]
-        counter = self._outcomes.get(outcome)
-        if counter is None:
-            counter = self._outcomes[outcome] = self.metrics.scoring.labels(outcome=outcome)
-        counter.inc()
-
-    def _mature(self, p: _Pending, rels: list[float], errs: dict[str, np.ndarray], tol: float) -> None:
-        at_h: dict[str, int] = {}
-        for h, label in zip(REPORT_HORIZONS_S, REPORT_LABELS, strict=True):
-            # the observation nearest h (the earlier one on a tie); rels increase
-            j = bisect.bisect_left(rels, h)
-            if j == len(rels) or (j > 0 and h - rels[j - 1] <= rels[j] - h):
-                j -= 1
-            if abs(rels[j] - h) <= tol + 1e-9:
-                at_h[label] = j
-        regime = interval_regime(p.step_s)
-        summary: dict[str, tuple[float, float]] = {}
-        for m, e in errs.items():
-            ade, fde = float(e.mean()), float(e[-1])
-            summary[m] = (ade, fde)
-            self._ade.setdefault((m, regime), []).append(ade)
-            self._fde.setdefault((m, regime), []).append(fde)
-            for label, j in at_h.items():
-                self._at_h.setdefault((m, label, regime), []).append(float(e[j]))
-        if p.paired:
-            aggs = self._ab.setdefault((p.agent_type, regime), (_Agg(), _Agg()))
-            for agg, m in zip(aggs, self.ab_models, strict=True):
-                agg.n += 1
-                agg.ade += summary[m][0]
-                agg.fde += summary[m][1]
-                for label, j in at_h.items():
-                    agg.h_n[label] = agg.h_n.get(label, 0) + 1
-                    agg.h_sum[label] = agg.h_sum.get(label, 0.0) + float(errs[m][j])
-        self._finish(p, "matured")
 
     # --- report -------------------------------------------------------------------------------------
     def report(self, agent_type: str | None = None, interval: str | None = None) -> dict[str, object]:

@@ -208,3 +208,43 @@ def test_observations_are_buffered_only_while_a_prediction_needs_them():
         s.observe("b", t, np.zeros(2))
     assert _value(m, "trajpred_scored_predictions_total", outcome="incomplete") == 1
     assert "b" not in s._tracks
+
+
+def test_predictions_maturing_together_score_as_np_interp_each():
+    """Many agents' predictions mature in one call (a frame) and are scored in one batch: each one's errors
+    are those of ``np.interp`` on its own grid at its own observation times, curved trajectories included."""
+    rng = np.random.default_rng(11)
+    s, m = _scorer()
+    n_agents = 40
+    expected_ade: dict[str, float] = {"ipnet": 0.0, "gru": 0.0}
+    expected_fde: dict[str, float] = {"ipnet": 0.0, "gru": 0.0}
+    tracks = []
+    for i in range(n_agents):
+        anchor = 100.0 + rng.random()
+        step = 0.1 * (1.0 + 0.2 * rng.random())  # per-agent rate, jittered observations below
+        preds = {mdl: np.cumsum(rng.normal(0.0, 0.3, (len(HORIZONS), 2)), axis=0) for mdl in ("ipnet", "gru")}
+        s.add(f"a{i}", "vehicle", anchor, np.zeros(2), 20, HORIZONS, preds, step_s=step)
+        n_obs = int(np.ceil(3.0 / step)) + 1
+        rel = step * np.arange(1, n_obs + 1) + rng.uniform(-0.02, 0.02, n_obs) * step
+        rel = rel[rel <= 3.0 + 0.5 * rel[0]]  # up to the horizon, within half the first interval
+        xy = rng.normal(0.0, 1.0, (len(rel), 2))
+        times = np.concatenate([[0.0], HORIZONS])
+        for mdl, pr in preds.items():
+            full = np.concatenate([np.zeros((1, 2)), pr])
+            e = np.hypot(
+                np.interp(rel, times, full[:, 0]) - xy[:, 0], np.interp(rel, times, full[:, 1]) - xy[:, 1]
+            )
+            expected_ade[mdl] += float(e.mean())
+            expected_fde[mdl] += float(e[-1])
+        tracks.append((f"a{i}", anchor, rel, xy))
+    # frames: every agent's k-th observation in one call, so the horizons are reached in the same calls
+    for k in range(max(len(r) for _, _, r, _ in tracks)):
+        s.observe_many(
+            [(a, t0 + r[k], float(xy[k, 0]), float(xy[k, 1])) for a, t0, r, xy in tracks if k < len(r)]
+        )
+    assert s.pending == 0
+    assert _value(m, "trajpred_scored_predictions_total", outcome="matured") == n_agents
+    for mdl in ("ipnet", "gru"):
+        assert _value(m, "trajpred_ade_meters_sum", model=mdl) == pytest.approx(expected_ade[mdl], rel=1e-12)
+        assert _value(m, "trajpred_fde_meters_sum", model=mdl) == pytest.approx(expected_fde[mdl], rel=1e-12)
+    assert s.report()["ipnet"]["n"] == n_agents
