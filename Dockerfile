@@ -27,10 +27,13 @@ RUN pip install --no-cache-dir . \
 
 # --- runtime: the virtualenv on a clean base, no compilers, no pip cache, not root -----------------------
 FROM ${PYTHON_IMAGE}
+# NUMBA_CACHE_DIR: the answer writer (service/jsontext.py) is compiled at start (about a second) into a cache
+# the runtime user can write (site-packages is not theirs)
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     OMP_NUM_THREADS=1 \
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
     TRAJPRED_SNAPSHOT_PATH=/var/lib/trajpred/state.snap
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/trajpred --create-home trajpred
 COPY --from=build /opt/venv /opt/venv

@@ -13,8 +13,9 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.routing import APIRoute
 
 from service.deps import ApiKeyDep, EngineDep, MetricsDep, RuntimeDep
-from service.engine import Obs, Predictions
+from service.engine import TIME_DECIMALS, Obs, Predictions
 from service.errors import NotReady, ServiceError
+from service.jsontext import points_rows
 from service.schemas import (
     AGENT_ID_PATTERN,
     MAX_AGENT_ID_LENGTH,
@@ -100,10 +101,19 @@ _POINT_PARTS = (b'{"timestamp":', b',"x":', b',"y":', b"},", b"}")
 def _points_json(t: np.ndarray, x: np.ndarray, y: np.ndarray) -> list[orjson.Fragment]:
     """Each row's trajectory as the JSON of a list of ``{"timestamp", "x", "y"}`` points, one fragment per row.
 
-    orjson writes every number of the batch in one call; the keys are spliced in by list slicing (C loops),
-    so no Python dict exists per point. Byte for byte what ``orjson.dumps`` gives for the list of dicts
-    (``tests/service/test_api.py`` checks it).
+    The compiled writer (``service.jsontext``) when every value is in its exact range, else this: orjson
+    writes every number of the batch in one call and the keys are spliced in by list slicing (C loops), so
+    no Python dict exists per point. Both are byte for byte what ``orjson.dumps`` gives for the list of
+    dicts (``tests/service/test_api.py`` and ``test_jsontext.py`` check it).
     """
+    rows = points_rows(t, x, y, TIME_DECIMALS, POSITION_DECIMALS)
+    if rows is not None:
+        return [orjson.Fragment(r) for r in rows]
+    return _points_json_spliced(t, x, y)
+
+
+def _points_json_spliced(t: np.ndarray, x: np.ndarray, y: np.ndarray) -> list[orjson.Fragment]:
+    """:func:`_points_json` for any values (NaN as null, orjson's exponent notation): the slower way."""
     a, k = t.shape
     if a == 0 or k == 0:
         return [orjson.Fragment(b"[]") for _ in range(a)]

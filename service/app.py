@@ -38,6 +38,7 @@ from service.errors import (
     PayloadTooLarge,
     ServiceError,
 )
+from service.jsontext import warm_up as warm_up_json
 from service.metrics import Metrics
 from service.settings import Settings
 from service.state import AgentState, StateDecodeError
@@ -67,6 +68,7 @@ def load_models(settings: Settings) -> dict[str, Predictor]:
         types = np.zeros(2, np.int64)
         r = p.step(KinState.empty(2), p.initial_memory(2), np.zeros((2, 2)), np.zeros(2), types)
         p.step(r.kin, r.memory, np.ones((2, 2)), np.full(2, 0.1), types)
+    warm_up_json()  # the compiled answer writer: loaded from numba's cache, or compiled once here
     return predictors
 
 

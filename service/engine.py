@@ -42,6 +42,8 @@ log = logging.getLogger("service.engine")
 #: every model kind whose state an agent may hold (DELETE frees them all, even of a former baseline)
 ALL_MODEL_KINDS = ("ipnet", "gru", "lstm", "cv")
 MAX_REPORTED_ISSUES = 20
+#: answers' timestamps and intervals are rounded to microseconds (Unix-time float64 sums carry ~1e-7 s noise)
+TIME_DECIMALS = 6
 _EMPTY_KIN = KinState.empty(1).to_array()[0]  # the kinematic state of an agent never seen
 
 
@@ -531,10 +533,9 @@ class Engine:
             timestamps=last_t,
             steps=c.steps,
             new_track=c.new_track,
-            # Unix-time float64 differences carry ~1e-7 s of noise: answer in microseconds
-            dt_s=np.round(c.dt_s, 6),
+            dt_s=np.round(c.dt_s, TIME_DECIMALS),
             agent_types=[AGENT_TYPES[t] for t in c.agent_type.tolist()],
-            trajectory_t=np.round(last_t[:, None] + h[keep][None, :], 6),
+            trajectory_t=np.round(last_t[:, None] + h[keep][None, :], TIME_DECIMALS),
             trajectory_xy=c.trajectories[:, keep],
         )
 

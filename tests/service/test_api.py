@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from models.pipeline import load_predictors
-from service.api import _points_json
+from service.api import _points_json, _points_json_spliced
 from service.schemas import ABPredictResponse, AgentSummary, PredictResponse, TrajectoryColumns
 from tests.service.helpers import metric, obs
 from tests.support import Replay
@@ -275,4 +275,5 @@ def test_points_are_written_byte_for_byte_as_the_list_of_point_objects() -> None
             [{"timestamp": a, "x": b, "y": c} for a, b, c in zip(tr, xr, yr, strict=True)]
             for tr, xr, yr in zip(t.tolist(), x.tolist(), y.tolist(), strict=True)
         ]
-        assert orjson.dumps(_points_json(t, x, y)) == orjson.dumps(expected)
+        assert orjson.dumps(_points_json(t, x, y)) == orjson.dumps(expected)  # the compiled writer
+        assert orjson.dumps(_points_json_spliced(t, x, y)) == orjson.dumps(expected)  # its fallback

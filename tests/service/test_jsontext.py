@@ -1,0 +1,83 @@
+"""The compiled writer of the points layout: orjson's bytes exactly, or ``None`` where it cannot be."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from service.api import _points_json
+from service.jsontext import points_rows
+
+
+def _expected(t: np.ndarray, x: np.ndarray, y: np.ndarray) -> list[bytes]:
+    """What orjson writes for each row's list of point dicts (the reference the writer must equal)."""
+    return [
+        orjson.dumps([{"timestamp": a, "x": b, "y": c} for a, b, c in zip(tr, xr, yr, strict=True)])
+        for tr, xr, yr in zip(t.tolist(), x.tolist(), y.tolist(), strict=True)
+    ]
+
+
+def _batch(
+    rng: np.random.Generator, agents: int, k: int, shared_t: bool, spread: float
+) -> tuple[np.ndarray, ...]:
+    base = np.full((agents, 1), 1.7e9 + 0.37) if shared_t else 1.7e9 + rng.random((agents, 1))
+    t = np.round(base + 0.1 * np.arange(1, k + 1), 6)
+    x = np.round(rng.normal(0.0, spread, (agents, k)), 4)
+    y = np.round(rng.normal(0.0, spread, (agents, k)), 4)
+    return t, x, y
+
+
+@pytest.mark.parametrize("shared_t", [True, False])
+@pytest.mark.parametrize(
+    "agents,k,spread", [(1, 1, 10.0), (4, 30, 3e4), (50, 7, 300.0), (300, 30, 1e6), (5, 50, 0.01)]
+)
+def test_rows_are_orjsons_bytes(agents: int, k: int, spread: float, shared_t: bool):
+    rng = np.random.default_rng(agents * 31 + k)
+    t, x, y = _batch(rng, agents, k, shared_t, spread)
+    # the corners of the number format: signed zero, integral values, the smallest fixed-notation values,
+    # values with trailing zeros, a timestamp repeated within a row
+    x[0, 0], y[0, 0] = -0.0, 12.0
+    if k > 3:
+        x[0, 1], y[0, 1], x[0, 2], y[0, 2] = 0.0001, -0.0001, 1234.5, -10.0
+        t[0, 3] = t[0, 2]
+    assert points_rows(t, x, y, 6, 4) == _expected(t, x, y)
+
+
+def test_small_timestamps_and_the_exponent_threshold():
+    # orjson writes 1e-5 as 0.00001 and anything smaller in exponent notation: the writer takes the former
+    t = np.array([[0.00001, 0.000015, 0.1, 3.0]])
+    x = np.array([[0.5, -0.25, 100.0, 0.0]])
+    assert points_rows(t, x, x, 6, 4) == _expected(t, x, x)
+
+
+@pytest.mark.parametrize(
+    "column,bad",
+    [
+        ("t", 1e-6),  # orjson: 1e-6
+        ("x", float("nan")),  # orjson: null
+        ("y", float("inf")),
+        ("x", -float("inf")),
+        ("y", 3e11),  # above 2**51 once scaled by 10**4
+        ("x", 0.123456),  # not rounded to 4 decimals
+        ("t", 1.7e9 + 3e-7),  # not rounded to 6 decimals (1700000000.00000024)
+    ],
+)
+def test_values_outside_the_exact_range_are_left_to_the_slow_way(column: str, bad: float):
+    t, x, y = _batch(np.random.default_rng(0), 3, 4, True, 10.0)
+    {"t": t, "x": x, "y": y}[column][1, 2] = bad
+    assert points_rows(t, x, y, 6, 4) is None
+    # and the route's writer still answers exactly what orjson writes (null for NaN and infinities)
+    assert orjson.dumps(_points_json(t, x, y)) == orjson.dumps(
+        [
+            [{"timestamp": a, "x": b, "y": c} for a, b, c in zip(*r, strict=True)]
+            for r in zip(t.tolist(), x.tolist(), y.tolist(), strict=True)
+        ]
+    )
+
+
+def test_empty_shapes_and_bad_decimals():
+    assert points_rows(np.zeros((0, 5)), np.zeros((0, 5)), np.zeros((0, 5)), 6, 4) == []
+    assert points_rows(np.zeros((2, 0)), np.zeros((2, 0)), np.zeros((2, 0)), 6, 4) == [b"[]", b"[]"]
+    with pytest.raises(ValueError):
+        points_rows(np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1)), 0, 4)
