@@ -34,7 +34,7 @@ _PAIRS = np.frombuffer(b"".join(b"%02d" % i for i in range(100)), np.uint8)  # "
 _POWERS = np.array([10**i for i in range(19)], np.int64)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _digits(n: int, width: int, out: np.ndarray, pos: int) -> None:  # pragma: no cover
     """``n`` as exactly ``width`` decimal digits (zero-padded) at ``out[pos:]``, two at a time."""
     end = pos + width
@@ -50,7 +50,7 @@ def _digits(n: int, width: int, out: np.ndarray, pos: int) -> None:  # pragma: n
         out[end - 1] = 48 + n % 10
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _number(v: float, decimals: int, scale: float, out: np.ndarray, pos: int) -> int:  # pragma: no cover
     """Write ``v`` at ``out[pos:]`` as orjson would; the position after it, or -1 outside the exact range."""
     a = abs(v) * scale
@@ -85,7 +85,7 @@ def _number(v: float, decimals: int, scale: float, out: np.ndarray, pos: int) ->
     return pos + keep
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _put(text: np.ndarray, out: np.ndarray, pos: int) -> int:  # pragma: no cover
     for i in range(text.size):
         out[pos + i] = text[i]
