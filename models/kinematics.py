@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from models.data import AGENT_TYPES
 
@@ -142,6 +143,42 @@ def to_world(kin: KinState, offsets_agent: np.ndarray) -> np.ndarray:
     out[..., 0] = kin.last_xy[:, 0:1] + c * ox - s * oy
     out[..., 1] = kin.last_xy[:, 1:2] + s * ox + c * oy
     return out
+
+
+@njit(cache=True, nogil=True)
+def _world_with_prior(
+    last_xy: np.ndarray, heading: np.ndarray, last_v: np.ndarray, corr: np.ndarray, horizons_s: np.ndarray
+) -> np.ndarray:  # pragma: no cover (compiled)
+    b, n_h = corr.shape[0], corr.shape[1]
+    out = np.empty((b, n_h, 2))
+    for i in range(b):
+        x0, y0 = last_xy[i, 0], last_xy[i, 1]
+        c, s = heading[i, 0], heading[i, 1]
+        vx, vy = last_v[i, 0], last_v[i, 1]
+        for k in range(n_h):
+            ox, oy = np.float64(corr[i, k, 0]), np.float64(corr[i, k, 1])
+            h = horizons_s[k]
+            out[i, k, 0] = ((x0 + c * ox) - s * oy) + vx * h
+            out[i, k, 1] = ((y0 + s * ox) + c * oy) + vy * h
+    return out
+
+
+def to_world_with_prior(kin: KinState, corr: np.ndarray, horizons_s: np.ndarray) -> np.ndarray:
+    """``to_world(kin, corr) + last_v * h``: the serving step's world trajectory from the network's
+    agent-frame correction ``corr`` (B, H, 2) to constant velocity, in one compiled pass.
+
+    The same operations in the same order as the numpy expressions (no fused multiply-adds: numba
+    leaves them off without fastmath), so the same floats, bit for bit (``tests/models`` checks it); about
+    ten times faster at 1,000 agents, where numpy's broadcasts over the last axis of 2 ran as 30,000
+    two-element loops.
+    """
+    return _world_with_prior(
+        np.ascontiguousarray(kin.last_xy, dtype=np.float64),
+        np.ascontiguousarray(kin.heading, dtype=np.float64),
+        np.ascontiguousarray(kin.last_v, dtype=np.float64),
+        np.ascontiguousarray(corr),
+        np.ascontiguousarray(horizons_s, dtype=np.float64),
+    )
 
 
 def to_agent(kin: KinState, world_xy: np.ndarray) -> np.ndarray:

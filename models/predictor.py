@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from models.checkpoint import load_checkpoint
-from models.kinematics import KinState, cv_offsets, observe, to_world
+from models.kinematics import KinState, cv_offsets, observe, to_world, to_world_with_prior
 from models.nets import ModelConfig, TrajectoryNet
 
 
@@ -77,9 +77,10 @@ class Predictor:
             )
         dt_t = torch.from_numpy(np.where(kin.n == 0, 0.0, dt).astype(np.float32))
         mem_t, corr, e = self.net.step(torch.from_numpy(memory), torch.from_numpy(feats), dt_t)
-        world = to_world(kin2, corr.numpy().astype(np.float64))
         if self.cfg.cv_prior:
             # + the constant-velocity prior, added in the world frame: rotating R^T v to the agent frame and
-            # back is the identity, so the prior is just v h (two array operations instead of a rotation)
-            world += kin2.last_v[:, None, :] * self.horizons_s[None, :, None]
+            # back is the identity, so the prior is just v h (one compiled pass with the rotation)
+            world = to_world_with_prior(kin2, corr.numpy(), self.horizons_s)
+        else:
+            world = to_world(kin2, corr.numpy().astype(np.float64))
         return StepResult(kin2, mem_t.numpy(), world, e.numpy().astype(np.float64))
