@@ -42,6 +42,9 @@ log = logging.getLogger("service.engine")
 #: every model kind whose state an agent may hold (DELETE frees them all, even of a former baseline)
 ALL_MODEL_KINDS = ("ipnet", "gru", "lstm", "cv")
 MAX_REPORTED_ISSUES = 20
+#: how long after an answer its accounting waits: long enough for the answer to leave (on 100-agent frames at
+#: 10 Hz, 0 s instead put the p99 about 0.8 ms higher: 9.0-9.7 ms against 7.9-8.5 ms in three A/B rounds)
+ACCOUNTING_DELAY_S = 0.005
 #: answers' timestamps and intervals are rounded to microseconds (Unix-time float64 sums carry ~1e-7 s noise)
 TIME_DECIMALS = 6
 _EMPTY_KIN = KinState.empty(1).to_array()[0]  # the kinematic state of an agent never seen
@@ -476,12 +479,14 @@ class Engine:
         groups: dict[str, list[Obs]],
         computed: dict[str, _Computed],
     ) -> dict[str, Predictions]:
-        # The answers now; the accounting (metrics, online scoring) just after, on the event loop: it does
-        # not change the answer, so the client need not wait for it. Queued in commit order, and flushed
-        # before anything reads or depends on it (report, /metrics, end of track, housekeeping).
+        # The answers now; the accounting (metrics, online scoring) a little later, on the event loop: it
+        # does not change the answer, so the client need not wait for it. Not at the next loop turn: the
+        # answer's last bytes (100 KB and more) may still wait in the transport for the socket, and a flush
+        # before them delayed every answer by its duration (see ACCOUNTING_DELAY_S). Queued in commit order,
+        # and flushed before anything reads or depends on it (report, /metrics, end of track, housekeeping).
         self._unaccounted.append((models, agents, groups, computed))
         if len(self._unaccounted) == 1:
-            asyncio.get_running_loop().call_soon(self.flush)
+            asyncio.get_running_loop().call_later(ACCOUNTING_DELAY_S, self.flush)
         return {role: self._answers(m, agents, computed[m]) for role, m in zip(roles, models, strict=True)}
 
     def flush(self) -> None:
