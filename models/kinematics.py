@@ -67,10 +67,6 @@ class KinState:
         return KinState(a[:, 0:2].copy(), a[:, 2:4].copy(), a[:, 4:6].copy(), a[:, 6].astype(np.int64))
 
 
-def _wrap(angle: np.ndarray) -> np.ndarray:
-    return (angle + np.pi) % (2 * np.pi) - np.pi
-
-
 def observe(
     kin: KinState, xy: np.ndarray, dt: np.ndarray, agent_type: np.ndarray
 ) -> tuple[KinState, np.ndarray]:
@@ -84,41 +80,107 @@ def observe(
 
     Returns:
         The new state and (B, N_FEATURES) float32 features.
+
+    Two compiled passes over the agents around numpy's ``arctan2`` and ``log``: numpy's vectorised
+    versions differ from the C library's in the last bit for some inputs, and training encoded its windows
+    with numpy's. Everything else is plain IEEE arithmetic in the same order as numpy's expressions, so the
+    features are the same bits (``tests/models/test_kinematics.py`` checks it against the numpy version).
     """
-    xy = np.asarray(xy, dtype=np.float64)
+    xy = np.ascontiguousarray(xy, dtype=np.float64)
+    dt = np.ascontiguousarray(np.broadcast_to(np.asarray(dt, dtype=np.float64), (xy.shape[0],)))
+    n = np.ascontiguousarray(kin.n, dtype=np.int64)
+    last_v = np.ascontiguousarray(kin.last_v, dtype=np.float64)
+    v, heading, speed, prev_speed, v_par, v_perp, dt_safe = _motion(
+        np.ascontiguousarray(kin.last_xy, dtype=np.float64),
+        last_v,
+        np.ascontiguousarray(kin.heading, dtype=np.float64),
+        n,
+        xy,
+        dt,
+    )
+    feats = _features(
+        n,
+        speed,
+        prev_speed,
+        v_perp,
+        dt_safe,
+        np.arctan2(v_perp, v_par),
+        np.log(dt_safe / 0.1),
+        np.ascontiguousarray(agent_type, dtype=np.int64),
+    )
+    return KinState(xy.copy(), v, heading, n + 1), feats
+
+
+@njit(cache=True, nogil=True)
+def _motion(
+    last_xy: np.ndarray, last_v: np.ndarray, h: np.ndarray, n: np.ndarray, xy: np.ndarray, dt: np.ndarray
+) -> tuple[np.ndarray, ...]:  # pragma: no cover (compiled)
+    """Velocity, heading and the speeds of each agent's new observation (see :func:`observe`)."""
     b = xy.shape[0]
-    first = kin.n == 0
-    dt_safe = np.where(first, 0.1, np.maximum(np.asarray(dt, dtype=np.float64), 1e-3))
-    v = np.where(first[:, None], 0.0, (xy - kin.last_xy) / dt_safe[:, None])
-    speed = np.linalg.norm(v, axis=1)
-    has_prev_v = kin.n >= 2
-    prev_speed = np.linalg.norm(kin.last_v, axis=1)
+    v = np.empty((b, 2))
+    heading = np.empty((b, 2))
+    speed, prev_speed = np.empty(b), np.empty(b)
+    v_par, v_perp, dt_safe = np.empty(b), np.empty(b), np.empty(b)
+    for i in range(b):
+        first = n[i] == 0
+        d = dt[i]
+        ds = 0.1 if first else (d if (d >= 1e-3 or d != d) else 1e-3)  # np.maximum(dt, 1e-3)
+        vx = 0.0 if first else (xy[i, 0] - last_xy[i, 0]) / ds
+        vy = 0.0 if first else (xy[i, 1] - last_xy[i, 1]) / ds
+        sp = np.sqrt(vx * vx + vy * vy)  # np.linalg.norm over two components
+        h0, h1 = h[i, 0], h[i, 1]
+        v[i, 0], v[i, 1] = vx, vy
+        speed[i] = sp
+        prev_speed[i] = np.sqrt(last_v[i, 0] * last_v[i, 0] + last_v[i, 1] * last_v[i, 1])
+        v_par[i] = vx * h0 + vy * h1
+        v_perp[i] = -vx * h1 + vy * h0
+        dt_safe[i] = ds
+        if sp > HEADING_MIN_SPEED_MPS:
+            norm = sp if (sp >= 1e-9 or sp != sp) else 1e-9
+            heading[i, 0], heading[i, 1] = vx / norm, vy / norm
+        else:
+            heading[i, 0], heading[i, 1] = h0, h1
+    return v, heading, speed, prev_speed, v_par, v_perp, dt_safe
 
-    h = kin.heading
-    # components of the new velocity in the previous heading frame
-    v_par = v[:, 0] * h[:, 0] + v[:, 1] * h[:, 1]
-    v_perp = -v[:, 0] * h[:, 1] + v[:, 1] * h[:, 0]
-    moving = speed > HEADING_MIN_SPEED_MPS
-    new_heading = np.where(moving[:, None], v / np.maximum(speed, 1e-9)[:, None], h)
-    dtheta = np.where(moving & has_prev_v, np.arctan2(v_perp, v_par), 0.0)
-    # a turn seen at walking pace is mostly noise: weight it by how clearly both steps were moving
-    conf = np.clip(np.minimum(speed, prev_speed) / 2.0, 0.0, 1.0)
-    turn_rate = _wrap(dtheta) / dt_safe * conf
-    accel = np.where(has_prev_v, (speed - prev_speed) / dt_safe, 0.0)
 
-    feats = np.zeros((b, N_FEATURES), dtype=np.float64)
-    feats[:, 0] = speed / 10.0
-    feats[:, 1] = np.where(has_prev_v, v_perp, 0.0) / 10.0
-    feats[:, 2] = np.clip(accel / 10.0, -2.0, 2.0)
-    feats[:, 3] = np.clip(turn_rate / 2.0, -2.0, 2.0)
-    feats[:, 4] = np.where(first, 0.0, np.clip(np.log(dt_safe / 0.1) / 2.0, -2.0, 2.0))
-    feats[:, 5] = first
-    feats[:, 6] = has_prev_v
-    feats[np.arange(b), 7 + np.asarray(agent_type, dtype=np.int64)] = 1.0
-    feats[:, 0:2] = np.clip(feats[:, 0:2], -5.0, 5.0)
+@njit(cache=True, nogil=True, inline="always")
+def _clip(x: float, lo: float, hi: float) -> float:  # pragma: no cover (compiled)
+    return lo if x < lo else (hi if x > hi else x)  # np.clip, NaN passing through
 
-    new = KinState(xy.copy(), v, new_heading, kin.n + 1)
-    return new, feats.astype(np.float32)
+
+@njit(cache=True, nogil=True)
+def _features(
+    n: np.ndarray,
+    speed: np.ndarray,
+    prev_speed: np.ndarray,
+    v_perp: np.ndarray,
+    dt_safe: np.ndarray,
+    angle: np.ndarray,
+    log_dt: np.ndarray,
+    agent_type: np.ndarray,
+) -> np.ndarray:  # pragma: no cover (compiled)
+    """The (B, N_FEATURES) float32 features (see :func:`observe`)."""
+    b = speed.shape[0]
+    feats = np.zeros((b, N_FEATURES), dtype=np.float32)
+    for i in range(b):
+        first = n[i] == 0
+        has_prev_v = n[i] >= 2
+        sp, psp, ds = speed[i], prev_speed[i], dt_safe[i]
+        moving = sp > HEADING_MIN_SPEED_MPS
+        dtheta = angle[i] if (moving and has_prev_v) else 0.0
+        low = sp if (sp <= psp or sp != sp) else psp  # np.minimum
+        conf = _clip(low / 2.0, 0.0, 1.0)
+        turn_rate = ((dtheta + np.pi) % (2 * np.pi) - np.pi) / ds * conf
+        accel = (sp - psp) / ds if has_prev_v else 0.0
+        feats[i, 0] = np.float32(_clip(sp / 10.0, -5.0, 5.0))
+        feats[i, 1] = np.float32(_clip((v_perp[i] if has_prev_v else 0.0) / 10.0, -5.0, 5.0))
+        feats[i, 2] = np.float32(_clip(accel / 10.0, -2.0, 2.0))
+        feats[i, 3] = np.float32(_clip(turn_rate / 2.0, -2.0, 2.0))
+        feats[i, 4] = np.float32(0.0 if first else _clip(log_dt[i] / 2.0, -2.0, 2.0))
+        feats[i, 5] = np.float32(1.0 if first else 0.0)
+        feats[i, 6] = np.float32(1.0 if has_prev_v else 0.0)
+        feats[i, 7 + agent_type[i]] = np.float32(1.0)
+    return feats
 
 
 def rotation(heading: np.ndarray) -> np.ndarray:
