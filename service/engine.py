@@ -205,7 +205,7 @@ class Engine:
         self.locks = KeyLocks()
         # committed requests whose metrics and scoring are still to do (see _after_commit)
         self._unaccounted: deque[
-            tuple[Sequence[str], list[str], dict[str, list[Obs]], dict[str, _Computed]]
+            tuple[Sequence[str], list[str], dict[str, list[Obs]], _Frame, dict[str, _Computed]]
         ] = deque()
         self.tags = {name: model_tag(p.version) for name, p in predictors.items()}
         # the memory of a new track, per model: what absent states are filled with on every request
@@ -340,7 +340,7 @@ class Engine:
                     f"the agents' state kept changing in {self.settings.commit_retries} attempts; retry",
                     field="agent_id",
                 )
-        return self._after_commit(models, roles, agents, groups, computed)
+        return self._after_commit(models, roles, agents, groups, frame, computed)
 
     def _decode(self, model: str, agents: list[str], raws: Sequence[bytes | None]) -> StateBatch:
         """The agents' states of one model; records of other weights or unreadable ones count as absent."""
@@ -477,6 +477,7 @@ class Engine:
         roles: Sequence[str],
         agents: list[str],
         groups: dict[str, list[Obs]],
+        frame: _Frame,
         computed: dict[str, _Computed],
     ) -> dict[str, Predictions]:
         # The answers now; the accounting (metrics, online scoring) a little later, on the event loop: it
@@ -484,7 +485,7 @@ class Engine:
         # answer's last bytes (100 KB and more) may still wait in the transport for the socket, and a flush
         # before them delayed every answer by its duration (see ACCOUNTING_DELAY_S). Queued in commit order,
         # and flushed before anything reads or depends on it (report, /metrics, end of track, housekeeping).
-        self._unaccounted.append((models, agents, groups, computed))
+        self._unaccounted.append((models, agents, groups, frame, computed))
         if len(self._unaccounted) == 1:
             asyncio.get_running_loop().call_later(ACCOUNTING_DELAY_S, self.flush)
         return {role: self._answers(m, agents, computed[m]) for role, m in zip(roles, models, strict=True)}
@@ -492,9 +493,9 @@ class Engine:
     def flush(self) -> None:
         """Account every committed request not accounted yet (metrics, online scoring), oldest first."""
         while self._unaccounted:
-            models, agents, groups, computed = self._unaccounted.popleft()
+            models, agents, groups, frame, computed = self._unaccounted.popleft()
             try:
-                self._account_now(models, agents, groups, computed)
+                self._account_now(models, agents, groups, frame, computed)
             except Exception:  # a scoring bug must not fail later requests, nor vanish silently
                 log.exception("accounting of a committed request failed")
 
@@ -503,6 +504,7 @@ class Engine:
         models: Sequence[str],
         agents: list[str],
         groups: dict[str, list[Obs]],
+        frame: _Frame,
         computed: dict[str, _Computed],
     ) -> None:
         met = self.metrics
@@ -519,17 +521,24 @@ class Engine:
             if pred.net is not None and pred.net.mtj is not None:
                 met.neuron_temperature.observe_many(c.memory)
         # score what these observations reveal, then keep the new predictions
-        self.scorer.observe_many([(a, o.t, o.x, o.y) for a in agents for o in groups[a]])
+        if frame.depth == 1:  # one observation per agent, in the agents' order: the frame's columns
+            t_new, xy_new = frame.t, frame.xy
+            t_list = t_new.tolist()
+            self.scorer.observe_many(list(zip(agents, t_list, *xy_new.T.tolist(), strict=True)))
+        else:
+            self.scorer.observe_many([(a, o.t, o.x, o.y) for a in agents for o in groups[a]])
+            newest = [groups[a][-1] for a in agents]
+            t_list = [o.t for o in newest]
+            xy_new = np.array([(o.x, o.y) for o in newest], dtype=np.float64).reshape(-1, 2)
         first = computed[models[0]]
         horizons = self.predictors[models[0]].horizons_s
         same_grid = all(np.array_equal(self.predictors[m].horizons_s, horizons) for m in models)
         if same_grid:
-            newest = [groups[a][-1] for a in agents]
             self.scorer.add_many(
                 agents,
                 [AGENT_TYPES[t] for t in first.agent_type.tolist()],
-                [o.t for o in newest],
-                np.array([(o.x, o.y) for o in newest], dtype=np.float64).reshape(-1, 2),
+                t_list,
+                xy_new,
                 np.minimum.reduce([computed[m].steps for m in models]).tolist(),
                 horizons,
                 {m: computed[m].trajectories for m in models},
