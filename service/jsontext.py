@@ -57,7 +57,8 @@ def _number(v: float, decimals: int, scale: float, out: np.ndarray, pos: int) ->
     if not a < _MAX_SCALED:  # also NaN
         return -1
     af = np.rint(a)
-    if af / scale != abs(v):  # not rounded to these decimals: orjson's shortest text would be longer
+    q = af / scale
+    if q != abs(v):  # not rounded to these decimals: orjson's shortest text would be longer
         return -1
     if 0.0 < af < scale * 1e-5:  # orjson writes below 1e-5 in exponent notation
         return -1
@@ -66,7 +67,7 @@ def _number(v: float, decimals: int, scale: float, out: np.ndarray, pos: int) ->
         pos += 1
     # float floor division is exact here: af < 2**51 and the remainder is at least 1/scale from the next
     # integer, far above the quotient's rounding error (an integer division would cost several times more)
-    wf = math.floor(af / scale)
+    wf = math.floor(q)
     whole = int(wf)
     frac = int(af - wf * scale)
     width = 1
