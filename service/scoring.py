@@ -448,9 +448,8 @@ class OnlineScorer:
         ade = {m: np.add.reduceat(e, starts) / lens for m, e in errs.items()}
         fde = {m: e[ends - 1] for m, e in errs.items()}
         tol = np.array([d.tol for d in group]) + 1e-9
-        at_h: dict[
-            str, tuple[np.ndarray, np.ndarray]
-        ] = {}  # label -> (observation index, found) per prediction
+        # report horizon label -> (index of the nearest observation, found within tol) per prediction
+        at_h: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for h, label in zip(REPORT_HORIZONS_S, REPORT_LABELS, strict=True):
             j = np.add.reduceat((rel < h).astype(np.intp), starts)  # bisect_left in each prediction's times
             at = starts + np.minimum(j, lens - 1)
