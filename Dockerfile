@@ -24,19 +24,23 @@ COPY clients/ clients/
 # the check runs isolated (-I) so that it sees site-packages, not the sources in the working directory.
 RUN pip install --no-cache-dir . \
  && python -I -c "from models.checkpoint import shipped_path as p; import sys; m = [k for k in ('ipnet', 'gru', 'lstm') if not p(k).is_file()]; sys.exit(f'shipped weights missing: {m} (run ipnet train)' if m else 0)"
+# the numba kernels (answer writer, kinematics), compiled once here by the service's own warm-up into a cache
+# the runtime copies: containers then start without compiling (numba recompiles by itself on another CPU)
+RUN NUMBA_CACHE_DIR=/opt/numba-cache python -I -c "from service.app import load_models; from service.settings import Settings; load_models(Settings(snapshot_path=None))"
 
 # --- runtime: the virtualenv on a clean base, no compilers, no pip cache, not root -----------------------
 FROM ${PYTHON_IMAGE}
-# NUMBA_CACHE_DIR: the answer writer (service/jsontext.py) is compiled at start (about a second) into a cache
-# the runtime user can write (site-packages is not theirs)
+# NUMBA_CACHE_DIR: the kernels compiled in the build stage, in a directory the runtime user owns (numba only
+# uses a cache directory it can write to)
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     OMP_NUM_THREADS=1 \
-    NUMBA_CACHE_DIR=/tmp/numba-cache \
+    NUMBA_CACHE_DIR=/opt/numba-cache \
     TRAJPRED_SNAPSHOT_PATH=/var/lib/trajpred/state.snap
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/trajpred --create-home trajpred
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build --chown=10001:10001 /opt/numba-cache /opt/numba-cache
 USER 10001:10001
 # the memory store's snapshot: mount a volume here to keep agent state across container restarts
 # (docker run -v trajpred-state:/var/lib/trajpred ...); with TRAJPRED_STORE=redis://... it is unused
