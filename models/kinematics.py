@@ -89,10 +89,9 @@ def observe(
     xy = np.ascontiguousarray(xy, dtype=np.float64)
     dt = np.ascontiguousarray(np.broadcast_to(np.asarray(dt, dtype=np.float64), (xy.shape[0],)))
     n = np.ascontiguousarray(kin.n, dtype=np.int64)
-    last_v = np.ascontiguousarray(kin.last_v, dtype=np.float64)
     v, heading, speed, prev_speed, v_par, v_perp, dt_safe = _motion(
         np.ascontiguousarray(kin.last_xy, dtype=np.float64),
-        last_v,
+        np.ascontiguousarray(kin.last_v, dtype=np.float64),
         np.ascontiguousarray(kin.heading, dtype=np.float64),
         n,
         xy,

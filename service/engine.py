@@ -431,7 +431,7 @@ class Engine:
                 arr[reset] = fresh
                 kin = KinState.from_array(arr)
                 mem[reset] = pred.initial_memory(int(reset.sum()))
-                rows = np.flatnonzero(reset) if whole else idx[reset]  # type: ignore[index]
+                rows = frame.agent[at][reset]
                 start_t[rows] = t[reset]
                 new_track[rows] = True
                 new_tracks += int(reset.sum())
