@@ -52,6 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=1,
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
+        access_log=settings.access_log,
         # named, not "auto": a missing dependency fails at start rather than silently serving slower
         loop="uvloop",
         http="httptools",

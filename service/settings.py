@@ -119,6 +119,12 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="log level of `ipnet serve`"
     )
+    access_log: bool = Field(
+        default=False,
+        description="`ipnet serve`: one log line per request (uvicorn's access log). Off by default: request "
+        "counts and latencies by route, and rejections by error code, are in /metrics, internal errors are "
+        "logged either way, and the line is CPU spent on every request",
+    )
     malloc_keep_mb: int = Field(
         default=64,
         ge=0,

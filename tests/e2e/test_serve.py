@@ -126,3 +126,20 @@ def test_two_replicas_on_one_redis_match_one_server(
         assert set(codes) <= {200, 409}
         state = r2.client.get("/v1/agents/contended").json()["models"]
         assert state["ipnet"]["steps"] == state["gru"]["steps"] == codes.count(200)
+
+
+def test_access_log_is_off_by_default_and_on_when_asked(weights: Path, tmp_path: Path):
+    # at log level info, where uvicorn would write its access line for every request
+    env = {"TRAJPRED_WEIGHTS_DIR": str(weights), "TRAJPRED_SNAPSHOT_PATH": "", "TRAJPRED_LOG_LEVEL": "info"}
+    frame = {"observations": [{"agent_id": "log-0", "timestamp": 1.0, "x": 0.0, "y": 0.0}]}
+    for access, log in (("", tmp_path / "default.log"), ("true", tmp_path / "on.log")):
+        with serve({**env, "TRAJPRED_ACCESS_LOG": access} if access else env, log) as server:
+            _post(server, "/v1/predict", frame)
+            assert server.client.post("/v1/predict", json={"observations": []}).status_code == 422
+        text = log.read_text()
+        assert "Application startup complete" in text  # the server does log at this level
+        lines = [line for line in text.splitlines() if '"POST /v1/predict HTTP/1.1"' in line]
+        if access:
+            assert len(lines) == 2 and "200" in lines[0] and "422" in lines[1], text[-2000:]
+        else:
+            assert lines == [], lines
