@@ -85,3 +85,32 @@ def test_decode_batch_reads_records_and_treats_the_unusable_as_absent() -> None:
         assert b.last_t[row] == -np.inf and b.agent_type[row] == UNKNOWN
     # the commit condition is the version of whatever the key holds, usable or not
     assert b.version.tolist() == [version_of(r) for r in raws]
+
+
+def test_decode_batch_of_a_steady_stream_equals_the_records() -> None:
+    # every key holds a record of this model (a stream's steady state: the columns come straight from them)
+    states = [_state(i) for i in range(6)]
+    raws = [s.to_bytes() for s in states]
+    b = decode_batch(raws, 7, INITIAL_KIN, INITIAL_MEMORY, UNKNOWN)
+    assert b.present.all()
+    assert np.array_equal(b.kin, np.stack([s.kin for s in states]))
+    assert np.array_equal(b.memory, np.stack([s.memory for s in states]))
+    assert b.last_t.tolist() == [s.last_t for s in states]
+    assert b.start_t.tolist() == [s.track_start_t for s in states]
+    assert b.agent_type.tolist() == [s.agent_type for s in states]
+    assert b.version.tolist() == [s.version for s in states]
+    # the same dtypes and layout as the general path (the model step takes them as they are)
+    assert (b.kin.dtype, b.memory.dtype, b.agent_type.dtype, b.version.dtype) == (
+        np.float64,
+        np.float32,
+        np.int64,
+        np.uint64,
+    )
+    assert b.kin.flags.c_contiguous and b.memory.flags.c_contiguous
+    # all of the right size, but one of other weights and one unreadable: those rows are absent
+    mixed = [raws[0], _state(10, tag=8).to_bytes(), b"XXXX" + raws[2][4:], raws[3]]
+    told: list[int] = []
+    b = decode_batch(mixed, 7, INITIAL_KIN, INITIAL_MEMORY, UNKNOWN, lambda i, why: told.append(i))
+    assert b.present.tolist() == [True, False, False, True] and told == [2]
+    assert np.array_equal(b.memory[1], INITIAL_MEMORY) and b.last_t[2] == -np.inf
+    assert b.version.tolist() == [version_of(r) for r in mixed]
