@@ -39,7 +39,7 @@ import numpy as np
 
 from clients.bench import BenchConfig, BenchResult, Fleet, closed_loop_on_wire, run_bench_async, server_memory
 from clients.client import AsyncTrajpredClient, RetryPolicy
-from clients.processes import REDIS_NO_PERSISTENCE, start_redis, stop_process
+from clients.processes import REDIS_NO_PERSISTENCE, cpu_seconds, start_redis, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = (1, 10, 100, 1000)
@@ -78,6 +78,13 @@ def _sh(cmd: str) -> str:
 @contextlib.contextmanager
 def serve(env: dict[str, str], log: Path) -> Iterator[str]:
     """``ipnet serve`` on a free loopback port (one worker, one torch thread); yields its URL."""
+    with serve_process(env, log) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def serve_process(env: dict[str, str], log: Path) -> Iterator[tuple[str, int]]:
+    """:func:`serve`, yielding the URL and the server's process id."""
     port = _free_port()
     full = {
         **os.environ,
@@ -103,7 +110,7 @@ def serve(env: dict[str, str], log: Path) -> Iterator[str]:
                 await c.wait_ready(120.0)
 
         asyncio.run(ready())
-        yield url
+        yield url, proc.pid
     finally:
         stop_process(proc)
 
@@ -344,8 +351,9 @@ MLSERVER_MODEL = "gru-peer"
 
 
 @contextlib.contextmanager
-def mlserver_peer(venv_python: Path, weights: Path, tmp: Path) -> Iterator[str]:
-    """``mlserver start`` (its own venv) with the per-agent GRU runtime of ``clients.peer_mlserver``."""
+def mlserver_peer(venv_python: Path, weights: Path, tmp: Path) -> Iterator[tuple[str, int]]:
+    """``mlserver start`` (its own venv) with the per-agent GRU runtime of ``clients.peer_mlserver``: yields
+    its URL and process id."""
     d = tmp / "mlserver"
     (d / MLSERVER_MODEL).mkdir(parents=True)
     http_port, grpc_port, metrics_port = _free_port(), _free_port(), _free_port()
@@ -385,7 +393,7 @@ def mlserver_peer(venv_python: Path, weights: Path, tmp: Path) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"mlserver did not start: {(tmp / 'mlserver.log').read_text()[-2000:]}")
             time.sleep(0.5)
-        yield url
+        yield url, proc.pid
     finally:
         stop_process(proc)
 
@@ -415,20 +423,24 @@ def bench_peer(
     """MLServer peer vs ``/v1/baseline/predict`` (same GRU checkpoint), 100-agent frames, one sender each.
 
     Both servers run at once (the idle one costs nothing) and are loaded in turns, two rounds: a slow
-    stretch of this shared machine then hits both. Each keeps its better round.
+    stretch of this shared machine then hits both. Each keeps its better round. Every cell also records the
+    server's CPU time per answered request (``server_cpu_ms``: process and children, user + system, which
+    includes the harness's few warm-up requests and metrics reads).
     """
     peer: dict[str, Any] = {}
     ours: dict[str, dict[str, Any]] = {}
     with (
-        mlserver_peer(venv_python, weights, tmp) as peer_url,
-        serve(weights_env, tmp / "serve-peer.log") as url,
+        mlserver_peer(venv_python, weights, tmp) as (peer_url, peer_pid),
+        serve_process(weights_env, tmp / "serve-peer.log") as (url, pid),
     ):
         for _ in range(2):
+            cpu0 = cpu_seconds(peer_pid)
             p = asyncio.run(
                 closed_loop_on_wire(
                     peer_url, f"/v2/models/{MLSERVER_MODEL}/infer", 100, plan.cell_s, _v2_body
                 )
             )
+            p["server_cpu_ms"] = (cpu_seconds(peer_pid) - cpu0) * 1e3 / max(p["ok"], 1)
             if p["requests_per_s"] > peer.get("requests_per_s", -1.0):
                 peer = p
             for key, route, layout in (
@@ -439,7 +451,9 @@ def bench_peer(
                 cfg = BenchConfig(
                     server=url, route=route, agents=100, rate_hz=None, duration_s=plan.cell_s, layout=layout
                 )
+                cpu0 = cpu_seconds(pid)
                 r = asyncio.run(run_bench_async(cfg)).to_dict()
+                r["server_cpu_ms"] = (cpu_seconds(pid) - cpu0) * 1e3 / max(r["ok"], 1)
                 if r["requests_per_s"] > ours.get(key, {}).get("requests_per_s", -1.0):
                     ours[key] = r
     return {"peer": peer, "ours": ours}
@@ -687,8 +701,8 @@ def render(results: dict[str, Any], command: str) -> str:
         def row(label: str, r: dict[str, Any]) -> str:
             lat = r["latency_ms"]
             return (
-                f"| {label} | {r['requests_per_s']:.1f} | {lat.get('p50', 0):.2f} | {lat.get('p99', 0):.2f} | "
-                f"{r['errors']} |"
+                f"| {label} | {r['requests_per_s']:.1f} | {r['server_cpu_ms']:.2f} | {lat.get('p50', 0):.2f} | "
+                f"{lat.get('p99', 0):.2f} | {r['errors']} |"
             )
 
         lines += [
@@ -700,10 +714,12 @@ def render(results: dict[str, Any], command: str) -> str:
             "gzip its answer for a client that accepts it, as httpx does by default), 100-agent frames; both "
             "servers up, loaded in "
             "turns over two rounds, each keeping its better round. Target: the service (default layout) above the "
-            "peer.",
+            "peer. Server CPU: the server process's user + system time over the cell per answered request "
+            "(children included; the harness's few warm-up requests and, for the service, its readiness check and metrics reads "
+            "count too); on this shared machine it moves less than requests/s.",
             "",
-            "| server | req/s | p50 ms | p99 ms | errors |",
-            "|---|---|---|---|---|",
+            "| server | req/s | server CPU ms/request | p50 ms | p99 ms | errors |",
+            "|---|---|---|---|---|---|",
             row(f"MLServer peer `/v2/models/{MLSERVER_MODEL}/infer`", p),
             row("ipnet-traj `/v1/baseline/predict` (GRU)", b),
             *(
@@ -713,7 +729,9 @@ def render(results: dict[str, Any], command: str) -> str:
             ),
             row("ipnet-traj `/v1/ping` (same frames)", ours["ping"]),
             "",
-            f"Ratio service / peer: {b['requests_per_s'] / p['requests_per_s']:.2f}.",
+            f"Ratio service / peer: {b['requests_per_s'] / p['requests_per_s']:.2f} in requests/s; "
+            f"{p['server_cpu_ms'] / b['server_cpu_ms']:.2f} in server CPU per request (peer / service: above 1, "
+            "the service does a request with less CPU).",
             "",
         ]
     if "profile" in results:

@@ -62,3 +62,26 @@ def start_redis(
         raise
     finally:
         client.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) of process ``pid`` and its live children so far (Linux /proc).
+
+    On a shared machine a server's CPU time per request moves much less than its requests/s: other
+    tenants slow the clock, not the work.
+    """
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(c) for c in children.read_text().split()]
+    total = 0.0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # a child that just ended
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14 and 15 of stat)
+    return total

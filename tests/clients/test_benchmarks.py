@@ -1,8 +1,16 @@
-"""The benchmark's in-process model-step measurement on the shipped weights (a short run, no timing asserted)."""
+"""The benchmark's in-process model-step measurement on the shipped weights (a short run, no timing asserted),
+and its CPU-time probe of server processes."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 from clients.benchmarks import SIZES, Plan, bench_model_step
+from clients.processes import cpu_seconds, stop_process
 
 
 def test_model_step_bench_times_the_memory_alone_inside_the_step() -> None:
@@ -18,3 +26,23 @@ def test_model_step_bench_times_the_memory_alone_inside_the_step() -> None:
     # the embedding and its hidden state
     assert steps["ipnet"][1]["readout_inputs"] == 32 + 2 * 64
     assert steps["gru"][1]["readout_inputs"] == 32 + 64
+
+
+def test_cpu_seconds_counts_a_process_and_its_live_children() -> None:
+    # the parent only waits; its child burns 0.5 s of CPU, then sleeps (alive, so still its own process)
+    child = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass\ntime.sleep(60)"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])"]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while cpu_seconds(parent.pid) < 0.5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        total = cpu_seconds(parent.pid)
+        assert 0.5 <= total < 2.0
+        own = Path(f"/proc/{parent.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        assert (int(own[11]) + int(own[12])) / os.sysconf("SC_CLK_TCK") < 0.4  # the burn was the child's
+    finally:
+        for p in Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split():
+            os.kill(int(p), 9)
+        stop_process(parent, 10)

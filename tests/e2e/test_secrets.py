@@ -28,7 +28,9 @@ def test_no_secrets_in_logs_or_answers(weights: Path, tmp_path: Path):
                 "TRAJPRED_SNAPSHOT_PATH": "",
                 "TRAJPRED_API_KEYS": API_KEY,
                 "TRAJPRED_STORE": f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0",
-                "TRAJPRED_LOG_LEVEL": "debug",  # the most talkative the service gets
+                # the most talkative the service gets
+                "TRAJPRED_LOG_LEVEL": "debug",
+                "TRAJPRED_ACCESS_LOG": "true",
             },
             log,
         )
