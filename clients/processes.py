@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -70,8 +71,6 @@ def cpu_seconds(pid: int) -> float:
     On a shared machine a server's CPU time per request moves much less than its requests/s: other
     tenants slow the clock, not the work.
     """
-    import os
-
     tick = os.sysconf("SC_CLK_TCK")
     pids = [pid]
     children = Path(f"/proc/{pid}/task/{pid}/children")
