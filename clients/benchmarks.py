@@ -715,8 +715,9 @@ def render(results: dict[str, Any], command: str) -> str:
             "servers up, loaded in "
             "turns over two rounds, each keeping its better round. Target: the service (default layout) above the "
             "peer. Server CPU: the server process's user + system time over the cell per answered request "
-            "(children included; the harness's few warm-up requests and, for the service, its readiness check and metrics reads "
-            "count too); on this shared machine it moves less than requests/s.",
+            "(children included; the harness's few warm-up requests and, for the service, its readiness check and "
+            "metrics reads count too). Unlike requests/s it leaves out the sender's share of the cycle and the time "
+            "the server waits for it.",
             "",
             "| server | req/s | server CPU ms/request | p50 ms | p99 ms | errors |",
             "|---|---|---|---|---|---|",

@@ -68,8 +68,8 @@ def start_redis(
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system, all threads) of process ``pid`` and its live children so far (Linux /proc).
 
-    On a shared machine a server's CPU time per request moves much less than its requests/s: other
-    tenants slow the clock, not the work.
+    Per answered request, it is the server's own work: a closed loop's requests/s also counts the sender's
+    share of each cycle and the time the server waits for it.
     """
     tick = os.sysconf("SC_CLK_TCK")
     pids = [pid]
