@@ -712,8 +712,7 @@ def render(results: dict[str, Any], command: str) -> str:
             "FP32 array, closer to the service's `?layout=columns` than to its default points. Closed loop, one "
             "sender (the same raw HTTP sender for both servers; it asks for no content encoding, and MLServer would "
             "gzip its answer for a client that accepts it, as httpx does by default), 100-agent frames; both "
-            "servers up, loaded in "
-            "turns over two rounds, each keeping its better round. Target: the service (default layout) above the "
+            "servers up, loaded in turns over two rounds, each keeping its better round. Target: the service (default layout) above the "
             "peer. Server CPU: the server process's user + system time over the cell per answered request "
             "(children included; the harness's few warm-up requests and, for the service, its readiness check and "
             "metrics reads count too). Unlike requests/s it leaves out the sender's share of the cycle and the time "
@@ -723,11 +722,7 @@ def render(results: dict[str, Any], command: str) -> str:
             "|---|---|---|---|---|---|",
             row(f"MLServer peer `/v2/models/{MLSERVER_MODEL}/infer`", p),
             row("ipnet-traj `/v1/baseline/predict` (GRU)", b),
-            *(
-                [row("ipnet-traj `/v1/baseline/predict?layout=columns`", ours["baseline_columns"])]
-                if "baseline_columns" in ours
-                else []
-            ),
+            row("ipnet-traj `/v1/baseline/predict?layout=columns`", ours["baseline_columns"]),
             row("ipnet-traj `/v1/ping` (same frames)", ours["ping"]),
             "",
             f"Ratio service / peer: {b['requests_per_s'] / p['requests_per_s']:.2f} in requests/s; "

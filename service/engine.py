@@ -522,8 +522,7 @@ class Engine:
                 met.neuron_temperature.observe_many(c.memory)
         # score what these observations reveal, then keep the new predictions
         if frame.depth == 1:  # one observation per agent, in the agents' order: the frame's columns
-            t_new, xy_new = frame.t, frame.xy
-            t_list = t_new.tolist()
+            t_list, xy_new = frame.t.tolist(), frame.xy
             self.scorer.observe_many(list(zip(agents, t_list, *xy_new.T.tolist(), strict=True)))
         else:
             self.scorer.observe_many([(a, o.t, o.x, o.y) for a in agents for o in groups[a]])

@@ -179,9 +179,16 @@ class OnlineScorer:
         ``step_s`` is the interval of the anchor observation (the stream's rate); without it the first
         later observation sets the rate.
         """
-        if steps < self.min_steps or not trajectories or not self._admit(agent_id, anchor_t, step_s):
-            return
-        self._keep(agent_id, agent_type, anchor_t, anchor_xy, horizons_s, trajectories, step_s)
+        self.add_many(
+            [agent_id],
+            [agent_type],
+            [anchor_t],
+            np.asarray(anchor_xy, np.float64)[None],
+            [steps],
+            horizons_s,
+            {m: np.asarray(tr, np.float64)[None] for m, tr in trajectories.items()},
+            [step_s],
+        )
 
     def add_many(
         self,
@@ -194,8 +201,8 @@ class OnlineScorer:
         trajectories: dict[str, np.ndarray],
         step_s: list[float | None],
     ) -> None:
-        """:meth:`add` for every row of a frame (``trajectories``: model -> (A, H, 2)); only kept rows cost
-        array work, and with the stride most rows are not kept."""
+        """Keep the predictions of every row of a frame, as :meth:`add` does for one (``trajectories``:
+        model -> (A, H, 2)); only kept rows cost array work, and with the stride most rows are not kept."""
         if not trajectories:
             return
         kept = [
@@ -232,23 +239,6 @@ class OnlineScorer:
             if len(self._last_anchor) > self.max_total:
                 self._last_anchor.popitem(last=False)
         return True
-
-    def _keep(
-        self,
-        agent_id: str,
-        agent_type: str,
-        anchor_t: float,
-        anchor_xy: np.ndarray,
-        horizons_s: np.ndarray,
-        trajectories: dict[str, np.ndarray],
-        step_s: float | None,
-    ) -> None:
-        preds = {
-            m: np.concatenate([np.asarray(anchor_xy, np.float64)[None], np.asarray(tr, np.float64)])
-            for m, tr in trajectories.items()
-        }
-        self._keep_built(agent_id, agent_type, anchor_t, self._grid(horizons_s), preds, step_s)
-        self.metrics.pending_predictions.set(self._live)
 
     def _grid(self, horizons_s: np.ndarray) -> np.ndarray:
         """``[0, *horizons_s]``, one shared array per grid: predictions on one grid are scored together."""
