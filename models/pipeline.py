@@ -91,8 +91,13 @@ def train_models(
     return results
 
 
-def load_predictors(names: list[str], weights_dir: str | Path | None = None) -> dict[str, Predictor]:
-    """Shipped (or given) checkpoints for learned names, constant velocity for ``cv``."""
+def load_predictors(
+    names: list[str], weights_dir: str | Path | None = None, native: bool = True
+) -> dict[str, Predictor]:
+    """Shipped (or given) checkpoints for learned names, constant velocity for ``cv``.
+
+    ``native``: IPNet's MTJ layer through the compiled kernel where it builds (``models.native``).
+    """
     out: dict[str, Predictor] = {}
     for name in names:
         name = name.strip()
@@ -101,7 +106,7 @@ def load_predictors(names: list[str], weights_dir: str | Path | None = None) -> 
         if name == "cv":
             out[name] = Predictor.constant_velocity()
         else:
-            out[name] = Predictor.from_checkpoint(shipped_path(name, weights_dir), name)
+            out[name] = Predictor.from_checkpoint(shipped_path(name, weights_dir), name, native=native)
     return out
 
 

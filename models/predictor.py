@@ -1,5 +1,8 @@
 """Batched streaming inference: the object the evaluation and the service both call.
 
+The network runs through ``models.inference.InferenceStep`` (``TrajectoryNet.step`` with constants folded;
+IPNet's MTJ layer compiled where it builds).
+
 ``Predictor.step`` advances B agents by one observation each and returns their world-frame futures.
 The full per-agent state is plain data: ``kin`` (7 float64: last position, last velocity, heading, step
 count) and ``memory`` (float32: neuron temperatures, or the recurrent hidden state).
@@ -14,6 +17,7 @@ import numpy as np
 import torch
 
 from models.checkpoint import load_checkpoint
+from models.inference import InferenceStep
 from models.kinematics import KinState, cv_offsets, observe, to_world, to_world_with_prior
 from models.nets import ModelConfig, TrajectoryNet
 
@@ -36,20 +40,28 @@ class Predictor:
     """A learned model (IPNet/GRU/LSTM) or constant velocity (``net=None``) behind one streaming API."""
 
     def __init__(
-        self, net: TrajectoryNet | None, name: str, version: str, cfg: ModelConfig | None = None
+        self,
+        net: TrajectoryNet | None,
+        name: str,
+        version: str,
+        cfg: ModelConfig | None = None,
+        native: bool = True,
     ) -> None:
+        """``native``: IPNet's MTJ layer through the compiled kernel where it builds (``models.native``)."""
         self.net = net
         self.name = name
         self.version = version
         self.cfg = net.cfg if net is not None else (cfg or ModelConfig())
         self.horizons_s = np.asarray(self.cfg.horizons_s)
+        self.infer: InferenceStep | None = None
         if net is not None:
             net.eval()
+            self.infer = InferenceStep(net, use_native=native)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, name: str | None = None) -> Predictor:
+    def from_checkpoint(cls, path: str | Path, name: str | None = None, native: bool = True) -> Predictor:
         net, meta = load_checkpoint(path)
-        return cls(net, name or net.cfg.kind, meta["version"])
+        return cls(net, name or net.cfg.kind, meta["version"], native=native)
 
     @classmethod
     def constant_velocity(cls) -> Predictor:
@@ -71,16 +83,16 @@ class Predictor:
         """Advance B agents by one observation each (one batched forward)."""
         kin2, feats = observe(kin, xy, dt, types)
         energy = np.zeros(len(xy))
-        if self.net is None:
+        if self.infer is None:
             return StepResult(
                 kin2, memory, to_world(kin2, prior_offsets(kin2, self.horizons_s, self.cfg)), energy
             )
-        dt_t = torch.from_numpy(np.where(kin.n == 0, 0.0, dt).astype(np.float32))
-        mem_t, corr, e = self.net.step(torch.from_numpy(memory), torch.from_numpy(feats), dt_t)
+        dt_s = np.where(kin.n == 0, 0.0, dt)
+        mem_t, corr, energy = self.infer(torch.from_numpy(memory), torch.from_numpy(feats), dt_s)
         if self.cfg.cv_prior:
             # + the constant-velocity prior, added in the world frame: rotating R^T v to the agent frame and
             # back is the identity, so the prior is just v h (one compiled pass with the rotation)
             world = to_world_with_prior(kin2, corr.numpy(), self.horizons_s)
         else:
             world = to_world(kin2, corr.numpy().astype(np.float64))
-        return StepResult(kin2, mem_t.numpy(), world, e.numpy().astype(np.float64))
+        return StepResult(kin2, mem_t.numpy(), world, energy)

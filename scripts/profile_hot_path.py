@@ -33,7 +33,7 @@ SPANS: list[tuple[str, int, str, str | None, str]] = [
     ("engine: decode state records", 1, "service.engine", "Engine", "_decode"),
     ("engine: batched model step (all models)", 1, "service.engine", "Engine", "_compute_all"),
     ("kinematics + torch forward (Predictor.step)", 2, "models.predictor", "Predictor", "step"),
-    ("torch forward (TrajectoryNet.step)", 3, "models.nets", "TrajectoryNet", "step"),
+    ("network forward (InferenceStep)", 3, "models.inference", "InferenceStep", "__call__"),
     ("encode state records", 2, "service.engine", None, "encode_batch"),
     ("engine: commit states to the store", 1, "service.store", "MemoryStore", "commit"),
     ("engine: answers (columnar Predictions)", 1, "service.engine", "Engine", "_answers"),

@@ -63,7 +63,7 @@ def load_models(settings: Settings) -> dict[str, Predictor]:
             raise FileNotFoundError(
                 f"model weights {path} not found: train them with `ipnet train` or set TRAJPRED_WEIGHTS_DIR"
             )
-    predictors = load_predictors(names, settings.weights_dir)
+    predictors = load_predictors(names, settings.weights_dir, native=settings.native_kernel)
     for p in predictors.values():
         types = np.zeros(2, np.int64)
         r = p.step(KinState.empty(2), p.initial_memory(2), np.zeros((2, 2)), np.zeros(2), types)
@@ -171,9 +171,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # large answer was several times slower than with a frozen heap (see BENCHMARKS.md's profile).
         gc.collect()
         gc.freeze()
+        ipnet = predictors["ipnet"]
         log.info(
-            "ready: ipnet %s, baseline %s %s, store %s",
-            predictors["ipnet"].version,
+            "ready: ipnet %s (MTJ layer: %s), baseline %s %s, store %s",
+            ipnet.version,
+            "compiled kernel" if ipnet.infer is not None and ipnet.infer.native else "torch",
             settings.baseline,
             predictors[settings.baseline].version,
             "redis" if settings.uses_redis else "memory",

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
         description="trajectory points returned up to this horizon",
     )
     torch_threads: int = Field(default=1, ge=1, le=64, description="intra-op threads of each batched forward")
+    native_kernel: bool = Field(
+        default=True,
+        description="IPNet's MTJ layer as one compiled pass (built by the system C compiler on first use, "
+        "cached); false, or no compiler: the torch form (slower, same predictions to float32 rounding)",
+    )
     inline_step_max_updates: int = Field(
         default=200,
         ge=0,

@@ -17,7 +17,7 @@ from clients.processes import cpu_seconds, stop_process
 
 def test_model_step_bench_times_the_memory_alone_inside_the_step() -> None:
     steps = bench_model_step(None, Plan(step_repeats=3))
-    assert set(steps) == {"ipnet", "gru", "lstm"}
+    assert set(steps) == {"ipnet", "gru", "lstm", "ipnet-torch"}
     for name, by in steps.items():
         assert set(by) == set(SIZES)
         for b, row in by.items():
@@ -26,7 +26,7 @@ def test_model_step_bench_times_the_memory_alone_inside_the_step() -> None:
             assert row["matmul_us_per_agent"] > 0
     # IPNet's readout reads the embedding, the switching probabilities and the temperatures; the GRU's
     # the embedding and its hidden state
-    assert steps["ipnet"][1]["readout_inputs"] == 32 + 2 * 64
+    assert steps["ipnet"][1]["readout_inputs"] == steps["ipnet-torch"][1]["readout_inputs"] == 32 + 2 * 64
     assert steps["gru"][1]["readout_inputs"] == 32 + 64
 
 
