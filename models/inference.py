@@ -132,7 +132,11 @@ class _NativeMTJ:
 
 
 class InferenceStep:
-    """``net.step`` for a frozen net (``eval``, no gradients): same inputs, same outputs, less overhead."""
+    """``net.step`` for a frozen net (``eval``, no gradients): same inputs, same outputs, less overhead.
+
+    The folded constants are taken from the weights at construction: a net trained further needs a new one
+    (``Predictor`` builds one per loaded checkpoint).
+    """
 
     def __init__(self, net: TrajectoryNet, use_native: bool = True) -> None:
         self.net = net
