@@ -277,3 +277,18 @@ def test_points_are_written_byte_for_byte_as_the_list_of_point_objects() -> None
         ]
         assert orjson.dumps(_points_json(t, x, y)) == orjson.dumps(expected)  # the compiled writer
         assert orjson.dumps(_points_json_spliced(t, x, y)) == orjson.dumps(expected)  # its fallback
+
+
+def test_native_kernel_setting_picks_the_form_and_both_predict_alike(make_client, replay):
+    """``TRAJPRED_NATIVE_KERNEL``: the compiled MTJ kernel (default) or the torch form, same predictions."""
+    fast, slow = make_client(), make_client(native_kernel=False)
+    infer = {c: c.app.state.runtime.predictors["ipnet"].infer for c in (fast, slow)}
+    assert infer[fast].native and not infer[slow].native
+    for i in range(10):
+        a, b = (c.post("/v1/predict", json=replay.body(i)) for c in (fast, slow))
+        assert a.status_code == b.status_code == 200, (a.text, b.text)
+        pa, pb = a.json()["predictions"], b.json()["predictions"]
+        assert [p["agent_id"] for p in pa] == [p["agent_id"] for p in pb]
+        for p, q in zip(pa, pb, strict=True):
+            # the answer is rounded to millimetres: the two forms may differ by one rounding step
+            assert np.abs(_xy(p) - _xy(q)).max() <= 1.5e-3
