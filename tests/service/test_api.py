@@ -290,5 +290,5 @@ def test_native_kernel_setting_picks_the_form_and_both_predict_alike(make_client
         pa, pb = a.json()["predictions"], b.json()["predictions"]
         assert [p["agent_id"] for p in pa] == [p["agent_id"] for p in pb]
         for p, q in zip(pa, pb, strict=True):
-            # the answer is rounded to millimetres: the two forms may differ by one rounding step
+            # float32 rounding apart (tests/models/test_native.py: within 1 mm), the answer rounded to 0.1 mm
             assert np.abs(_xy(p) - _xy(q)).max() <= 1.5e-3
