@@ -100,6 +100,7 @@ class _NativeMTJ:
         if b and float(window.max()) > p.max_drive_s:  # rare: dropped frames outlast the drive window
             decay = np.exp((window - drive_s) * self.neg_inv_tau).astype(np.float32)
         temp = temp.to(torch.float32).contiguous()  # the kernel reads float32 rows
+        assert sensed.dtype == torch.float32 and sensed.stride(1) == 1, "the kernel writes float32 rows"
         pre = torch.addmm(self.drive_b, e, self.drive_wt)
         if self.lateral_wt is not None:
             if decay is not None:  # the lateral input senses the temperatures after the cooling
@@ -176,14 +177,9 @@ class InferenceStep:
         if self.native_mtj is not None:
             return self.native_mtj(memory, e, dt_s, sensed)
         net = self.net
-        if net.cell is not None:  # GRU / LSTM: the cell as in TrajectoryNet.update, its norm into the block
+        if net.cell is not None:  # GRU / LSTM: the cell, its norm straight into the block (no energy tensor)
+            memory, h = net.recurrent_update(memory, e)
             norm = net.memory_norm
-            if net.cfg.kind == "gru":
-                memory = h = net.cell(e, memory)
-            else:
-                n = net.cfg.n_memory
-                h, c = net.cell(e, (memory[:, :n], memory[:, n:]))
-                memory = torch.cat([h, c], dim=1)
             sensed.copy_(F.layer_norm(h, norm.normalized_shape, norm.weight, norm.bias, norm.eps))
             return memory, np.zeros(len(dt_s))
         dt_t = torch.from_numpy(dt_s.astype(np.float32))

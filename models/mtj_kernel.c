@@ -5,9 +5,9 @@
    twenty-odd elementwise tensor passes into one: models/native.py builds it and says why; the tests hold it
    to the torch form. Built with -ffast-math, which lets the compiler call glibc's vector math (libmvec)
    for expf/exp2f/log1pf; every argument here is finite and bounded (temperatures in [T0, T_max]).
-   Each transcendental has a loop of its own over a chunk of the row (kept in L1): fused into one loop body
-   the five vector calls, which clobber every vector register, ran at half the speed (391 vs 184 us for
-   1,000 agents of 64 neurons, a C harness timing this function alone).
+   Each transcendental has a loop of its own over a chunk of the row (kept in L1): fused into one loop body,
+   the five vector calls, which clobber every vector register, ran at about half the speed (measured once,
+   ad hoc, with a C harness timing this function alone; the issue 5 note has the figures).
 
    For each agent b and neuron j (row-major, N neurons per agent), after a cooling T = T0 + decay_b (T - T0)
    when ``decay`` is not NULL (a gap that outlasts the drive window):

@@ -244,19 +244,21 @@ class TrajectoryNet(nn.Module):
                 sensed_parts = [sensed]
             else:
                 sensed_parts = [p_sw, sensed]
-        elif self.cfg.kind == "gru":
-            assert self.cell is not None
-            memory = self.cell(e, memory)
-            sensed_parts = [self.memory_norm(memory)]
-            energy = torch.zeros(e.shape[0])
         else:
-            assert self.cell is not None
-            n = self.cfg.n_memory
-            h, c = self.cell(e, (memory[:, :n], memory[:, n:]))
-            memory = torch.cat([h, c], dim=1)
+            memory, h = self.recurrent_update(memory, e)
             sensed_parts = [self.memory_norm(h)]
             energy = torch.zeros(e.shape[0])
         return memory, sensed_parts, energy
+
+    def recurrent_update(self, memory: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
+        """The GRU/LSTM cell: new memory (B, memory_size) and the hidden state the readout senses (B, n_memory)."""
+        assert self.cell is not None
+        if self.cfg.kind == "gru":
+            memory = self.cell(e, memory)
+            return memory, memory
+        n = self.cfg.n_memory
+        h, c = self.cell(e, (memory[:, :n], memory[:, n:]))
+        return torch.cat([h, c], dim=1), h
 
     def step(self, memory: Tensor, feats: Tensor, dt_s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The streaming step shared by training and serving.
