@@ -29,10 +29,11 @@ COPY clients/ clients/
 # the check runs isolated (-I) so that it sees site-packages, not the sources in the working directory.
 RUN pip install --no-cache-dir . \
  && python -I -c "from models.checkpoint import shipped_path as p; import sys; m = [k for k in ('ipnet', 'gru', 'lstm') if not p(k).is_file()]; sys.exit(f'shipped weights missing: {m} (run ipnet train)' if m else 0)"
-# the numba kernels (answer writer, kinematics) and IPNet's C kernel (built for x86-64-v3, not this CPU), compiled
-# once here by the service's own warm-up into caches the runtime copies: containers then start without
-# compiling (numba recompiles by itself on another CPU); the check fails the build if the C kernel did not build
-RUN NUMBA_CACHE_DIR=/opt/numba-cache IPNET_KERNEL_DIR=/opt/ipnet-kernels python -I -c "from service.app import load_models; from service.settings import Settings; import sys; m = load_models(Settings(snapshot_path=None)); sys.exit(0 if m['ipnet'].infer.native else 'IPNet kernel did not build')"
+# the numba kernels (kinematics) and the C kernels (IPNet's MTJ layer, built for x86-64-v3, not this CPU; the
+# answer writer), compiled once here by the service's own warm-up into caches the runtime copies: containers
+# then start without compiling (numba recompiles by itself on another CPU); the check fails the build if a C
+# kernel did not build
+RUN NUMBA_CACHE_DIR=/opt/numba-cache IPNET_KERNEL_DIR=/opt/ipnet-kernels python -I -c "from service.app import load_models; from service.settings import Settings; from service.jsontext import available; import sys; m = load_models(Settings(snapshot_path=None)); sys.exit(0 if m['ipnet'].infer.native and available() else 'a C kernel did not build')"
 
 # --- runtime: the virtualenv on a clean base, no compilers, no pip cache, not root -----------------------
 FROM ${PYTHON_IMAGE}

@@ -1,5 +1,8 @@
 """IPNet's MTJ layer as one compiled pass (``mtj_kernel.c``), built by the system C compiler on first use.
 
+The same builder (:class:`CSource`, :func:`build`, :func:`load_library`) serves the service's answer writer
+(``service/points_json.c``, see ``service.jsontext``).
+
 Why: after its two matrix products, the MTJ layer is about twenty elementwise tensor operations per frame
 (sigmoid, relaxation, the switching law, the layer norm of the temperatures). Each is a full pass over the
 ``(agents, neurons)`` block and, at small batches, mostly dispatch: at one agent the layer cost about three
@@ -12,7 +15,7 @@ Why not numba (used elsewhere here): its LLVM has no vector math library, and sc
 slower than torch's vectorised passes. Why not ``torch.utils.cpp_extension``: compiling against torch's
 headers takes a minute; this file needs only ``math.h`` and builds in well under a second.
 
-The shared library is cached under ``IPNET_KERNEL_DIR`` (default ``$XDG_CACHE_HOME/ipnet-traj`` or
+Each shared library is cached under ``IPNET_KERNEL_DIR`` (default ``$XDG_CACHE_HOME/ipnet-traj`` or
 ``~/.cache/ipnet-traj``), named by a hash of the source and the compiler flags, and written atomically, so concurrent processes share one build. Without a compiler, or with ``IPNET_NATIVE=0``,
 :func:`load` returns None and the caller keeps the torch form (one warning in the log).
 """
@@ -28,17 +31,34 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("mtj_kernel.c")
 # -ffast-math lets gcc call libmvec's vector expf/exp2f/log1pf; it is given to the compile step only: linking
 # a shared library with it would pull in crtfastmath.o, which sets flush-to-zero for the whole process.
 # x86-64-v3 (AVX2 + FMA, servers since 2013) rather than -march=native: the same build is valid on every such
 # machine (a Docker image built on one runs on another); :func:`_cpu_supported` checks before loading.
-_X86_FLAGS = ["-march=x86-64-v3", "-mtune=generic"]
-_COMPILE_FLAGS = ["-O3", "-ffast-math", "-fPIC", "-std=c11"]
+_X86_FLAGS = ("-march=x86-64-v3", "-mtune=generic")
+_BASE_FLAGS = ("-O3", "-fPIC", "-std=c11")
+
+
+@dataclass(frozen=True)
+class CSource:
+    """One C file of the project, built into its own shared library with its own flags."""
+
+    path: Path
+    flags: tuple[str, ...]  # compile step only
+    needs_x86_64_v3: bool  # whether the flags target x86-64-v3 (then loading checks the CPU)
+
+    def all_flags(self) -> list[str]:
+        return list(self.flags) + (
+            list(_X86_FLAGS) if self.needs_x86_64_v3 and platform.machine() in ("x86_64", "AMD64") else []
+        )
+
+
+MTJ = CSource(Path(__file__).with_name("mtj_kernel.c"), (*_BASE_FLAGS, "-ffast-math"), needs_x86_64_v3=True)
 
 
 class MTJParamsC(ctypes.Structure):
@@ -71,10 +91,6 @@ def _compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 
 
-def _flags() -> list[str]:
-    return _COMPILE_FLAGS + (_X86_FLAGS if platform.machine() in ("x86_64", "AMD64") else [])
-
-
 def _cpu_supported() -> bool:
     """Whether this CPU runs the x86-64-v3 build (elsewhere the flags are the compiler's defaults)."""
     if platform.machine() not in ("x86_64", "AMD64"):
@@ -88,13 +104,13 @@ def _cpu_supported() -> bool:
     return {"avx2", "fma", "bmi2", "movbe"} <= have
 
 
-def library_path(directory: Path | None = None) -> Path:
+def library_path(directory: Path | None = None, source: CSource = MTJ) -> Path:
     """Where this source, built with these flags, is (or would be) cached."""
-    key = hashlib.sha256(SOURCE.read_bytes() + b"\0" + " ".join(_flags()).encode()).hexdigest()[:16]
-    return (directory or cache_dir()) / f"mtj_kernel-{platform.machine()}-{key}.so"
+    key = hashlib.sha256(source.path.read_bytes() + b"\0" + " ".join(source.all_flags()).encode())
+    return (directory or cache_dir()) / f"{source.path.stem}-{platform.machine()}-{key.hexdigest()[:16]}.so"
 
 
-def build(directory: Path | None = None) -> Path:
+def build(directory: Path | None = None, source: CSource = MTJ) -> Path:
     """The built shared library's path, compiling it first if this source and these flags have none yet.
 
     A cached build needs no compiler (the Docker image's runtime stage has none: it copies the build stage's).
@@ -102,7 +118,7 @@ def build(directory: Path | None = None) -> Path:
     Raises:
         RuntimeError: not built yet and no C compiler, or the compile failed (its output in the message).
     """
-    target = library_path(directory)
+    target = library_path(directory, source)
     if target.is_file():
         return target
     cc = _compiler()
@@ -112,7 +128,7 @@ def build(directory: Path | None = None) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         obj, lib = Path(tmp) / "k.o", Path(tmp) / "k.so"
         for cmd in (
-            [cc, *_flags(), "-c", str(SOURCE), "-o", str(obj)],
+            [cc, *source.all_flags(), "-c", str(source.path), "-o", str(obj)],
             [cc, "-shared", str(obj), "-o", str(lib), "-lm"],
         ):
             try:
@@ -125,18 +141,31 @@ def build(directory: Path | None = None) -> Path:
     return target
 
 
+def disabled() -> bool:
+    """``IPNET_NATIVE=0`` (or false/no/off): every compiled kernel off, their Python forms instead."""
+    return os.environ.get("IPNET_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
+
+
+def load_library(source: CSource, what: str, fallback: str) -> ctypes.CDLL | None:
+    """``source`` built (or its cached build) and loaded; None, with one warning naming ``what`` and the
+    ``fallback`` used instead, when it cannot be (no compiler, a failed build, an unsupported CPU)."""
+    if disabled():
+        return None
+    if source.needs_x86_64_v3 and not _cpu_supported():
+        log.warning("%s needs AVX2/FMA; using %s", what, fallback)
+        return None
+    try:
+        return ctypes.CDLL(str(build(source=source)))
+    except (RuntimeError, OSError) as exc:
+        log.warning("%s is unavailable (%s); using %s", what, exc, fallback)
+        return None
+
+
 @functools.cache
 def load() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
     """The compiled ``mtj_frame`` function, or None (no compiler, unsupported CPU, or ``IPNET_NATIVE=0``)."""
-    if os.environ.get("IPNET_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
-        return None
-    if not _cpu_supported():
-        log.warning("IPNet's compiled MTJ kernel needs AVX2/FMA; using the torch form")
-        return None
-    try:
-        lib = ctypes.CDLL(str(build()))
-    except (RuntimeError, OSError) as exc:
-        log.warning("IPNet's compiled MTJ kernel is unavailable (%s); using the torch form", exc)
+    lib = load_library(MTJ, "IPNet's compiled MTJ kernel", "the torch form")
+    if lib is None:
         return None
     fn = lib.mtj_frame
     i64, ptr = ctypes.c_int64, ctypes.c_void_p

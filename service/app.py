@@ -38,6 +38,7 @@ from service.errors import (
     PayloadTooLarge,
     ServiceError,
 )
+from service.jsontext import available as json_writer_available
 from service.jsontext import warm_up as warm_up_json
 from service.metrics import Metrics
 from service.settings import Settings
@@ -68,7 +69,7 @@ def load_models(settings: Settings) -> dict[str, Predictor]:
         types = np.zeros(2, np.int64)
         r = p.step(KinState.empty(2), p.initial_memory(2), np.zeros((2, 2)), np.zeros(2), types)
         p.step(r.kin, r.memory, np.ones((2, 2)), np.full(2, 0.1), types)
-    warm_up_json()  # the compiled answer writer: loaded from numba's cache, or compiled once here
+    warm_up_json()  # the compiled answer writer: its cached build, or built once here
     return predictors
 
 
@@ -173,12 +174,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gc.freeze()
         ipnet = predictors["ipnet"]
         log.info(
-            "ready: ipnet %s (MTJ layer: %s), baseline %s %s, store %s",
+            "ready: ipnet %s (MTJ layer: %s), baseline %s %s, store %s, answer writer: %s",
             ipnet.version,
             "compiled kernel" if ipnet.infer is not None and ipnet.infer.native else "torch",
             settings.baseline,
             predictors[settings.baseline].version,
             "redis" if settings.uses_redis else "memory",
+            "compiled" if json_writer_available() else "orjson",
         )
         yield
         runtime.stopping = True

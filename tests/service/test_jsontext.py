@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import numpy as np
 import orjson
 import pytest
 
+from service import jsontext
 from service.api import _points_json
 from service.jsontext import points_rows
 
@@ -81,3 +85,42 @@ def test_empty_shapes_and_bad_decimals():
     assert points_rows(np.zeros((2, 0)), np.zeros((2, 0)), np.zeros((2, 0)), 6, 4) == [b"[]", b"[]"]
     with pytest.raises(ValueError):
         points_rows(np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1)), 0, 4)
+
+
+@pytest.fixture
+def fresh_writer():
+    """``jsontext._writer`` is cached per process: clear it around a test that changes its environment."""
+    jsontext._writer.cache_clear()
+    yield
+    jsontext._writer.cache_clear()
+
+
+def test_the_compiled_writer_is_in_use_here():
+    # scripts/test.sh installs a C compiler: the fast path must be the one these tests exercise
+    assert jsontext.available()
+
+
+@pytest.mark.parametrize("how", ["no compiler", "IPNET_NATIVE=0"])
+def test_without_the_compiled_writer_answers_are_the_same_bytes(
+    how: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fresh_writer: None,
+):
+    if how == "no compiler":
+        monkeypatch.setenv("IPNET_KERNEL_DIR", str(tmp_path))  # no cached build there
+        monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    else:
+        monkeypatch.setenv("IPNET_NATIVE", "0")
+    t, x, y = _batch(np.random.default_rng(1), 20, 30, True, 300.0)
+    with caplog.at_level(logging.WARNING, logger="models.native"):
+        assert points_rows(t, x, y, 6, 4) is None
+        assert not jsontext.available()
+    assert ("using orjson" in caplog.text) == (how == "no compiler")
+    assert [orjson.dumps(f) for f in _points_json(t, x, y)] == _expected(t, x, y)
+
+
+def test_mismatched_shapes_are_refused():
+    with pytest.raises(ValueError, match="one shape"):
+        points_rows(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((3, 2)), 6, 4)
