@@ -27,7 +27,9 @@ import numpy as np
 
 from models.native import CSource, load_library
 
-WRITER = CSource(Path(__file__).with_name("points_json.c"), ("-O3", "-fPIC", "-std=c11"), needs_x86_64_v3=False)
+WRITER = CSource(
+    Path(__file__).with_name("points_json.c"), ("-O3", "-fPIC", "-std=c11"), needs_x86_64_v3=False
+)
 
 
 class _Writer:
@@ -63,7 +65,9 @@ def points_rows(
     if not (1 <= t_decimals <= 16 and 1 <= xy_decimals <= 16):
         raise ValueError("decimals must be within 1..16")
     if not t.shape == x.shape == y.shape or t.ndim != 2:
-        raise ValueError(f"t, x and y must be (A, K) arrays of one shape, not {t.shape}, {x.shape}, {y.shape}")
+        raise ValueError(
+            f"t, x and y must be (A, K) arrays of one shape, not {t.shape}, {x.shape}, {y.shape}"
+        )
     a, k = t.shape
     if a == 0:
         return []
