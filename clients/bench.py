@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 
 from clients.client import ApiError, AsyncTrajpredClient, RetryPolicy, parse_metrics
 
@@ -147,7 +148,9 @@ class Fleet:
             {"agent_id": a, "timestamp": t, "x": xi, "y": yi, "agent_type": "vehicle"}
             for a, xi, yi in zip(self.ids, x, y, strict=True)
         ]
-        return json.dumps({"observations": obs}, separators=(",", ":")).encode()
+        # orjson: the same bytes as json.dumps in a tenth of its time, which a closed loop's sender spends
+        # between two requests on the cores it shares with the server
+        return orjson.dumps({"observations": obs})
 
 
 def server_timing(metrics: dict[str, float], path: str) -> dict[str, float]:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from clients.bench import BenchConfig, BenchResult, Fleet, closed_loop_on_wire, run_bench_async, server_memory
 from clients.client import AsyncTrajpredClient, RetryPolicy
@@ -410,7 +411,7 @@ def mlserver_peer(venv_python: Path, weights: Path, tmp: Path) -> Iterator[tuple
 
 
 def _v2_body(fleet: Fleet, k: int) -> bytes:
-    """The k-th frame as a V2 inference request: the same data and one ``json.dumps``, as ``Fleet.frame``."""
+    """The k-th frame as a V2 inference request: the same data and one ``orjson.dumps``, as ``Fleet.frame``."""
     t, x, y = fleet.positions(k)
     n = len(x)
 
@@ -425,7 +426,7 @@ def _v2_body(fleet: Fleet, k: int) -> bytes:
             col("y", y, "FP64"),
         ]
     }
-    return json.dumps(body, separators=(",", ":")).encode()
+    return orjson.dumps(body)
 
 
 def bench_peer(
