@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
-# the C compiler and libc headers that build IPNet's MTJ kernel (models/native.py); tests compare it to torch
+# the C compiler and libc headers that build IPNet's MTJ kernel and the answer writer (models/native.py); the
+# tests compare them to torch and to orjson
 { command -v cc >/dev/null 2>&1 && [ -f /usr/include/math.h ]; } || need+=(gcc libc6-dev)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive

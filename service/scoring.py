@@ -272,7 +272,9 @@ class OnlineScorer:
         track = self._tracks.get(agent_id)
         if track is not None and len(track.pending) >= self.max_per_agent:
             self._finish(track.pending[0], "dropped")  # may empty and unlink the track: fetch it again
-        track = self._tracks.setdefault(agent_id, _Track())
+            track = self._tracks.get(agent_id)
+        if track is None:  # not setdefault: that would build a _Track (a deque, three lists) every call
+            track = self._tracks[agent_id] = _Track()
         track.pending.append(p)
         self._order.append(p)
         self._live += 1
