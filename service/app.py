@@ -335,7 +335,8 @@ class ConcurrencyLimitMiddleware:
 
 
 class TimingMiddleware:
-    """``trajpred_request_duration_seconds{route}`` by route template (bounded labels, never an id)."""
+    """``trajpred_request_duration_seconds{route}`` by route template (bounded labels, never an id); and
+    tells the engine when an answer has been handed over (:meth:`Engine.answer_sent`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -348,11 +349,11 @@ class TimingMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
-            metrics = _runtime_metrics(scope)
-            route = scope.get("route")
-            if metrics is not None:
-                label = getattr(route, "path", None) or "unmatched"
-                metrics.request_duration.labels(route=label).observe(time.perf_counter() - start)
+            runtime = getattr(scope["app"].state, "runtime", None) if "app" in scope else None
+            if runtime is not None:
+                label = getattr(scope.get("route"), "path", None) or "unmatched"
+                runtime.metrics.request_duration.labels(route=label).observe(time.perf_counter() - start)
+                runtime.engine.answer_sent()
 
 
 # --- errors -------------------------------------------------------------------------------------------

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import pytest
 
+import service.engine as engine_module
 from tests.service.helpers import metric
 from tests.support import Replay
 
@@ -74,3 +76,37 @@ def test_constant_velocity_baseline_keeps_memoryless_states(make_client, replay:
     models = client.get(f"/v1/agents/{agent}").json()["models"]
     assert models["cv"]["steps"] == models["ipnet"]["steps"] >= 1
     assert models["cv"]["neuron_temperatures_k"] is None
+
+
+def _wait_for(condition, timeout_s: float = 5.0) -> bool:
+    """Poll: the test thread sees the app's event loop (another thread) only between its callbacks."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_back_to_back_answers_are_accounted_right_after_them_sparse_ones_at_the_timer(
+    make_client, replay: Replay, monkeypatch: pytest.MonkeyPatch
+):
+    # a delay long enough that the test tells the two paths apart by time
+    monkeypatch.setattr(engine_module, "ACCOUNTING_DELAY_S", 1.0)
+    client = make_client()
+    engine = client.app.state.runtime.engine
+    assert client.post("/v1/predict", json=replay.body(0)).status_code == 200
+    # the first answer after start has no predecessor: its accounting waits for the timer
+    time.sleep(0.1)
+    assert len(engine._unaccounted) == 1
+    # the next one comes within the delay: both are accounted just after it, well before the timer
+    assert client.post("/v1/predict", json=replay.body(1)).status_code == 200
+    assert _wait_for(lambda: not engine._unaccounted, timeout_s=0.5)
+    # a sparse answer again (more than the delay after the previous one): back to the timer
+    time.sleep(1.2)
+    assert client.post("/v1/predict", json=replay.body(2)).status_code == 200
+    time.sleep(0.1)
+    assert len(engine._unaccounted) == 1
+    assert _wait_for(lambda: not engine._unaccounted, timeout_s=3.0)  # and the timer does it
+    sent = sum(len(replay.body(i)["observations"]) for i in range(3))
+    assert metric(client, "trajpred_observations_total", model="ipnet") == sent
