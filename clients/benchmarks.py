@@ -57,9 +57,8 @@ class Plan:
     step_repeats: int = 200
     memory_agents: int = 100_000
     memory_frame: int = 1000
-    peer_rounds: int = (
-        4  # the MLServer peer and the service in turns: a slow stretch of the machine hits both
-    )
+    # the MLServer peer and the service in turns: a slow stretch of the machine hits both
+    peer_rounds: int = 4
 
     @staticmethod
     def quick() -> Plan:
@@ -439,11 +438,11 @@ def bench_peer(
 ) -> dict[str, Any]:
     """MLServer peer vs ``/v1/baseline/predict`` (same GRU checkpoint), 100-agent frames, one sender each.
 
-    Both servers run at once (the idle one costs nothing) and are loaded in turns, ``plan.peer_rounds`` rounds: a slow
-    stretch of this shared machine then hits both. Each keeps its best round; ``per_round`` has the ratio of
-    each round (the service's default layout over the peer, measured seconds apart). Every cell also records the
-    server's CPU time per answered request (``server_cpu_ms``: process and children, user + system, which
-    includes the harness's few warm-up requests and metrics reads).
+    Both servers run at once (the idle one costs nothing) and are loaded in turns, ``plan.peer_rounds``
+    rounds: a slow stretch of this shared machine then hits both. Each keeps its best round; ``per_round``
+    has the ratio of each round (the service's default layout over the peer, measured seconds apart). Every
+    cell also records the server's CPU time per answered request (``server_cpu_ms``: process and children,
+    user + system, which includes the harness's few warm-up requests and metrics reads).
     """
     peer: dict[str, Any] = {}
     ours: dict[str, dict[str, Any]] = {}
@@ -592,19 +591,16 @@ def render(results: dict[str, Any], command: str) -> str:
     errors = sum(r.errors for by in routes.values() for r in by.values())
     lines += ["", f"Errors over all cells: {errors}.", ""]
     # the ceiling the model step alone puts on the ratio: a ping's whole cycle plus the step, nothing else
-    step = results["model_step"].get("ipnet", {})
-    step100 = step.get(100) or step.get("100")
-    if step100:
-        step_s = step100["step_us_per_agent"] * 100 * 1e-6
-        ping_s = 1.0 / routes["ping"][100].requests_per_s
-        lines += [
-            f"What bounds the 100-agent ratio: IPNet's step alone (kinematics and the batched forward, in-process, "
-            f"from the model-step table below) takes {step_s * 1e3:.2f} ms for 100 agents, against "
-            f"{ping_s * 1e3:.2f} ms for a whole ping cycle (client, HTTP, framework). With every other cost of "
-            "a prediction at zero (validation, state, writing the answer, scoring, metrics), "
-            f"`/v1/predict` would reach at most {ping_s / (ping_s + step_s):.2f} of ping.",
-            "",
-        ]
+    step_s = results["model_step"]["ipnet"][100]["step_us_per_agent"] * 100 * 1e-6
+    ping_s = 1.0 / routes["ping"][100].requests_per_s
+    lines += [
+        "What bounds the 100-agent ratio: IPNet's step alone (kinematics and the batched forward, in-process, "
+        f"from the model-step table below) takes {step_s * 1e3:.2f} ms for 100 agents, against "
+        f"{ping_s * 1e3:.2f} ms for a whole ping cycle (client, HTTP, framework). With every other cost of "
+        "a prediction at zero (validation, state, writing the answer, scoring, metrics), "
+        f"`/v1/predict` would reach at most {ping_s / (ping_s + step_s):.2f} of ping.",
+        "",
+    ]
     par: BenchResult = results["parallel_1000"]
     idle = results["idle_penalty"]
     # what the penalty is: cold caches hit memory-bound work, a slower clock would hit arithmetic too
@@ -752,9 +748,9 @@ def render(results: dict[str, Any], command: str) -> str:
             "FP32 array, closer to the service's `?layout=columns` than to its default points. Closed loop, one "
             "sender (the same raw HTTP sender for both servers; it asks for no content encoding, and MLServer would "
             "gzip its answer for a client that accepts it, as httpx does by default), 100-agent frames; both "
-            f"servers up, loaded in turns over {results['plan']['peer_rounds']} rounds, each keeping its best round. Target: the service (default layout) above the "
-            "peer. Server CPU: the server process's user + system time over the cell per answered request "
-            "(children included; the harness's few warm-up requests and, for the service, its readiness check and "
+            f"servers up, loaded in turns over {results['plan']['peer_rounds']} rounds, each keeping its best "
+            "round. Target: the service (default layout) above the peer. Server CPU: the server process's "
+            "user + system time over the cell per answered request (children included; the harness's few warm-up requests and, for the service, its readiness check and "
             "metrics reads count too). Unlike requests/s it leaves out the sender's share of the cycle and the time "
             "the server waits for it.",
             "",
@@ -768,7 +764,7 @@ def render(results: dict[str, Any], command: str) -> str:
             f"Ratio service / peer: {b['requests_per_s'] / p['requests_per_s']:.2f} in requests/s; "
             f"{p['server_cpu_ms'] / b['server_cpu_ms']:.2f} in server CPU per request (peer / service: above 1, "
             "the service does a request with less CPU). Round by round (service / peer requests/s, the two "
-            f"cells seconds apart): {', '.join(f'{x:.2f}' for x in peer.get('per_round', []))}.",
+            f"cells seconds apart): {', '.join(f'{x:.2f}' for x in peer['per_round'])}.",
             "",
         ]
     if "profile" in results:

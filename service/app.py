@@ -39,7 +39,6 @@ from service.errors import (
     ServiceError,
 )
 from service.jsontext import available as json_writer_available
-from service.jsontext import warm_up as warm_up_json
 from service.metrics import Metrics
 from service.settings import Settings
 from service.state import AgentState, StateDecodeError
@@ -69,7 +68,7 @@ def load_models(settings: Settings) -> dict[str, Predictor]:
         types = np.zeros(2, np.int64)
         r = p.step(KinState.empty(2), p.initial_memory(2), np.zeros((2, 2)), np.zeros(2), types)
         p.step(r.kin, r.memory, np.ones((2, 2)), np.full(2, 0.1), types)
-    warm_up_json()  # the compiled answer writer: its cached build, or built once here
+    json_writer_available()  # builds the answer writer now (or loads its cached build), not on a request
     return predictors
 
 
@@ -199,8 +198,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 # --- middleware ---------------------------------------------------------------------------------------
+def _runtime(scope: Scope) -> Runtime | None:
+    return getattr(scope["app"].state, "runtime", None) if "app" in scope else None
+
+
 def _runtime_metrics(scope: Scope) -> Metrics | None:
-    runtime = getattr(scope["app"].state, "runtime", None) if "app" in scope else None
+    runtime = _runtime(scope)
     return runtime.metrics if runtime is not None else None
 
 
@@ -349,7 +352,7 @@ class TimingMiddleware:
         try:
             await self.app(scope, receive, send)
         finally:
-            runtime = getattr(scope["app"].state, "runtime", None) if "app" in scope else None
+            runtime = _runtime(scope)
             if runtime is not None:
                 label = getattr(scope.get("route"), "path", None) or "unmatched"
                 runtime.metrics.request_duration.labels(route=label).observe(time.perf_counter() - start)

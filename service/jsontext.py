@@ -49,7 +49,8 @@ def _writer() -> _Writer | None:
 
 
 def available() -> bool:
-    """Whether the compiled writer is in use (else every answer takes the slow way)."""
+    """Whether the compiled writer is in use (else every answer takes the slow way). The first call builds it
+    (or loads its cached build): the service calls this at start-up, so that no request pays for it."""
     return _writer() is not None
 
 
@@ -98,8 +99,3 @@ def points_rows(
     text = out[:size].tobytes()
     starts = [0, *ends[:-1].tolist()]
     return [text[s:e] for s, e in zip(starts, ends.tolist(), strict=True)]
-
-
-def warm_up() -> bool:
-    """Build (or load the cached build of) the writer, so that no request pays for it; whether it is in use."""
-    return available()
