@@ -127,9 +127,21 @@ async def write_snapshot(store: MemoryStore, path: Path, metrics: Metrics, lock:
     metrics.snapshots.labels(event="written").inc()
 
 
-async def _every(interval_s: float, job: Callable[[], Awaitable[None]], name: str) -> None:
+#: at shutdown, how long a housekeeping round under way may take to finish before it is cancelled
+HOUSEKEEPING_STOP_S = 10.0
+
+
+async def _every(
+    interval_s: float, job: Callable[[], Awaitable[None]], name: str, stop: asyncio.Event
+) -> None:
+    """``job`` every ``interval_s`` until ``stop`` is set. A round under way finishes first: cancelling it in
+    the middle of a Redis command can leave a connection whose close never returns (redis-py), which hung
+    the app's shutdown."""
     while True:
-        await asyncio.sleep(interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
+        if stop.is_set():
+            return
         try:
             await job()
         except Exception:  # a failing housekeeping round must not kill the loop
@@ -148,6 +160,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     snapshot_path = settings.snapshot_path if isinstance(store, MemoryStore) else None
     snap_lock = asyncio.Lock()
     tasks: list[asyncio.Task[None]] = []
+    stop = asyncio.Event()
     await store.open()
     try:
         snapshot_status = None
@@ -155,7 +168,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             snapshot_status = restore_snapshot(store, snapshot_path, metrics)
         runtime = Runtime(settings, metrics, predictors, store, engine, snapshot_status)
         tasks.append(
-            asyncio.create_task(_every(settings.eviction_interval_s, engine.maintain, "maintenance"))
+            asyncio.create_task(_every(settings.eviction_interval_s, engine.maintain, "maintenance", stop))
         )
         if isinstance(store, MemoryStore) and snapshot_path is not None:
             mem_store, path = store, snapshot_path
@@ -163,7 +176,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             async def periodic() -> None:
                 await write_snapshot(mem_store, path, metrics, snap_lock)
 
-            tasks.append(asyncio.create_task(_every(settings.snapshot_interval_s, periodic, "snapshot")))
+            tasks.append(
+                asyncio.create_task(_every(settings.snapshot_interval_s, periodic, "snapshot", stop))
+            )
         app.state.runtime = runtime
         # Everything loaded so far (torch, the models, FastAPI) lives as long as the process: move it out of
         # the cyclic collector's reach. Otherwise every generation-2 pass re-walks all of them (hundreds of
@@ -184,11 +199,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         runtime.stopping = True
     finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        stop.set()
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=HOUSEKEEPING_STOP_S)
+            for t in late:  # a round stuck on an unreachable dependency
+                t.cancel()
+            for t in late:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
         if isinstance(store, MemoryStore) and snapshot_path is not None:
             # the shutdown snapshot (SIGTERM): a graceful restart loses no agent state
             await write_snapshot(store, snapshot_path, metrics, snap_lock)
