@@ -61,7 +61,7 @@ def interval_regime(step_s: float | None) -> str:
     return "slower"  # unreachable: the last bound is infinite
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     agent_id: str
     agent_type: str
@@ -70,7 +70,10 @@ class _Pending:
     paired: bool  # made by both A/B models from the same observation
     step_s: float | None  # the observed interval of the anchor: the expected spacing of what follows
     times: np.ndarray  # (H+1,) seconds after the anchor, starting at 0
-    preds: dict[str, np.ndarray]  # model -> (H+1, 2) world positions, row 0 = the anchor
+    # model -> (K, H+1, 2) world positions, row 0 of each the anchor: the K predictions kept from one frame
+    # share it (one array per model and frame, not one per prediction); this one is row ``row``
+    batch: dict[str, np.ndarray]
+    row: int
     done: bool = False
 
 
@@ -98,10 +101,10 @@ class _Track:
 
 
 class _Due(NamedTuple):
-    """A prediction whose horizon has been observed without a gap: to be scored (``OnlineScorer._score``)."""
+    """A prediction whose horizon has been observed: to be judged and scored (``OnlineScorer._score``)."""
 
     p: _Pending
-    rel: list[float]  # observation times after the anchor, seconds
+    ts: list[float]  # the observations after the anchor up to the horizon: timestamps, seconds
     xs: list[float]  # the observed positions at those times
     ys: list[float]
     tol: float  # half the first interval: how near an observation must be to a report horizon
@@ -212,17 +215,22 @@ class OnlineScorer:
         ]
         if not kept:
             return
-        # every kept row's (H+1, 2) prediction, anchor first, built in one operation per model
+        # every kept row's (H+1, 2) prediction, anchor first, built in one operation per model: one
+        # (K, H+1, 2) array per model that the K kept predictions share (only kept rows: the frame's other
+        # rows are not held). It lives until the last of them finishes; predictions of one frame mature,
+        # or are dropped, within the same few frames, so it holds little beyond the live ones.
         anchors = np.asarray(anchor_xy, np.float64)[kept][:, None]
-        built = {
+        batch = {
             m: np.concatenate([anchors, np.asarray(tr, np.float64)[kept]], axis=1)
             for m, tr in trajectories.items()
         }
         times = self._grid(horizons_s)
+        paired = all(m in batch for m in self.ab_models)
+        now = self.clock()
         for r, i in enumerate(kept):
-            # copies: a view would keep the whole frame's batch alive as long as any one of its predictions
-            rows = {m: b[r].copy() for m, b in built.items()}
-            self._keep_built(agent_ids[i], agent_types[i], anchor_t[i], times, rows, step_s[i])
+            self._keep(
+                _Pending(agent_ids[i], agent_types[i], anchor_t[i], now, paired, step_s[i], times, batch, r)
+            )
         self.metrics.pending_predictions.set(self._live)
 
     def _admit(self, agent_id: str, anchor_t: float, step_s: float | None) -> bool:
@@ -248,27 +256,9 @@ class OnlineScorer:
             times = self._grids[key] = np.concatenate([[0.0], np.asarray(horizons_s, dtype=np.float64)])
         return times
 
-    def _keep_built(
-        self,
-        agent_id: str,
-        agent_type: str,
-        anchor_t: float,
-        times: np.ndarray,
-        preds: dict[str, np.ndarray],
-        step_s: float | None,
-    ) -> None:
-        """Keep one prediction; ``preds``: model -> (H+1, 2) world positions, the anchor first; ``times``:
-        :meth:`_grid`. The caller sets the pending gauge."""
-        p = _Pending(
-            agent_id,
-            agent_type,
-            anchor_t,
-            self.clock(),
-            paired=all(m in preds for m in self.ab_models),
-            step_s=step_s,
-            times=times,
-            preds=preds,
-        )
+    def _keep(self, p: _Pending) -> None:
+        """Keep one prediction (the caller sets the pending gauge)."""
+        agent_id = p.agent_id
         track = self._tracks.get(agent_id)
         if track is not None and len(track.pending) >= self.max_per_agent:
             self._finish(track.pending[0], "dropped")  # may empty and unlink the track: fetch it again
@@ -303,11 +293,9 @@ class OnlineScorer:
             if t < track.due_t:
                 continue  # the oldest kept prediction's horizon is not observed yet: the common case
             # anchors are in time order: when the oldest kept prediction is not due yet, none is
-            settled = False
+            # (a settled prediction leaves its track, which then drops the observations none still needs)
             while track.pending and self._settle(track.pending[0], track, t, due):
-                settled = True
-            if settled and agent_id in tracks:
-                track.trim()
+                pass
         if due:
             self._score(due)
         self._flush()
@@ -338,18 +326,10 @@ class OnlineScorer:
             return False
         anchor = p.anchor_t
         obs_t = track.obs_t
-        # the observation that reaches the horizon (t_new does), by the same test as the check above
-        k = bisect.bisect_left(obs_t, self.horizon_s - tol - 1e-9, first, key=lambda t: t - anchor)
+        # one past the observation that reaches the horizon (t_new does), by the same test as the check above
+        end = bisect.bisect_left(obs_t, self.horizon_s - tol - 1e-9, first, key=lambda t: t - anchor) + 1
         # whether the observed future has a gap is decided with the others due in this call (:meth:`_score`)
-        due.append(
-            _Due(
-                p,
-                [t - anchor for t in obs_t[first : k + 1]],
-                track.obs_x[first : k + 1],
-                track.obs_y[first : k + 1],
-                tol,
-            )
-        )
+        due.append(_Due(p, obs_t[first:end], track.obs_x[first:end], track.obs_y[first:end], tol))
         self._retire(p)
         return True
 
@@ -361,7 +341,7 @@ class OnlineScorer:
         """
         groups: dict[tuple[int, tuple[str, ...]], list[_Due]] = {}
         for d in due:
-            groups.setdefault((id(d.p.times), tuple(d.p.preds)), []).append(d)
+            groups.setdefault((id(d.p.times), tuple(d.p.batch)), []).append(d)
         for (_, models), group in groups.items():
             lens, rel = self._times(group)
             complete = self._complete(group, lens, rel)
@@ -372,22 +352,35 @@ class OnlineScorer:
                     continue
                 lens, rel = self._times(group)
             times = group[0].p.times  # (G,) shared by the group
+            g = len(times)
+            # the group's predictions as rows of one (rows * G, 2) array per model: their frames' batches
+            # back to back (a maturing frame's predictions were mostly kept together: then one batch, a view)
+            batches: dict[int, tuple[int, dict[str, np.ndarray]]] = {}  # id -> (first row, batch)
+            rows: list[int] = []
+            total = 0
+            for d in group:
+                at = batches.get(id(d.p.batch))
+                if at is None:
+                    at = batches[id(d.p.batch)] = (total, d.p.batch)
+                    total += len(d.p.batch[models[0]])
+                rows.append(at[0] + d.p.row)
             ends = np.cumsum(lens)
             ox = np.fromiter(itertools.chain.from_iterable(d.xs for d in group), np.float64, len(rel))
             oy = np.fromiter(itertools.chain.from_iterable(d.ys for d in group), np.float64, len(rel))
-            g = len(times)
             j = np.clip(np.searchsorted(times, rel, side="right") - 1, 0, g - 2)
             x0 = times[j]
             dx, past = (times[j + 1] - x0)[:, None], (rel - x0)[:, None]
             # where np.interp answers a grid value itself: on a grid point, and the ends beyond the grid
             exact = np.where(rel >= times[-1], g - 1, np.where(rel == x0, j, -1))
             exact = np.where(rel < times[0], 0, exact)
-            base = np.repeat(np.arange(0, g * len(group), g), lens)  # (R,) each observation's prediction
+            base = np.repeat(np.array(rows, np.intp) * g, lens)  # (R,) each observation's prediction
             i0, i1, ie = base + j, base + j + 1, base + np.maximum(exact, 0)
             on_grid = (exact >= 0)[:, None]
             errs: dict[str, np.ndarray] = {}
             for m in models:
-                flat = np.concatenate([d.p.preds[m] for d in group])  # (P * G, 2)
+                parts = [b[m] for _, b in batches.values()]
+                joined = parts[0] if len(parts) == 1 else np.concatenate(parts)
+                flat = joined.reshape(-1, 2)  # (rows * G, 2)
                 f0 = np.take(flat, i0, axis=0)  # take: several times faster than fancy indexing here
                 v = (np.take(flat, i1, axis=0) - f0) / dx * past + f0  # np.interp's slope * (x - x0) + f0
                 v = np.where(on_grid, np.take(flat, ie, axis=0), v)
@@ -397,10 +390,11 @@ class OnlineScorer:
     @staticmethod
     def _times(group: list[_Due]) -> tuple[np.ndarray, np.ndarray]:
         """Each prediction's observation count, and all their times after the anchor back to back."""
-        lens = np.fromiter((len(d.rel) for d in group), np.intp, len(group))
-        return lens, np.fromiter(
-            itertools.chain.from_iterable(d.rel for d in group), np.float64, int(lens.sum())
-        )
+        n = len(group)
+        lens = np.fromiter((len(d.ts) for d in group), np.intp, n)
+        ts = np.fromiter(itertools.chain.from_iterable(d.ts for d in group), np.float64, int(lens.sum()))
+        anchors = np.fromiter((d.p.anchor_t for d in group), np.float64, n)
+        return lens, ts - np.repeat(anchors, lens)  # the same doubles as t - anchor one by one
 
     def _complete(self, group: list[_Due], lens: np.ndarray, rel: np.ndarray) -> np.ndarray:
         """Which predictions have an observed future without a gap (bool per prediction).
@@ -409,7 +403,8 @@ class OnlineScorer:
         interval (or, without one, the first observed), and the horizon reached within half the first.
         """
         starts = np.cumsum(lens) - lens
-        step = np.array([d.p.step_s or d.rel[0] for d in group])
+        step = np.array([d.p.step_s or 0.0 for d in group])
+        step = np.where(step != 0.0, step, rel[starts])  # ``step_s or`` the first observed interval
         prev = np.empty_like(rel)
         prev[1:] = rel[:-1]
         prev[starts] = 0.0

@@ -248,3 +248,56 @@ def test_predictions_maturing_together_score_as_np_interp_each():
         assert _value(m, "trajpred_ade_meters_sum", model=mdl) == pytest.approx(expected_ade[mdl], rel=1e-12)
         assert _value(m, "trajpred_fde_meters_sum", model=mdl) == pytest.approx(expected_fde[mdl], rel=1e-12)
     assert s.report()["ipnet"]["n"] == n_agents
+
+
+def test_predictions_kept_from_frames_score_each_on_its_own_row():
+    """``add_many`` keeps a frame's predictions as rows of one shared array per model. Predictions from
+    two frames (some rows not kept, some dropped before they mature) maturing in one call must each be
+    scored on its own row: the errors equal ``np.interp`` of that agent's own prediction."""
+    rng = np.random.default_rng(5)
+    s, m = _scorer(min_steps=3, max_per_agent=1)
+    agents = [f"a{i}" for i in range(12)]
+    truth = {a: rng.normal(0.0, 5.0, 2) for a in agents}  # each agent stands still at its own spot
+    kept: dict[str, dict[str, np.ndarray]] = {}
+    for frame, t in enumerate((100.0, 100.01)):
+        # frame 0: every agent with enough history; frame 1 replaces half of them (max_per_agent=1 drops
+        # their frame-0 prediction, whose batch-mates stay) and leaves the first three rows out (steps < 3)
+        rows = agents if frame == 0 else agents[::2]
+        preds = {mdl: rng.normal(0.0, 1.0, (len(rows), len(HORIZONS), 2)) for mdl in ("ipnet", "gru")}
+        steps = [3] * len(rows) if frame == 0 else [1, 1, 1] + [3] * (len(rows) - 3)
+        anchors = np.stack([truth[a] for a in rows])
+        s.add_many(
+            rows, ["vehicle"] * len(rows), [t] * len(rows), anchors, steps, HORIZONS, preds, [0.1] * len(rows)
+        )
+        for r, a in enumerate(rows):
+            if steps[r] >= 3:
+                kept[a] = {
+                    "t": np.array(t),
+                    **{mdl: np.concatenate([anchors[r : r + 1], p[r]]) for mdl, p in preds.items()},
+                }
+    assert s.pending == len(agents)
+    expected = {"ipnet": 0.0, "gru": 0.0}
+    times = np.concatenate([[0.0], HORIZONS])
+    seen: list[float] = []
+    matured_at = set()
+    for k in range(1, 32):
+        t = 100.05 + 0.1 * k
+        seen.append(t)
+        s.observe_many([(a, t, *truth[a].tolist()) for a in agents])
+        for a, p in list(kept.items()):
+            rel = np.array(seen) - float(p["t"])
+            if rel[-1] >= 3.0 - 0.5 * rel[0] - 1e-9:  # its horizon reached (within half the first interval)
+                del kept[a]
+                matured_at.add(k)
+                for mdl in expected:
+                    pr = p[mdl]
+                    dx = np.interp(rel, times, pr[:, 0]) - truth[a][0]
+                    expected[mdl] += float(np.hypot(dx, np.interp(rel, times, pr[:, 1]) - truth[a][1]).mean())
+    assert not kept and matured_at == {29}  # both frames' predictions in the same call
+    assert s.pending == 0
+    assert (
+        _value(m, "trajpred_scored_predictions_total", outcome="dropped") == 3
+    )  # a6, a8, a10's frame-0 ones
+    assert _value(m, "trajpred_scored_predictions_total", outcome="matured") == len(agents)
+    for mdl in expected:
+        assert _value(m, "trajpred_ade_meters_sum", model=mdl) == pytest.approx(expected[mdl], rel=1e-9)
