@@ -1,6 +1,7 @@
 """Where a predict request's time goes: wall-clock spans of the app in-process, as a Markdown table.
 
     PYTHONPATH=. python scripts/profile_hot_path.py [--route /v1/predict] [--agents 100] [--requests 200]
+        [--json figures.json]
 
 The app runs in-process (its lifespan, ASGI transport, no sockets); the worker-thread hop of the batched
 forward is made inline so every span is on one clock. Each named function is wrapped with a
@@ -18,9 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import json
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -89,7 +92,9 @@ def _instrument(acc: dict[str, float]) -> None:
     assert Engine.predict.__wrapped__  # type: ignore[attr-defined]
 
 
-async def profile(route: str, agents: int, requests: int) -> str:
+async def profile(route: str, agents: int, requests: int) -> tuple[str, dict[str, float]]:
+    """The Markdown table, and its figures in ms per request (``total``, ``validate_body``, ``answer``, ``step``
+    and each span by its label) for a caller that computes with them (``clients.benchmarks``)."""
     anyio.to_thread.run_sync = _inline  # type: ignore[assignment]  # one thread, one clock
     acc: dict[str, float] = defaultdict(float)
     _instrument(acc)
@@ -144,7 +149,14 @@ async def profile(route: str, agents: int, requests: int) -> str:
     lines.append(
         f"| framework: routing, middlewares, body parse + validation, transport | {rest:.2f} | {rest / total:.0%} |"
     )
-    return "\n".join(lines)
+    figures = {
+        "total": total,
+        "validate_body": validate_ms,
+        "answer": answer,
+        "step": ms("kinematics + torch forward (Predictor.step)"),
+        **{label: ms(label) for label, *_ in SPANS},
+    }
+    return "\n".join(lines), figures
 
 
 def main() -> None:
@@ -152,8 +164,12 @@ def main() -> None:
     ap.add_argument("--route", default="/v1/predict")
     ap.add_argument("--agents", type=int, default=100)
     ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures (ms per request) as JSON")
     args = ap.parse_args()
-    print(asyncio.run(profile(args.route, args.agents, args.requests)))
+    text, figures = asyncio.run(profile(args.route, args.agents, args.requests))
+    print(text)
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

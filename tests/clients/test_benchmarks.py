@@ -4,14 +4,16 @@ and its CPU-time probe of server processes."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
-from clients.benchmarks import SIZES, Plan, bench_model_step
+from clients.benchmarks import REPO, SIZES, Plan, _ratio_bound, bench_model_step
 from clients.processes import cpu_seconds, stop_process
 
 
@@ -49,3 +51,41 @@ def test_cpu_seconds_counts_a_process_and_its_live_children() -> None:
             for p in Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split():
                 os.kill(int(p), signal.SIGKILL)
         stop_process(parent, 10)
+
+
+def test_hot_path_profile_reports_its_figures_and_the_ratio_bound_uses_them(tmp_path: Path) -> None:
+    """The profile script's figures (a short real run of the app in-process) are consistent, and the
+    benchmark's ratio bound adds the body validation and the answer to a ping cycle and the step."""
+    out = tmp_path / "figures.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "profile_hot_path.py"),
+            "--requests",
+            "5",
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    fig = json.loads(out.read_text())
+    assert f"{fig['total']:.2f} ms per request" in done.stdout
+    assert 0 < fig["step"] < fig["engine: batched model step (all models)"] < fig["total"]
+    assert fig["validate_body"] > 0 and 0 < fig["answer"] < fig["total"]
+    assert fig["answer"] == fig["answer as JSON data (api._predictions)"] + fig["JSON encoding (orjson)"]
+
+    # ping 1 ms a cycle, step 0.5 ms, body 0.25 ms, answer 0.25 ms: 1 / 1.5 from the step, 1 / 2 with all
+    results = {
+        "routes": {"ping": {100: SimpleNamespace(requests_per_s=1000.0)}},
+        "model_step": {"ipnet": {100: {"step_us_per_agent": 5.0}}},
+        "profile_figures": {"/v1/predict": {"validate_body": 0.25, "answer": 0.25}},
+    }
+    text = _ratio_bound(results)
+    assert "at most 0.67 of ping" in text and "then at most 0.50" in text
+    del results["profile_figures"]
+    assert "then at most" not in _ratio_bound(results)
