@@ -16,8 +16,9 @@ slower than torch's vectorised passes. Why not ``torch.utils.cpp_extension``: co
 headers takes a minute; this file needs only ``math.h`` and builds in well under a second.
 
 Each shared library is cached under ``IPNET_KERNEL_DIR`` (default ``$XDG_CACHE_HOME/ipnet-traj`` or
-``~/.cache/ipnet-traj``), named by a hash of the source and the compiler flags, and written atomically, so concurrent processes share one build. Without a compiler, or with ``IPNET_NATIVE=0``,
-:func:`load` returns None and the caller keeps the torch form (one warning in the log).
+``~/.cache/ipnet-traj``), named by a hash of the source and the compiler flags, and written atomically, so
+concurrent processes share one build. Without a compiler, or with ``IPNET_NATIVE=0``, :func:`load` returns
+None and the caller keeps the torch form (one warning in the log).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ log = logging.getLogger(__name__)
 # x86-64-v3 (AVX2 + FMA, servers since 2013) rather than -march=native: the same build is valid on every such
 # machine (a Docker image built on one runs on another); :func:`_cpu_supported` checks before loading.
 _X86_FLAGS = ("-march=x86-64-v3", "-mtune=generic")
-_BASE_FLAGS = ("-O3", "-fPIC", "-std=c11")
+#: the flags every C file of the project is compiled with (each source adds its own)
+BASE_FLAGS = ("-O3", "-fPIC", "-std=c11")
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class CSource:
         )
 
 
-MTJ = CSource(Path(__file__).with_name("mtj_kernel.c"), (*_BASE_FLAGS, "-ffast-math"), needs_x86_64_v3=True)
+MTJ = CSource(Path(__file__).with_name("mtj_kernel.c"), (*BASE_FLAGS, "-ffast-math"), needs_x86_64_v3=True)
 
 
 class MTJParamsC(ctypes.Structure):

@@ -251,7 +251,8 @@ class TrajectoryNet(nn.Module):
         return memory, sensed_parts, energy
 
     def recurrent_update(self, memory: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
-        """The GRU/LSTM cell: new memory (B, memory_size) and the hidden state the readout senses (B, n_memory)."""
+        """The GRU/LSTM cell: new memory (B, memory_size) and the hidden state the readout senses
+        (B, n_memory)."""
         assert self.cell is not None
         if self.cfg.kind == "gru":
             memory = self.cell(e, memory)

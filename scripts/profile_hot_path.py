@@ -93,8 +93,8 @@ def _instrument(acc: dict[str, float]) -> None:
 
 
 async def profile(route: str, agents: int, requests: int) -> tuple[str, dict[str, float]]:
-    """The Markdown table, and its figures in ms per request (``total``, ``validate_body``, ``answer``, ``step``
-    and each span by its label) for a caller that computes with them (``clients.benchmarks``)."""
+    """The Markdown table, and its figures in ms per request (``total``, ``validate_body``, ``answer``,
+    ``step`` and each span by its label) for a caller that computes with them (``clients.benchmarks``)."""
     anyio.to_thread.run_sync = _inline  # type: ignore[assignment]  # one thread, one clock
     acc: dict[str, float] = defaultdict(float)
     _instrument(acc)

@@ -1,8 +1,9 @@
 """The points layout of an answer, written as JSON text by one compiled loop (``points_json.c``).
 
-A 1,000-agent frame answers 30,000 points (3 s at 10 Hz). Written through Python objects (a bytes object per number, or
-a dict per point) that cost about 10 ms per frame, a third of the request; numpy cannot do better (a
-fixed-slot writer by table lookups was no faster: many passes over short columns; numbers in issue 5).
+A 1,000-agent frame answers 30,000 points (3 s at 10 Hz). Written through Python objects (a bytes object
+per number, or a dict per point) that cost about 10 ms per frame, a third of the request; numpy cannot do
+better (a fixed-slot writer by table lookups was no faster: many passes over short columns; numbers in
+issue 5).
 Here one C pass writes every row's text into one buffer. It replaced a numba loop of the same algorithm that
 took more than twice as long, timed side by side at 100 agents x 50 points (figures in the session-9
 closing note of issue 5).
@@ -25,11 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from models.native import CSource, load_library
+from models.native import BASE_FLAGS, CSource, load_library
 
-WRITER = CSource(
-    Path(__file__).with_name("points_json.c"), ("-O3", "-fPIC", "-std=c11"), needs_x86_64_v3=False
-)
+# no -ffast-math: the exactness checks in points_json.c need IEEE division and rint
+WRITER = CSource(Path(__file__).with_name("points_json.c"), BASE_FLAGS, needs_x86_64_v3=False)
 
 
 class _Writer:
