@@ -215,7 +215,7 @@ def bench_model_step(weights: Path | None, plan: Plan) -> dict[str, dict[int, di
             warmed[name] = r
         best = dict.fromkeys(predictors, float("inf"))
         best_update = dict.fromkeys(predictors, float("inf"))
-        e_in = torch.randn(b, next(iter(predictors.values())).cfg.d_embed)
+        e_in = torch.randn(b, kernel.d_embed)
         for _ in range(rounds):
             for name, p in predictors.items():
                 r = warmed[name]
@@ -857,7 +857,9 @@ def main(argv: list[str] | None = None) -> int:
             results["memory"] = bench_memory(weights_env, plan, tmp)
         if args.mlserver_python is not None:
             print("mlserver peer...", file=sys.stderr, flush=True)
-            wdir = Path(weights) if weights else REPO / "models" / "weights"
+            from models.checkpoint import WEIGHTS_DIR
+
+            wdir = Path(weights) if weights else WEIGHTS_DIR
             try:
                 results["peer"] = bench_peer(args.mlserver_python, wdir, weights_env, plan, tmp)
             except (RuntimeError, OSError) as e:  # the peer is optional: report it, keep the rest

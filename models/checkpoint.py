@@ -10,7 +10,17 @@ import torch
 
 from models.nets import ModelConfig, TrajectoryNet
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: every trained weight set: ``<recipe>/seed<k>/<name>.pt``
+WEIGHTS_ROOT = Path(__file__).resolve().parent / "weights"
+#: the weights the service serves: the shipped recipe's seed 0
+WEIGHTS_DIR = WEIGHTS_ROOT / "shipped" / "seed0"
+
+
+def recipe_dir(recipe: str) -> Path:
+    """The folder of a recipe's weights (its ``seed*`` folders)."""
+    return WEIGHTS_ROOT / recipe
+
+
 CHECKPOINT_FORMAT = 1
 
 
@@ -25,7 +35,7 @@ def state_fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
 def save_checkpoint(path: str | Path, net: TrajectoryNet, meta: dict[str, Any]) -> dict[str, Any]:
     """Write ``{format, model_args, state_dict, version, **meta}``; meta holds plain data only."""
     state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    version = f"{net.cfg.kind}-{state_fingerprint(state)[:10]}"
+    version = f"{meta.get('name') or net.cfg.kind}-{state_fingerprint(state)[:10]}"
     ckpt = {
         "format": CHECKPOINT_FORMAT,
         "model_args": net.cfg.to_dict(),
@@ -46,14 +56,28 @@ def load_checkpoint(path: str | Path) -> tuple[TrajectoryNet, dict[str, Any]]:
     ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: unsupported checkpoint format {ckpt.get('format')!r}")
-    args = dict(ckpt["model_args"])
-    # written before the option existed: every model then saw the interval
-    args.setdefault("interval_input", True)
+    args, state = _migrate(dict(ckpt["model_args"]), ckpt["state_dict"])
     net = TrajectoryNet(ModelConfig(**args))
-    net.load_state_dict(ckpt["state_dict"])
+    net.load_state_dict(state)
     net.eval()
     meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
     return net, meta
+
+
+def _migrate(args: dict[str, Any], state: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Checkpoints written before the current options existed, as the models they were."""
+    args.setdefault("interval_input", True)  # every model then saw the interval
+    if "tau_spread" in args:
+        args["tau"] = "spread" if args.pop("tau_spread") else "single"
+    if isinstance(args.get("lateral"), bool):
+        args["lateral"] = "dense" if args["lateral"] else "none"
+    args.setdefault("drive", "sigmoid")
+    if args["kind"] in ("gru", "lstm"):
+        state = {
+            ("cell." + k if k.startswith("cell.") and not k.startswith("cell.cell.") else k): v
+            for k, v in state.items()
+        }
+    return args, state
 
 
 def shipped_path(kind: str, weights_dir: str | Path | None = None) -> Path:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from models.motion import MotionConfig
 from models.mtj import MTJParams
 from models.nets import ModelConfig
 
@@ -98,13 +99,20 @@ def energy_table(
     }
 
 
+def digital_state_floats(cfg: ModelConfig | MotionConfig) -> int:
+    """Floats of state a digital model reads and writes per update (0 for IPNet, whose state is heat)."""
+    if isinstance(cfg, MotionConfig):
+        return 0 if cfg.kind == "cv" else 2  # smoothed acceleration and turn rate
+    if cfg.kind == "ipnet":
+        return 0
+    return 2 * cfg.n_memory if cfg.kind == "lstm" else cfg.n_memory
+
+
 def memory_energy_per_update_j(
-    kind: str, cfg: ModelConfig, dt_s: float, mem: DigitalMemory | None = None
+    cfg: ModelConfig | MotionConfig, dt_s: float, mem: DigitalMemory | None = None
 ) -> float:
     """Energy charged to one state update in serving (worst-case drive for IPNet when not measured)."""
     mem = mem or DigitalMemory()
-    if kind == "ipnet":
+    if isinstance(cfg, ModelConfig) and cfg.kind == "ipnet":
         return ipnet_energy_per_update(cfg.n_memory, MTJParams(**cfg.mtj), dt_s)
-    if kind in ("gru", "lstm"):
-        return recurrent_energy_per_update(kind, cfg.n_memory, mem)
-    return 0.0
+    return 2 * digital_state_floats(cfg) * mem.bits_per_value * mem.joules_per_bit

@@ -45,7 +45,7 @@ class _NativeMTJ:
         p = mtj.params
         self.fn = fn
         self.params = p
-        self.neg_inv_tau = float(mtj.neg_inv_tau[0])
+        self.neg_inv_tau = -1.0 / float(mtj.tau_dev_s[0])
         drive_b = mtj.drive.bias.detach().double()
         self.drive_wt = mtj.drive.weight.detach().t()
         self.lateral_wt: Tensor | None = None
@@ -82,8 +82,9 @@ class _NativeMTJ:
         mtj = net.mtj
         if not use_native or mtj is None or mtj.fused is None or net.cfg.readout != "both":
             return None
-        if mtj.neg_inv_tau.numel() != 1:  # log-spaced time constants: the kernel takes one decay per agent
-            return None
+        cfg = net.cfg
+        if cfg.tau != "single" or cfg.drive != "sigmoid" or cfg.lateral == "diffusion":
+            return None  # the kernel takes one decay per agent and the one-polarity drive
         fn = native.load()
         return None if fn is None else _NativeMTJ(net, fn)
 
@@ -178,7 +179,7 @@ class InferenceStep:
             return self.native_mtj(memory, e, dt_s, sensed)
         net = self.net
         if net.cell is not None:  # GRU / LSTM: the cell, its norm straight into the block (no energy tensor)
-            memory, h = net.recurrent_update(memory, e)
+            memory, h = net.cell(memory, e)
             norm = net.memory_norm
             sensed.copy_(F.layer_norm(h, norm.normalized_shape, norm.weight, norm.bias, norm.eps))
             return memory, np.zeros(len(dt_s))

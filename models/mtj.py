@@ -62,9 +62,11 @@ class MTJParams:
     switching_exponent_b: float = 2.0  # [S] Taniguchi arXiv 1204.1190
     t_curie_k: float = 1000.0  # [A] CoFeB Curie temperature (not found in sources)
     anisotropy_exponent_n: float = 2.0  # [A] Callen-Callen exponent
-    t_sense_s: float = (
-        10e-9  # [A] width of the switching attempt that reads the neuron (notes worked example)
-    )
+    # [A] the switching attempt that reads the neuron is the last t_sense of its drive pulse, at the drive's
+    # voltage: inside the pulse (duty x window) at every rate up to 25 Hz (0.4 ns window, 0.2 ns pulse at the
+    # default time_scale and duty), so its heat is in the thermal step and its energy in the drive's. (The
+    # notes' worked example uses a 10 ns attempt: longer than a 10 Hz frame's 1 ns window.)
+    t_sense_s: float = 0.2e-9
     max_drive_s: float = (
         300e-9  # [A] one observation drives for at most this long (10 tau_max); longer gaps only cool
     )

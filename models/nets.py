@@ -1,11 +1,21 @@
-"""IPNet and its recurrent baselines: one encoder, one memory, one readout.
+"""IPNet and its learned baselines: one encoder, one memory, one readout.
 
-``TrajectoryNet`` = encoder (features -> embedding) + memory + readout (embedding, memory output ->
+``TrajectoryNet`` = encoder (features -> embedding) + memory + readout (embedding, sensed memory ->
 correction to constant velocity in the agent frame). Only the memory differs between models:
 
 - ``ipnet``: a layer of MTJ neurons driven by the embedding; the neuron temperatures are the only state.
   The heat decays over the real elapsed time of each step (physics), so irregular sampling needs no padding.
-- ``gru`` / ``lstm``: recurrent cells with the same width; they see the interval only as an input feature.
+  By default nothing digital feeds the temperatures back (``lateral="none"``): what the layer remembers is
+  the heat its devices still hold. ``lateral="dense"`` is the earlier design, in which a learned matrix read
+  the temperatures into the next drive (a digital recurrence); ``lateral="diffusion"`` couples neighbouring
+  devices by heat flow (physical, local, positive).
+- ``gru`` / ``lstm``: recurrent cells of the same width; they see the interval as an input feature (or not:
+  ``interval_input=False``, the ``gru_nodt`` baseline).
+- ``ctgru``: a continuous-time GRU (GRU-D / CT-GRU style): between observations its hidden state decays as
+  ``exp(-dt/tau)`` with a learned time constant per unit, then the GRU cell updates it.
+- ``leaky``: a leaky-integrator RNN whose units have IPNet's time constants (in scene seconds):
+  ``h' = a h + (1 - a) tanh(W e [+ U h])``, ``a = exp(-dt/tau)``. The control for "is it the physics, or any
+  memory that fades over real time?".
 
 Every model exposes the same streaming step ``step(memory, features, dt) -> (memory, offsets, energy)``;
 ``forward_sequence`` is a loop over that very step, so training and serving cannot disagree.
@@ -13,6 +23,7 @@ Every model exposes the same streaming step ``step(memory, features, dt) -> (mem
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -22,7 +33,11 @@ from torch.nn import functional as F
 from models.kinematics import FEATURE_NAMES, N_FEATURES
 from models.mtj import FusedSwitching, MTJParams, switching_probability, tau_spread
 
-MODEL_KINDS = ("ipnet", "gru", "lstm")
+MODEL_KINDS = ("ipnet", "gru", "lstm", "ctgru", "leaky")
+TAU_MODES = ("single", "spread", "learned")
+LATERAL_MODES = ("none", "dense", "diffusion")
+DRIVE_MODES = ("sigmoid", "tanh")
+READOUT_MODES = ("both", "temperature", "p_switch")
 
 
 @dataclass
@@ -33,31 +48,51 @@ class ModelConfig:
     n_features: int = N_FEATURES
     d_embed: int = 32
     encoder_layers: int = 2
-    n_memory: int = 64  # MTJ neurons, or hidden units of the GRU/LSTM
+    n_memory: int = 64  # MTJ neurons, or units of the recurrent baselines
     d_readout: int = 128
     pred_dt_s: float = 0.1
     pred_steps: int = 50  # 5 s at 0.1 s
-    # IPNet: log-spaced thermal time constants (False: every device at their geometric mean)
-    tau_spread: bool = False
+    # IPNet and the leaky control: the devices' thermal time constants. "single": every device at the
+    # geometric mean of tau_th_min and tau_th_max; "spread": log-spaced over that range (devices sized on
+    # purpose); "learned": each device's size (its time constant) is trained, kept within that range
+    tau: str = "single"
+    # multiplies every time constant: 1e-3 is the "no heat carried between frames" ablation
+    tau_scale: float = 1.0
+    # IPNet: how devices influence each other (see the module docstring); the leaky control: "dense" adds
+    # the recurrent matrix U, "none" leaves it out
+    lateral: str = "none"
+    # IPNet: the drive voltage, v_max sigmoid(a) (one polarity) or v_max tanh(a) (both polarities heat)
+    drive: str = "sigmoid"
     readout: str = "both"  # IPNet: what the readout senses: "p_switch", "temperature" or "both"
-    # IPNet: the driver reads each neuron's temperature before its pulse (lateral coupling)
-    lateral: bool = True
     cv_prior: bool = True  # predict a correction to constant velocity (False: the whole agent-frame future)
-    # The observed interval as an encoder input; None: by kind. The recurrent baselines need it (they count
-    # steps, dt is how they learn time). IPNet does without: its neurons integrate the physical time that
-    # passed, and a readout that never sees the interval cannot misread a rate it was not trained at
-    # (measured: with it, IPNet lost its advantage at 5 and 2 Hz; see the model card).
+    # The observed interval as an encoder input; None: by kind. GRU, LSTM and CT-GRU get it (a discrete
+    # recurrence counts steps; dt is how it can learn time). IPNet and the leaky control do without: their
+    # memory fades over the physical time that passed, and a readout that never sees the interval cannot
+    # misread a rate it was not trained at.
     interval_input: bool | None = None
     mtj: dict[str, float] = field(default_factory=lambda: MTJParams().to_dict())
 
     def __post_init__(self) -> None:
-        if self.kind not in MODEL_KINDS:
-            raise ValueError(f"unknown model kind {self.kind!r}; expected one of {MODEL_KINDS}")
+        for name, value, allowed in (
+            ("kind", self.kind, MODEL_KINDS),
+            ("tau", self.tau, TAU_MODES),
+            ("lateral", self.lateral, LATERAL_MODES),
+            ("drive", self.drive, DRIVE_MODES),
+            ("readout", self.readout, READOUT_MODES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; expected one of {allowed}")
+        if self.kind == "leaky" and self.lateral == "diffusion":
+            raise ValueError("the leaky control has no devices to couple: lateral is 'none' or 'dense'")
+        if not self.tau_scale > 0:
+            raise ValueError(f"tau_scale must be positive, got {self.tau_scale}")
 
     @property
     def sees_interval(self) -> bool:
         """Whether the encoder gets the observed interval (``interval_input``, or by kind when None)."""
-        return self.kind != "ipnet" if self.interval_input is None else self.interval_input
+        if self.interval_input is None:
+            return self.kind in ("gru", "lstm", "ctgru")
+        return self.interval_input
 
     @property
     def horizons_s(self) -> list[float]:
@@ -67,43 +102,102 @@ class ModelConfig:
         return asdict(self)
 
 
+def device_time_constants(n: int, p: MTJParams, mode: str, scale: float = 1.0) -> Tensor:
+    """(n,) float64 device seconds for the fixed modes ("single", "spread"); the learned mode starts spread."""
+    return tau_spread(n, p, spread=mode != "single") * scale
+
+
+class LearnedTimeConstants(nn.Module):
+    """Per-unit time constants trained within ``[lo, hi]`` (log-uniform start): device sizes chosen in training."""
+
+    def __init__(self, init: Tensor, lo: float, hi: float) -> None:
+        super().__init__()
+        self.log_lo, self.log_hi = math.log(lo), math.log(hi)
+        frac = ((init.log() - self.log_lo) / (self.log_hi - self.log_lo)).clamp(0.02, 0.98)
+        self.u = nn.Parameter(torch.logit(frac).to(torch.float32))
+
+    def forward(self) -> Tensor:
+        """(n,) time constants, in the units of ``lo`` and ``hi``."""
+        return torch.exp(self.log_lo + (self.log_hi - self.log_lo) * torch.sigmoid(self.u))
+
+
 class MTJNeuronLayer(nn.Module):
     """A layer of MTJ neurons: drive -> Joule heat -> temperature (memory) -> switching probability."""
 
     def __init__(
-        self, n_in: int, n_neurons: int, params: MTJParams, spread: bool = True, lateral: bool = False
+        self,
+        n_in: int,
+        n_neurons: int,
+        params: MTJParams,
+        tau: str = "single",
+        tau_scale: float = 1.0,
+        lateral: str = "none",
+        drive: str = "tanh",
     ) -> None:
         super().__init__()
         self.params = params
+        self.drive_mode = drive
         self.drive = nn.Linear(n_in, n_neurons)
-        # lateral coupling: the pulse of each neuron also depends on the sensed temperatures of the layer
-        # (read just before the pulse); the temperatures stay the only state
-        self.lateral = nn.Linear(n_neurons, n_neurons, bias=False) if lateral else None
+        if drive == "tanh":
+            # tanh(0) = 0 heats nothing and has no gradient through V^2: start the devices spread over
+            # their drive range instead
+            with torch.no_grad():
+                self.drive.bias.uniform_(-2.0, 2.0)
+        # lateral="dense": the pulse of each neuron also depends on the sensed temperatures of the layer
+        # (read just before the pulse): the earlier design, a learned digital recurrence
+        self.lateral = nn.Linear(n_neurons, n_neurons, bias=False) if lateral == "dense" else None
         if self.lateral is not None:
             nn.init.zeros_(self.lateral.weight)
-        self.tau_dev_s: Tensor
-        self.neg_inv_tau: Tensor
-        taus = tau_spread(n_neurons, params, spread)
-        self.register_buffer("tau_dev_s", taus.to(torch.float32))
-        # derived, not saved: checkpoints keep only tau_dev_s. One value when every device has the same time
-        # constant (the shipped models): the decay factors are then one per agent, not one per neuron.
-        neg_inv = -(1.0 / taus).to(torch.float32)
-        self.register_buffer(
-            "neg_inv_tau", neg_inv[:1] if bool((neg_inv == neg_inv[0]).all()) else neg_inv, persistent=False
+        # lateral="diffusion": devices in a row share heat with their neighbours through a conductance
+        # kappa / R_th (kappa >= 0, trained; starts at 0.1)
+        self.log_kappa = nn.Parameter(torch.tensor(math.log(0.1))) if lateral == "diffusion" else None
+        base = device_time_constants(n_neurons, params, tau, tau_scale)
+        self.learned_tau = (
+            LearnedTimeConstants(base, params.tau_th_min_s * tau_scale, params.tau_th_max_s * tau_scale)
+            if tau == "learned"
+            else None
         )
+        self.tau_dev_s: Tensor
+        self.register_buffer("tau_dev_s", base.to(torch.float32))
         self.fused = FusedSwitching.of(params)
         # steady-state rise at full drive, kelvin. The relaxation mixes T (in [T0, T_max]) with its steady state
         # T0 + c_ss d^2 <= T0 + c_ss: when that is <= T_max the result stays in range by itself, and the clamp
-        # is one pass for nothing
+        # is one pass for nothing. Diffusion only moves heat between devices: the bound holds there too
         self.c_ss = params.v_max_v**2 * params.duty * params.r_th_k_per_w / params.r_p_ohm
         self.needs_clamp = params.t0_k + self.c_ss > params.t_max_k
         self.t0_k: Tensor
         # 0-d: the operand of torch.add that builds the steady state (torch.add needs a tensor there)
         self.register_buffer("t0_k", torch.tensor(params.t0_k), persistent=False)
+        n = n_neurons
+        lap = 2 * torch.eye(n) - torch.diag(torch.ones(n - 1), 1) - torch.diag(torch.ones(n - 1), -1)
+        lap[0, 0] = lap[-1, -1] = 1.0  # a row of devices: the two ends have one neighbour each
+        self.laplacian: Tensor
+        self.register_buffer("laplacian", lap, persistent=False)
+
+    @property
+    def n_neurons(self) -> int:
+        return self.drive.out_features
+
+    def time_constants(self) -> Tensor:
+        """(N,) device thermal time constants, seconds."""
+        return self.learned_tau() if self.learned_tau is not None else self.tau_dev_s
 
     def initial(self, b: int) -> Tensor:
         """Every neuron at ambient temperature: (B, N) kelvin."""
-        return torch.full((b, self.drive.out_features), self.params.t0_k)
+        return torch.full((b, self.n_neurons), self.params.t0_k)
+
+    def drive01(self, pre: Tensor) -> Tensor:
+        """Drive voltage / v_max from the pre-activation: (0, 1) for sigmoid, (-1, 1) for tanh."""
+        return torch.sigmoid(pre) if self.drive_mode == "sigmoid" else torch.tanh(pre)
+
+    def pre_activation(self, temp: Tensor, x: Tensor) -> Tensor:
+        """(B, N) drive pre-activations: the embedding, plus the sensed temperatures when ``lateral="dense"``."""
+        pre = self.drive(x)
+        if self.lateral is not None:
+            p = self.params
+            # + lateral(sensed temperature rise (T - T0)/(T_max - T0)), the 1/(T_max - T0) folded into addmm
+            pre = torch.addmm(pre, temp - p.t0_k, self.lateral.weight.t(), alpha=1.0 / (p.t_max_k - p.t0_k))
+        return pre
 
     def forward(self, temp: Tensor, x: Tensor, dt_s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One frame.
@@ -121,32 +215,139 @@ class MTJNeuronLayer(nn.Module):
         # a long gap (dropped frames) is mostly cooling: the drive covers at most max_drive_s of it,
         # the end of the window, so energy stays bounded and the newest motion is what heats the neuron
         drive_s = torch.clamp(window, max=p.max_drive_s)
-        # cooling without drive, then the drive: two exact steps of thermal_step (inlined: hot path).
-        # The first is the identity unless a gap outlasts max_drive_s (rare): skipped then, for speed.
-        if len(dt_s) and float(window.max()) > p.max_drive_s:
-            temp = torch.lerp(
-                torch.full_like(temp, p.t0_k), temp, torch.exp((window - drive_s) * self.neg_inv_tau)
-            )
-        pre = self.drive(x)
-        if self.lateral is not None:
-            # + lateral(sensed temperature rise (T - T0)/(T_max - T0)), the 1/(T_max - T0) folded into addmm
-            pre = torch.addmm(pre, temp - p.t0_k, self.lateral.weight.t(), alpha=1.0 / (p.t_max_k - p.t0_k))
-        drive01 = torch.sigmoid(pre)  # (B, N) drive voltage / v_max
-        d2 = drive01 * drive01
-        # relax towards the steady state under the mean drive power V^2/R_P (V = v_max drive01):
-        # T' = T decay + (1 - decay)(T0 + c d^2) = lerp(T, T0 + c d^2, 1 - decay), two passes. The weight is
-        # (B, 1) when every device has the same time constant. One broadcast operand per pass: an addcmul
-        # with two of them (the previous form) ran several times slower on CPU, off torch's vectorised loop
-        heat = -torch.expm1(drive_s * self.neg_inv_tau)  # 1 - decay
-        temp = torch.lerp(temp, torch.add(self.t0_k, d2, alpha=self.c_ss), heat)
+        neg_inv_tau = -1.0 / self.time_constants()  # (N,)
+        pre = None
+        if self.lateral is None:
+            pre = self.pre_activation(temp, x)  # the drive does not read the temperatures: any order
+        if self.log_kappa is not None:
+            if len(dt_s) and float(window.max()) > p.max_drive_s:
+                temp = self._diffuse(temp, torch.zeros_like(temp), window - drive_s, neg_inv_tau)
+            assert pre is not None
+            v = self.drive01(pre)
+            d2 = v * v
+            temp = self._diffuse(temp, d2, drive_s, neg_inv_tau)
+        else:
+            # cooling without drive, then the drive: two exact steps of thermal_step (inlined: hot path).
+            # The first is the identity unless a gap outlasts max_drive_s (rare): skipped then, for speed.
+            if len(dt_s) and float(window.max()) > p.max_drive_s:
+                temp = torch.lerp(
+                    torch.full_like(temp, p.t0_k), temp, torch.exp((window - drive_s) * neg_inv_tau)
+                )
+            if pre is None:
+                pre = self.pre_activation(temp, x)
+            v = self.drive01(pre)  # (B, N) drive voltage / v_max
+            d2 = v * v
+            # relax towards the steady state under the mean drive power V^2/R_P (V = v_max v):
+            # T' = T decay + (1 - decay)(T0 + c d^2) = lerp(T, T0 + c d^2, 1 - decay)
+            heat = -torch.expm1(drive_s * neg_inv_tau)  # 1 - decay, (B, N) or (B, 1)
+            temp = torch.lerp(temp, torch.add(self.t0_k, d2, alpha=self.c_ss), heat)
         if self.needs_clamp:
             temp = torch.clamp(temp, min=p.t0_k, max=p.t_max_k)
+        # the sense pulse: the switching probability at the drive's magnitude (the device is read from the
+        # state its polarity can leave), at the temperature the history left it with
+        mag = v if self.drive_mode == "sigmoid" else v.abs()
         if self.fused is not None:
-            out = self.fused(drive01, temp)
+            out = self.fused(mag, temp)
         else:
-            out = switching_probability(drive01 * (p.v_max_v / p.r_p_ohm), temp, p)
+            out = switching_probability(mag * (p.v_max_v / p.r_p_ohm), temp, p)
         energy = d2.sum(dim=1) * (p.v_max_v**2 * p.duty / p.r_p_ohm) * drive_s[:, 0]  # Joule heat, J
         return temp, out, energy
+
+    def _diffuse(self, temp: Tensor, d2: Tensor, span_s: Tensor, neg_inv_tau: Tensor) -> Tensor:
+        """Exact step of ``C_j dT_j/dt = P_j - (T_j - T0)/R_th - (kappa/R_th) sum_k~j (T_j - T_k)`` over
+        ``span_s`` (B, 1) device seconds at constant power ``P_j ~ d2_j``.
+
+        With x = T - T0, D = diag(1/tau) and M = I + kappa L (L the row's Laplacian):
+        dx/dt = D (c_ss d2 - M x). In y = D^-1/2 x the system matrix S = D^1/2 M D^1/2 is symmetric:
+        S = U diag(lam) U^T, and each eigenmode relaxes on its own: exact for any span, like the lerp.
+        """
+        kappa = torch.exp(self.log_kappa) if self.log_kappa is not None else temp.new_zeros(())
+        inv_tau = -neg_inv_tau  # (N,)
+        sq = inv_tau.sqrt()
+        m = torch.eye(len(inv_tau), dtype=temp.dtype) + kappa * self.laplacian.to(temp.dtype)
+        s = sq[:, None] * m * sq[None, :]
+        lam, u = torch.linalg.eigh(s)
+        x0 = (temp - self.params.t0_k) / sq  # y = D^-1/2 x, (B, N)
+        z0 = x0 @ u  # U^T y per row
+        drive = (self.c_ss * d2 * sq) @ u  # U^T D^1/2 (c_ss d2): dy/dt = D^1/2 c d2 - S y
+        z_ss = drive / lam
+        z = z_ss + (z0 - z_ss) * torch.exp(-span_s * lam)
+        return self.params.t0_k + (z @ u.t()) * sq
+
+
+class RecurrentCell(nn.Module):
+    """GRU or LSTM cell; the LSTM's state is [h, c]."""
+
+    def __init__(self, kind: str, n_in: int, n: int) -> None:
+        super().__init__()
+        self.kind = kind
+        self.n = n
+        self.cell: nn.GRUCell | nn.LSTMCell = nn.GRUCell(n_in, n) if kind == "gru" else nn.LSTMCell(n_in, n)
+
+    @property
+    def size(self) -> int:
+        return 2 * self.n if self.kind == "lstm" else self.n
+
+    def forward(self, memory: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
+        """New state (B, size) and the hidden state the readout senses (B, n)."""
+        if isinstance(self.cell, nn.GRUCell):
+            memory = self.cell(e, memory)
+            return memory, memory
+        h, c = self.cell(e, (memory[:, : self.n], memory[:, self.n :]))
+        return torch.cat([h, c], dim=1), h
+
+
+class CTGRUCell(nn.Module):
+    """Continuous-time GRU: the hidden state decays as exp(-dt/tau) (learned tau per unit), then a GRU update.
+
+    The decay runs over the real interval, the update once per observation: the digital rival of a memory
+    that fades over real time. Time constants start log-spaced over IPNet's range in scene seconds.
+    """
+
+    def __init__(self, n_in: int, n: int, tau_init_s: Tensor) -> None:
+        super().__init__()
+        self.n = n
+        self.cell = nn.GRUCell(n_in, n)
+        self.log_tau = nn.Parameter(tau_init_s.log().to(torch.float32))
+
+    @property
+    def size(self) -> int:
+        return self.n
+
+    def forward(self, h: Tensor, e: Tensor, dt_s: Tensor) -> tuple[Tensor, Tensor]:
+        decayed = h * torch.exp(-dt_s[:, None] * torch.exp(-self.log_tau))
+        h = self.cell(e, decayed)
+        return h, h
+
+
+class LeakyCell(nn.Module):
+    """Leaky-integrator RNN: ``h' = a h + (1 - a) tanh(W e [+ U h])``, ``a = exp(-dt/tau)`` per unit."""
+
+    def __init__(
+        self, n_in: int, n: int, tau_s: Tensor, recurrent: bool, learned: LearnedTimeConstants | None
+    ):
+        super().__init__()
+        self.n = n
+        self.inp = nn.Linear(n_in, n)
+        self.rec = nn.Linear(n, n, bias=False) if recurrent else None
+        if self.rec is not None:
+            nn.init.zeros_(self.rec.weight)
+        self.learned_tau = learned
+        self.tau_s: Tensor
+        self.register_buffer("tau_s", tau_s.to(torch.float32))
+
+    @property
+    def size(self) -> int:
+        return self.n
+
+    def forward(self, h: Tensor, e: Tensor, dt_s: Tensor) -> tuple[Tensor, Tensor]:
+        tau = self.learned_tau() if self.learned_tau is not None else self.tau_s
+        pre = self.inp(e)
+        if self.rec is not None:
+            pre = pre + self.rec(h)
+        keep = torch.exp(-dt_s[:, None] / tau)
+        h = torch.lerp(torch.tanh(pre), h, keep)
+        return h, h
 
 
 class TrajectoryNet(nn.Module):
@@ -166,19 +367,31 @@ class TrajectoryNet(nn.Module):
         mask[FEATURE_NAMES.index("log_dt_rel_100ms")] = 0.0
         self.register_buffer("feature_mask", mask, persistent=False)
         self.mtj: MTJNeuronLayer | None = None
-        self.cell: nn.Module | None = None
+        self.cell: RecurrentCell | None = None
+        self.ct: CTGRUCell | LeakyCell | None = None
+        p = MTJParams(**cfg.mtj)
         if cfg.kind == "ipnet":
             self.mtj = MTJNeuronLayer(
-                cfg.d_embed, cfg.n_memory, MTJParams(**cfg.mtj), cfg.tau_spread, cfg.lateral
+                cfg.d_embed, cfg.n_memory, p, cfg.tau, cfg.tau_scale, cfg.lateral, cfg.drive
             )
-        elif cfg.kind == "gru":
-            self.cell = nn.GRUCell(cfg.d_embed, cfg.n_memory)
+        elif cfg.kind in ("gru", "lstm"):
+            self.cell = RecurrentCell(cfg.kind, cfg.d_embed, cfg.n_memory)
         else:
-            self.cell = nn.LSTMCell(cfg.d_embed, cfg.n_memory)
+            # the leaky control and the CT-GRU start from IPNet's time constants, in scene seconds
+            scene_s = device_time_constants(cfg.n_memory, p, cfg.tau, cfg.tau_scale) / p.time_scale
+            if cfg.kind == "ctgru":
+                self.ct = CTGRUCell(cfg.d_embed, cfg.n_memory, tau_spread(cfg.n_memory, p) / p.time_scale)
+            else:
+                lo, hi = (
+                    p.tau_th_min_s * cfg.tau_scale / p.time_scale,
+                    p.tau_th_max_s * cfg.tau_scale / p.time_scale,
+                )
+                learned = LearnedTimeConstants(scene_s, lo, hi) if cfg.tau == "learned" else None
+                self.ct = LeakyCell(cfg.d_embed, cfg.n_memory, scene_s, cfg.lateral == "dense", learned)
         n_sensed = 2 * cfg.n_memory if (cfg.kind == "ipnet" and cfg.readout == "both") else cfg.n_memory
         # The readout normalises the memory signal across units (per agent, so streaming-safe), for every model
-        # alike. For IPNet it is the sense amplifier: neuron temperatures differ by a few kelvin on a ~20 K
-        # common rise, invisible to the readout unless normalised (without it IPNet was worse than constant velocity on AV2).
+        # alike. For IPNet it is the sense amplifier: neuron temperatures differ by a few kelvin on a common
+        # rise, too small a signal for the readout unless normalised.
         self.memory_norm = nn.LayerNorm(cfg.n_memory)
         self.readout = nn.Sequential(
             nn.Linear(cfg.d_embed + n_sensed, cfg.d_readout),
@@ -196,7 +409,9 @@ class TrajectoryNet(nn.Module):
     @property
     def memory_size(self) -> int:
         """Floats of learned state per agent."""
-        return 2 * self.cfg.n_memory if self.cfg.kind == "lstm" else self.cfg.n_memory
+        if self.cell is not None:
+            return self.cell.size
+        return self.cfg.n_memory
 
     def initial_memory(self, b: int) -> Tensor:
         """(B, memory_size) state of a new track."""
@@ -213,8 +428,8 @@ class TrajectoryNet(nn.Module):
     def update(self, memory: Tensor, e: Tensor, dt_s: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
         """The memory alone: new memory, the signals the readout senses of it, and its physical energy.
 
-        What differs between IPNet and the recurrent baselines (the encoder and the readout are shared);
-        ``clients.benchmarks`` times it on its own.
+        What differs between the models (the encoder and the readout are shared); ``clients.benchmarks``
+        times it on its own.
 
         Args:
             memory: (B, memory_size) state before the observation.
@@ -223,7 +438,7 @@ class TrajectoryNet(nn.Module):
 
         Returns:
             memory (B, memory_size), sensed signals [(B, n_memory), ...], energy (B,) joules (zeros for
-            the recurrent baselines).
+            the digital memories).
         """
         if self.mtj is not None:
             memory, p_sw, energy = self.mtj(memory, e, dt_s)
@@ -239,27 +454,16 @@ class TrajectoryNet(nn.Module):
                 norm.eps * (mp.t_max_k - mp.t0_k) ** 2,
             )
             if self.cfg.readout == "p_switch":
-                sensed_parts = [p_sw]
-            elif self.cfg.readout == "temperature":
-                sensed_parts = [sensed]
-            else:
-                sensed_parts = [p_sw, sensed]
+                return memory, [p_sw], energy
+            if self.cfg.readout == "temperature":
+                return memory, [sensed], energy
+            return memory, [p_sw, sensed], energy
+        if self.cell is not None:
+            memory, h = self.cell(memory, e)
         else:
-            memory, h = self.recurrent_update(memory, e)
-            sensed_parts = [self.memory_norm(h)]
-            energy = torch.zeros(e.shape[0])
-        return memory, sensed_parts, energy
-
-    def recurrent_update(self, memory: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
-        """The GRU/LSTM cell: new memory (B, memory_size) and the hidden state the readout senses
-        (B, n_memory)."""
-        assert self.cell is not None
-        if self.cfg.kind == "gru":
-            memory = self.cell(e, memory)
-            return memory, memory
-        n = self.cfg.n_memory
-        h, c = self.cell(e, (memory[:, :n], memory[:, n:]))
-        return torch.cat([h, c], dim=1), h
+            assert self.ct is not None
+            memory, h = self.ct(memory, e, dt_s)
+        return memory, [self.memory_norm(h)], torch.zeros(e.shape[0])
 
     def step(self, memory: Tensor, feats: Tensor, dt_s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The streaming step shared by training and serving.

@@ -9,92 +9,72 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.checkpoint import WEIGHTS_DIR, save_checkpoint, shipped_path
+from models.catalog import model_config
+from models.checkpoint import recipe_dir, save_checkpoint, shipped_path
 from models.data import Track
-from models.nets import ModelConfig
+from models.motion import MOTION_KINDS, MotionConfig
+from models.nets import ModelConfig, TrajectoryNet
 from models.predictor import Predictor
 from models.train import TrainConfig, Trainer, data_hash
 from models.windows import encode_sequences
-
-#: Same tuning budget for every learned model: identical width, learning rate, epochs, data and seed.
-DEFAULT_MODEL = ModelConfig()
-DEFAULT_TRAIN = TrainConfig()
 
 
 def train_models(
     train: list[Track],
     val: list[Track],
-    kinds: list[str],
+    names: list[str],
     corpus_name: str,
-    out_dir: str | Path | None = None,
-    epochs: int | None = None,
-    n_memory: int | None = None,
-    lr: float | None = None,
-    augment: bool = False,
-    augment_noise: bool = True,
-    tau_spread: bool = False,
-    cv_prior: bool = True,
-    ipnet_interval_input: bool = False,
-    ipnet_readout: str = "both",
-    seed: int = 0,
-    threads: int = 2,
-    progress: bool = True,
+    out_dir: str | Path,
+    train_cfg: TrainConfig,
+    seeds: tuple[int, ...] = (0,),
     base_model: ModelConfig | None = None,
-    base_train: TrainConfig | None = None,
+    progress: bool = True,
+    recipe: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Train each kind with the same budget and save ``<out_dir>/<kind>.pt``."""
-    out = Path(out_dir) if out_dir else WEIGHTS_DIR
-    tcfg = replace(
-        base_train or DEFAULT_TRAIN, seed=seed, augment=augment, augment_noise=augment_noise, threads=threads
-    )
-    if epochs is not None:
-        tcfg = replace(tcfg, epochs=epochs)
-    if lr is not None:
-        tcfg = replace(tcfg, lr=lr)
+    """Train each named model (``models.catalog``) once per seed, with the same budget, and save
+    ``<out_dir>/seed<k>/<name>.pt``.
+
+    Same tuning budget for every model: identical data, augmentation, width, learning rate, epochs and seeds.
+    """
+    out = Path(out_dir)
     digest = data_hash(train)
     results: dict[str, dict[str, Any]] = {}
-    for kind in kinds:
-        # the recurrent baselines always see the interval; IPNet only in the ablation that measures it
-        mcfg = replace(
-            base_model or DEFAULT_MODEL,
-            kind=kind,
-            tau_spread=tau_spread,
-            cv_prior=cv_prior,
-            interval_input=True if (kind == "ipnet" and ipnet_interval_input) else None,
-            readout=ipnet_readout if kind == "ipnet" else "both",
-        )
-        if n_memory is not None:
-            mcfg = replace(mcfg, n_memory=n_memory)
-        trainer = Trainer(mcfg, tcfg, progress=progress)
-        net = trainer.fit(train, val)
-        val_loss = min((h.get("val_loss_m", np.inf) for h in trainer.history), default=np.inf)
-        path = out / f"{kind}.pt"
-        ckpt = save_checkpoint(
-            path,
-            net,
-            {
-                "train_config": tcfg.to_dict(),
-                "corpus": corpus_name,
-                "data_hash": digest,
-                "n_train_tracks": len(train),
-                "n_train_samples": int(sum(len(t.t) for t in train)),
-                "history": trainer.history,
+    for seed in seeds:
+        tcfg = replace(train_cfg, seed=seed)
+        for name in names:
+            trainer = Trainer(model_config(name, base_model), tcfg, progress=progress)
+            net = trainer.fit(train, val)
+            val_loss = min((h.get("val_loss_m", np.inf) for h in trainer.history), default=np.inf)
+            path = out / f"seed{seed}" / f"{name}.pt"
+            ckpt = save_checkpoint(
+                path,
+                net,
+                {
+                    "name": name,
+                    "recipe": recipe,
+                    "train_config": tcfg.to_dict(),
+                    "corpus": corpus_name,
+                    "data_hash": digest,
+                    "n_train_tracks": len(train),
+                    "n_train_samples": int(sum(len(t.t) for t in train)),
+                    "history": trainer.history,
+                    "train_seconds": trainer.train_seconds,
+                },
+            )
+            results[f"{name}/seed{seed}"] = {
+                "path": str(path),
+                "version": ckpt["version"],
+                "val_loss_m": float(val_loss),
                 "train_seconds": trainer.train_seconds,
-            },
-        )
-        results[kind] = {
-            "path": str(path),
-            "version": ckpt["version"],
-            "val_loss_m": float(val_loss),
-            "train_seconds": trainer.train_seconds,
-        }
+            }
     return results
 
 
 def load_predictors(
     names: list[str], weights_dir: str | Path | None = None, native: bool = True
 ) -> dict[str, Predictor]:
-    """Shipped (or given) checkpoints for learned names, constant velocity for ``cv``.
+    """Shipped (or given) checkpoints ``<weights_dir>/<name>.pt`` for learned names; the motion models
+    (``cv``, ``ca``, ``ctrv``) need none.
 
     ``native``: IPNet's MTJ layer through the compiled kernel where it builds (``models.native``).
     """
@@ -103,20 +83,68 @@ def load_predictors(
         name = name.strip()
         if not name:
             continue
-        if name == "cv":
-            out[name] = Predictor.constant_velocity()
+        if name in MOTION_KINDS:
+            out[name] = Predictor.motion(MotionConfig.of(name))
         else:
             out[name] = Predictor.from_checkpoint(shipped_path(name, weights_dir), name, native=native)
     return out
 
 
+def seed_dirs(weights_dir: str | Path) -> list[Path]:
+    """The seed folders of a recipe (``seed0``, ``seed1``, ...), or the folder itself when it has none."""
+    root = Path(weights_dir)
+    found = sorted(
+        (p for p in root.glob("seed*") if p.is_dir() and p.name[4:].isdigit()), key=lambda p: int(p.name[4:])
+    )
+    return found or [root]
+
+
+def load_model_set(
+    names: list[str], weights_dir: str | Path | None = None, native: bool = True
+) -> dict[str, list[Predictor]]:
+    """Every seed of each model: ``{name: [predictor per seed]}`` (motion models: one, they have no seed).
+
+    A name whose checkpoint is missing in some seed folder is loaded from the folders that have it. Default
+    folder: the shipped recipe (``models/weights/shipped``, every seed).
+    """
+    root = Path(weights_dir) if weights_dir else recipe_dir("shipped")
+    dirs = seed_dirs(root)
+    out: dict[str, list[Predictor]] = {}
+    for name in (n.strip() for n in names):
+        if not name:
+            continue
+        if name in MOTION_KINDS:
+            out[name] = [Predictor.motion(MotionConfig.of(name))]
+            continue
+        paths = [shipped_path(name, d) for d in dirs if shipped_path(name, d).exists()]
+        if not paths:
+            raise FileNotFoundError(f"no {name}.pt under {root}")
+        out[name] = [Predictor.from_checkpoint(p, name, native=native) for p in paths]
+    return out
+
+
 @torch.no_grad()
 def measured_mean_v2(ipnet: Predictor, tracks: list[Track], max_tracks: int = 400) -> float:
-    """Mean squared drive voltage (V^2) that the trained IPNet applies to its neurons on real data."""
-    assert ipnet.net is not None and ipnet.net.mtj is not None
+    """Mean squared drive voltage (V^2) that the trained IPNet applies to its neurons on real data.
+
+    The drive is taken as the layer applies it, step by step along each track (with a lateral coupling,
+    the drive also reads the temperatures the track has left), over the observations that heat (not a
+    track's first, which closes no interval).
+    """
+    net = ipnet.net
+    assert isinstance(net, TrajectoryNet) and net.mtj is not None
+    mtj = net.mtj
     tracks = [t for t in tracks if len(t.t) >= 3][:max_tracks]
     enc = encode_sequences([t.t for t in tracks], [t.xy for t in tracks], [t.agent_type for t in tracks])
-    e = ipnet.net.embed(torch.from_numpy(enc.feats))
-    volts = ipnet.net.mtj.params.v_max_v * torch.sigmoid(ipnet.net.mtj.drive(e))
-    mask = torch.from_numpy(enc.valid)[..., None].float()
-    return float((volts**2 * mask).sum() / (mask.sum() * volts.shape[-1]))
+    feats, dt, valid = (torch.from_numpy(a) for a in (enc.feats, enc.dt, enc.valid))
+    temp = mtj.initial(len(tracks))
+    total, count = 0.0, 0.0
+    for k in range(feats.shape[1]):
+        e = net.embed(feats[:, k])
+        v = mtj.drive01(mtj.pre_activation(temp, e))
+        keep = valid[:, k : k + 1]
+        driven = keep & (dt[:, k : k + 1] > 0)  # a track's first observation drives for no time: no heat
+        total += float((v * v * driven).sum())
+        count += float(driven.sum()) * v.shape[1]
+        temp = torch.where(keep, mtj(temp, e, dt[:, k])[0], temp)
+    return mtj.params.v_max_v**2 * total / max(count, 1.0)

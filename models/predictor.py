@@ -19,6 +19,7 @@ import torch
 from models.checkpoint import load_checkpoint
 from models.inference import InferenceStep
 from models.kinematics import KinState, cv_offsets, observe, to_world, to_world_with_prior
+from models.motion import MotionConfig, MotionModel
 from models.nets import ModelConfig, TrajectoryNet
 
 
@@ -30,33 +31,55 @@ class StepResult:
     energy_j: np.ndarray  # (B,) modeled physical energy of the memory update (IPNet), joules
 
 
-def prior_offsets(kin: KinState, horizons_s: np.ndarray, cfg: ModelConfig) -> np.ndarray:
+def prior_offsets(kin: KinState, horizons_s: np.ndarray, cfg: ModelConfig | MotionConfig) -> np.ndarray:
     """What the network's output is added to: constant velocity, or nothing (``cv_prior=False``)."""
     cv = cv_offsets(kin, horizons_s)
     return cv if cfg.cv_prior else np.zeros_like(cv)
 
 
 class Predictor:
-    """A learned model (IPNet/GRU/LSTM) or constant velocity (``net=None``) behind one streaming API."""
+    """A learned model (``TrajectoryNet``), a motion model (CA, CTRV) or constant velocity (neither) behind
+    one streaming API."""
 
     def __init__(
         self,
-        net: TrajectoryNet | None,
+        net: TrajectoryNet | MotionModel | None,
         name: str,
         version: str,
-        cfg: ModelConfig | None = None,
+        cfg: MotionConfig | None = None,
         native: bool = True,
     ) -> None:
         """``native``: IPNet's MTJ layer through the compiled kernel where it builds (``models.native``)."""
-        self.net = net
+        self.net: TrajectoryNet | None = net if isinstance(net, TrajectoryNet) else None
+        self.motion_model: MotionModel | None = net if isinstance(net, MotionModel) else None
         self.name = name
         self.version = version
-        self.cfg = net.cfg if net is not None else (cfg or ModelConfig())
+        self.cfg: ModelConfig | MotionConfig = net.cfg if net is not None else (cfg or MotionConfig())
         self.horizons_s = np.asarray(self.cfg.horizons_s)
         self.infer: InferenceStep | None = None
-        if net is not None:
-            net.eval()
-            self.infer = InferenceStep(net, use_native=native)
+        if self.net is not None:
+            self.net.eval()
+            self.infer = InferenceStep(self.net, use_native=native)
+
+    @property
+    def sequence_model(self) -> TrajectoryNet | MotionModel | None:
+        """What runs over whole sequences in evaluation (``forward_sequence``); None for constant velocity."""
+        return self.net if self.net is not None else self.motion_model
+
+    @property
+    def native(self) -> bool:
+        """Whether IPNet's MTJ layer runs the compiled kernel."""
+        return self.infer is not None and self.infer.native
+
+    @property
+    def kind(self) -> str:
+        """The model kind: ``ModelConfig.kind`` of a network, or cv / ca / ctrv."""
+        return self.cfg.kind
+
+    @property
+    def is_thermal(self) -> bool:
+        """Whether the memory is MTJ neurons (temperatures whose Joule heat the step itself reports)."""
+        return isinstance(self.net, TrajectoryNet) and self.net.mtj is not None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, name: str | None = None, native: bool = True) -> Predictor:
@@ -65,16 +88,26 @@ class Predictor:
 
     @classmethod
     def constant_velocity(cls) -> Predictor:
-        return cls(None, "cv", "cv-1")
+        return cls(None, "cv", "cv-1", MotionConfig.of("cv"))
+
+    @classmethod
+    def motion(cls, cfg: MotionConfig) -> Predictor:
+        """A non-learned motion model (``models.motion``); CV takes the fast path (no state)."""
+        if cfg.kind == "cv":
+            return cls.constant_velocity()
+        version = f"{cfg.kind}-1" + (f"-s{cfg.smoothing_s:g}" if cfg.smoothing_s else "")
+        return cls(MotionModel(cfg), cfg.kind, version)
 
     @property
     def memory_size(self) -> int:
-        return self.net.memory_size if self.net is not None else 0
+        model = self.sequence_model
+        return model.memory_size if model is not None else 0
 
     def initial_memory(self, b: int) -> np.ndarray:
-        if self.net is None:
+        model = self.sequence_model
+        if model is None:
             return np.zeros((b, 0), dtype=np.float32)
-        return self.net.initial_memory(b).numpy()
+        return model.initial_memory(b).numpy()
 
     @torch.inference_mode()  # not only no_grad: no version counters or view tracking either
     def step(
@@ -83,12 +116,17 @@ class Predictor:
         """Advance B agents by one observation each (one batched forward)."""
         kin2, feats = observe(kin, xy, dt, types)
         energy = np.zeros(len(xy))
-        if self.infer is None:
+        dt_s = np.where(kin.n == 0, 0.0, dt)
+        if self.infer is not None:
+            mem_t, corr, energy = self.infer(torch.from_numpy(memory), torch.from_numpy(feats), dt_s)
+        elif self.motion_model is not None:
+            mem_t, corr, _ = self.motion_model.step(
+                torch.from_numpy(memory), torch.from_numpy(feats), torch.from_numpy(dt_s)
+            )
+        else:
             return StepResult(
                 kin2, memory, to_world(kin2, prior_offsets(kin2, self.horizons_s, self.cfg)), energy
             )
-        dt_s = np.where(kin.n == 0, 0.0, dt)
-        mem_t, corr, energy = self.infer(torch.from_numpy(memory), torch.from_numpy(feats), dt_s)
         if self.cfg.cv_prior:
             # + the constant-velocity prior, added in the world frame: rotating R^T v to the agent frame and
             # back is the identity, so the prior is just v h (one compiled pass with the rotation)

@@ -52,6 +52,7 @@ def load_models(settings: Settings) -> dict[str, Predictor]:
     """Load IPNet and the baseline and run each once, so the first request pays no warm-up."""
     import torch
 
+    from models.catalog import is_motion
     from models.checkpoint import shipped_path
     from models.pipeline import load_predictors
 
@@ -59,7 +60,7 @@ def load_models(settings: Settings) -> dict[str, Predictor]:
     names = ["ipnet", settings.baseline]
     for name in names:
         path = shipped_path(name, settings.weights_dir)
-        if name != "cv" and not path.is_file():
+        if not is_motion(name) and not path.is_file():
             raise FileNotFoundError(
                 f"model weights {path} not found: train them with `ipnet train` or set TRAJPRED_WEIGHTS_DIR"
             )
@@ -190,7 +191,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info(
             "ready: ipnet %s (MTJ layer: %s), baseline %s %s, store %s, answer writer: %s",
             ipnet.version,
-            "compiled kernel" if ipnet.infer is not None and ipnet.infer.native else "torch",
+            "compiled kernel" if ipnet.native else "torch",
             settings.baseline,
             predictors[settings.baseline].version,
             "redis" if settings.uses_redis else "memory",

@@ -39,54 +39,61 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ipnet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train IPNet and the recurrent baselines on CPU")
+    p = sub.add_parser(
+        "train",
+        help="train IPNet, its baselines and its ablations on CPU",
+        description="Train named models (see models/catalog.py) with one recipe, once per seed, and write "
+        "OUT/seed<k>/<name>.pt. Every model of a run gets the same data, augmentation and budget.",
+    )
     p.add_argument(
-        "--corpus", default="shipped", help="'shipped', '10hz' or 'ethucy-loo:<scene>' (see models/corpus.py)"
+        "--recipe",
+        default="shipped",
+        help="training data and augmentation: 'shipped' (the served weights) or '10hz' (10 Hz data only, "
+        "no augmentation); see models/catalog.py",
+    )
+    p.add_argument(
+        "--corpus", default=None, help="override the recipe's corpus: 'shipped', '10hz', 'ethucy-loo:<scene>'"
     )
     p.add_argument("--data", default=None, help="train on this file/folder instead of a named corpus")
-    p.add_argument("--format", default="auto", choices=["auto", "csv", "av2", "ethucy", "lyft"])
-    p.add_argument("--models", default="ipnet,gru,lstm", help="comma-separated subset of ipnet,gru,lstm")
-    p.add_argument("--epochs", type=int, default=None, help="override the epochs of the training config")
+    p.add_argument(
+        "--format", default="auto", choices=["auto", "csv", "av2", "ethucy", "lyft"], help="format of --data"
+    )
+    p.add_argument(
+        "--models",
+        default="ipnet,gru,lstm",
+        help="comma-separated model names of models/catalog.py, or 'all' (IPNet, every learned baseline and "
+        "every ablation)",
+    )
+    p.add_argument("--seeds", default="0", help="comma-separated training seeds (default 0)")
+    p.add_argument("--epochs", type=int, default=None, help="override the epochs of the recipe")
     p.add_argument("--n-memory", type=int, default=None, help="neurons / hidden units (same for every model)")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--augment", action="store_true", help="train on randomly degraded streams")
+    p.add_argument("--lr", type=float, default=None, help="override the learning rate of the recipe")
     p.add_argument(
-        "--augment-without-noise",
-        action="store_true",
-        help="with --augment: random rates, drops and jitter, but no position noise",
+        "--augment", action=argparse.BooleanOptionalAction, default=None, help="override: degraded streams"
     )
-    p.add_argument(
-        "--tau-spread",
-        action="store_true",
-        help="IPNet ablation: log-spaced thermal time constants (1-30 ns)",
-    )
-    p.add_argument(
-        "--no-cv-prior",
-        action="store_true",
-        help="ablation: predict the whole future, not a correction to CV",
-    )
-    p.add_argument(
-        "--ipnet-interval-input",
-        action="store_true",
-        help="ablation: IPNet's encoder also sees the observed interval (the baselines always do)",
-    )
-    p.add_argument(
-        "--ipnet-readout",
-        choices=("both", "temperature", "p_switch"),
-        default="both",
-        help="what IPNet's readout senses of its neurons (default both; the others are ablations)",
-    )
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    p.add_argument("--out", default=None, help="output folder (default models/weights)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder (the served weights are models/weights/shipped; write elsewhere to keep them)",
+    )
     p.add_argument("--data-root", default=None, help="folder of the shared data (default ../shared/data)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("evaluate", help="ADE/FDE per model on a data set")
     p.add_argument("--data", required=True, help="file or folder (interchange CSV, AV2, ETH/UCY, Lyft zarr)")
     p.add_argument("--format", default="auto", choices=["auto", "csv", "av2", "ethucy", "lyft"])
-    p.add_argument("--weights", default=None, help="folder with ipnet.pt, gru.pt, lstm.pt (default: shipped)")
-    p.add_argument("--models", default="ipnet,gru,lstm,cv")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="folder of <name>.pt files, or of seed*/ folders of them (every seed is evaluated); default: the "
+        "shipped recipe, models/weights/shipped",
+    )
+    p.add_argument(
+        "--models",
+        default="ipnet,gru,lstm,gru_nodt,ctgru,cv,ca,ctrv",
+        help="comma-separated model names (models/catalog.py)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_eval_args(p)
 
@@ -98,8 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("card", help="regenerate models/MODEL_CARD.md (evaluation tables)")
-    p.add_argument("--weights", default=None)
-    p.add_argument("--loo-weights", default=None, help="folder with ethucy-loo fold weights")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="folder of the recipes' weights (default models/weights: <recipe>/seed<k>/)",
+    )
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", default=None)
 
@@ -120,52 +130,63 @@ def _types(s: str) -> tuple[str, ...] | None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from models.catalog import LEARNED, RECIPES
     from models.corpus import corpus, split_train_val
     from models.data import load_tracks
     from models.pipeline import train_models
 
+    if args.recipe not in RECIPES:
+        raise SystemExit(f"unknown recipe {args.recipe!r}; expected one of {sorted(RECIPES)}")
+    recipe = RECIPES[args.recipe]
     if args.data:
         tracks = load_tracks(args.data, args.format)
         name = f"data:{Path(args.data).name}"
     else:
-        tracks = corpus(args.corpus, args.data_root)
-        name = args.corpus
+        name = args.corpus or recipe.corpus
+        tracks = corpus(name, args.data_root)
     train, val = split_train_val(tracks)
+    tcfg = replace(recipe.train, threads=args.threads)
+    for field, value in (("epochs", args.epochs), ("lr", args.lr), ("augment", args.augment)):
+        if value is not None:
+            tcfg = replace(tcfg, **{field: value})
+    base = None
+    if args.n_memory is not None:
+        from models.nets import ModelConfig
+
+        base = ModelConfig(n_memory=args.n_memory)
+    names = list(LEARNED) if args.models == "all" else [k for k in args.models.split(",") if k]
     out = train_models(
         train,
         val,
-        kinds=[k for k in args.models.split(",") if k],
+        names,
         corpus_name=name,
         out_dir=args.out,
-        epochs=args.epochs,
-        n_memory=args.n_memory,
-        lr=args.lr,
-        augment=args.augment,
-        augment_noise=not args.augment_without_noise,
-        tau_spread=args.tau_spread,
-        cv_prior=not args.no_cv_prior,
-        ipnet_interval_input=args.ipnet_interval_input,
-        ipnet_readout=args.ipnet_readout,
-        seed=args.seed,
-        threads=args.threads,
+        train_cfg=tcfg,
+        seeds=tuple(int(s) for s in args.seeds.split(",")),
+        base_model=base,
         progress=not args.quiet,
+        recipe=args.recipe,
     )
-    for kind, info in out.items():
+    for key, info in out.items():
         print(
-            f"{kind}: {info['path']}  version {info['version']}  val {info['val_loss_m']:.3f} m  "
+            f"{key}: {info['path']}  version {info['version']}  val {info['val_loss_m']:.3f} m  "
             f"{info['train_seconds']:.0f} s"
         )
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from models.catalog import LEARNED_BASELINES
     from models.data import load_tracks
-    from models.evaluate import Protocol, evaluate
-    from models.pipeline import load_predictors
+    from models.evaluate import Protocol, evaluate_models
+    from models.pipeline import load_model_set
+    from models.stats import significant
     from models.windows import Perturbation
 
     tracks = load_tracks(args.data, args.format)
-    predictors = load_predictors(args.models.split(","), args.weights)
+    models = load_model_set(args.models.split(","), args.weights)
     proto = Protocol(
         obs_s=args.obs_s,
         pred_s=args.pred_s,
@@ -174,25 +195,46 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         moving_only=args.moving_only,
         perturbation=Perturbation(args.resample_hz, args.drop_rate, args.jitter_s, args.noise_m, args.seed),
     )
-    result = evaluate(tracks, predictors, proto)
+    ev = evaluate_models(tracks, models, proto)
+    result = ev.to_dict()
     result["protocol"]["data"] = str(args.data)
-    result["model_versions"] = {k: p.version for k, p in predictors.items()}
+    result["model_versions"] = {k: [p.version for p in ps] for k, ps in models.items()}
+    best = ev.best([n for n in LEARNED_BASELINES if n in models])
+    if "ipnet" in models and best is not None:
+        red, ci = ev.reduction("ipnet", best)
+        result["ipnet_vs_best_baseline"] = {"baseline": best, "ade_reduction": red, "ci95": list(ci)}
     if args.json:
         print(json.dumps(result))
         return 0
-    n = next(iter(result["models"].values()))["n_windows"] if result["models"] else 0
+    seeds = max((len(ps) for ps in models.values()), default=0)
     print(
-        f"data {args.data}: {n} windows, {args.obs_s:g} s -> {args.pred_s:g} s, types {args.agent_types}"
-        f"{', moving only' if args.moving_only else ''}"
+        f"data {args.data}: {ev.n_windows} windows in {len(ev.scenes)} scenes, {args.obs_s:g} s -> "
+        f"{args.pred_s:g} s, types {args.agent_types}{', moving only' if args.moving_only else ''}; "
+        f"up to {seeds} seed(s) per model; 95% intervals: bootstrap over scenes and seeds"
     )
-    print(f"{'model':8s} {'ADE m':>8s} {'FDE m':>8s} {'@1s':>7s} {'@2s':>7s} {'@3s':>7s}")
+    print(
+        f"{'model':16s} {'ADE m':>8s} {'95% interval':>16s} {'FDE m':>8s} {'95% interval':>16s} {'@1s':>7s} {'@2s':>7s} {'@3s':>7s}"
+    )
     for name, m in result["models"].items():
-        if m["ade_m"] is None:
-            print(f"{name:8s} no windows")
+        if m["ade_m"] is None or not m["n_windows"]:
+            print(f"{name:16s} no windows")
             continue
         hz = [m["horizons_s"].get(h) for h in ("1", "2", "3")]
         hs = " ".join(f"{v:7.3f}" if v is not None else "      -" for v in hz)
-        print(f"{name:8s} {m['ade_m']:8.3f} {m['fde_m']:8.3f} {hs}")
+        a_lo, a_hi = m["ade_ci95_m"]
+        f_lo, f_hi = m["fde_ci95_m"]
+        print(
+            f"{name:16s} {m['ade_m']:8.3f} {f'[{a_lo:.3f}, {a_hi:.3f}]':>16s} {m['fde_m']:8.3f} "
+            f"{f'[{f_lo:.3f}, {f_hi:.3f}]':>16s} {hs}"
+        )
+    if "ipnet_vs_best_baseline" in result:
+        r = result["ipnet_vs_best_baseline"]
+        lo, hi = r["ci95"]
+        verdict = "significant" if significant((lo, hi)) else "not significant"
+        print(
+            f"IPNet vs the best learned baseline ({r['baseline']}): ADE {r['ade_reduction']:+.1%} "
+            f"[{lo:+.1%}, {hi:+.1%}] ({verdict}; positive = IPNet better)"
+        )
     return 0
 
 
@@ -233,7 +275,7 @@ def cmd_energy(args: argparse.Namespace) -> int:
 def cmd_card(args: argparse.Namespace) -> int:
     from models.card import write_card
 
-    path = write_card(args.weights, args.loo_weights, args.data_root, args.out)
+    path = write_card(args.weights, args.data_root, args.out)
     print(f"wrote {path}")
     return 0
 

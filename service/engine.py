@@ -33,14 +33,14 @@ from models.predictor import Predictor
 from service.errors import Conflict, InvalidRequest, NotFound, StaleObservation
 from service.metrics import Metrics
 from service.scoring import OnlineScorer
-from service.settings import Settings
+from service.settings import BASELINE_NAMES, Settings
 from service.state import AgentState, StateBatch, StateDecodeError, decode_batch, encode_batch, model_tag
 from service.store import StateKey, StateStore, Write
 
 log = logging.getLogger("service.engine")
 
 #: every model kind whose state an agent may hold (DELETE frees them all, even of a former baseline)
-ALL_MODEL_KINDS = ("ipnet", "gru", "lstm", "cv")
+ALL_MODEL_KINDS = ("ipnet", *BASELINE_NAMES)
 MAX_REPORTED_ISSUES = 20
 #: how long after an answer its accounting waits when requests are sparse: long enough for the client to have
 #: read the answer (on 100-agent frames at 10 Hz, 0 s instead put the p99 about 0.8 ms higher: 9.0-9.7 ms
@@ -452,12 +452,10 @@ class Engine:
                 trajectories[idx] = res.trajectory  # later ranks overwrite: the newest observation wins
             batch_sizes.append(len(t))
             updates += len(t)
-            if pred.net is not None and pred.net.mtj is not None:
+            if pred.is_thermal:  # the step reports the Joule heat of its neurons
                 energy += float(res.energy_j.sum())
-            elif pred.name == "ipnet":  # an IPNet without its MTJ layer: the modeled energy depends on dt
-                energy += sum(memory_energy_per_update_j(pred.name, pred.cfg, float(d)) for d in dt)
             else:  # digital memory: every update reads and writes the same bits, whatever the interval
-                energy += len(dt) * memory_energy_per_update_j(pred.name, pred.cfg, 0.0)
+                energy += len(dt) * memory_energy_per_update_j(pred.cfg, 0.0)
         records = encode_batch(kin_arr, memory, last_t, start_t, types, self.tags[model], self.clock())
         return _Computed(
             records,
@@ -536,7 +534,7 @@ class Engine:
                 met.batch_agents.observe(b)
             met.observation_interval.observe_many(c.intervals_s, label_value=m)
             pred = self.predictors[m]
-            if pred.net is not None and pred.net.mtj is not None:
+            if pred.is_thermal:
                 met.neuron_temperature.observe_many(c.memory)
         # score what these observations reveal, then keep the new predictions
         if frame.depth == 1:  # one observation per agent, in the agents' order: the frame's columns
@@ -589,7 +587,7 @@ class Engine:
             if st is None:
                 continue
             pred = self.predictors[m]
-            is_ipnet = pred.net is not None and pred.net.mtj is not None
+            is_ipnet = pred.is_thermal
             out[m] = {
                 "model_version": pred.version,
                 "steps": st.steps,

@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: longest horizon the shipped models predict (50 steps of 0.1 s); checked again against the loaded models
 MAX_MODEL_HORIZON_S = 5.0
+#: the models that can serve as the baseline (``TRAJPRED_BASELINE``): the fair baselines of models/catalog.py
+BASELINE_NAMES = ("gru", "lstm", "gru_nodt", "ctgru", "cv", "ca", "ctrv")
 
 
 class Settings(BaseSettings):
@@ -23,10 +25,11 @@ class Settings(BaseSettings):
     # --- models -------------------------------------------------------------------------------------
     weights_dir: Path | None = Field(
         default=None,
-        description="folder with ipnet.pt, gru.pt, lstm.pt (default: the shipped models/weights)",
+        description="folder with ipnet.pt and the baseline's <name>.pt (default: the served set, "
+        "models/weights/shipped/seed0)",
     )
-    baseline: Literal["gru", "lstm", "cv"] = Field(
-        default="gru", description="model behind /v1/baseline and the A/B"
+    baseline: Literal["gru", "lstm", "gru_nodt", "ctgru", "cv", "ca", "ctrv"] = Field(
+        default="gru", description="model behind /v1/baseline and the A/B (models/catalog.py)"
     )
     prediction_horizon_s: float = Field(
         default=3.0,

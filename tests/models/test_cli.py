@@ -39,14 +39,19 @@ def interchange_csv(data_root, tmp_path):
 
 def test_evaluate_a_new_interchange_csv_with_shipped_weights(interchange_csv) -> None:
     res = json.loads(ipnet("evaluate", "--data", str(interchange_csv), "--json"))
-    assert set(res["models"]) == {"ipnet", "gru", "lstm", "cv"}
+    # IPNet, every learned baseline (each seed of the shipped recipe) and the motion models
+    assert set(res["models"]) == {"ipnet", "gru", "lstm", "gru_nodt", "ctgru", "cv", "ca", "ctrv"}
     assert res["protocol"]["obs_s"] == 2.0 and res["protocol"]["agent_types"] == ["vehicle"]
     for name, m in res["models"].items():
         assert m["n_windows"] > 50, name
         assert math.isfinite(m["ade_m"]) and 0 < m["ade_m"] < m["fde_m"], name
         assert set(m["horizons_s"]) == {"1", "2", "3"}
+        assert m["n_seeds"] == (1 if name in ("cv", "ca", "ctrv") else 3), name
+        assert m["n_scenes"] == 1  # the whole CSV is one scene: the interval is over the seeds alone
+        assert m["ade_ci95_m"][0] <= m["ade_m"] <= m["ade_ci95_m"][1], name
+    assert res["ipnet_vs_best_baseline"]["baseline"] in ("gru", "lstm", "gru_nodt", "ctgru")
     text = ipnet("evaluate", "--data", str(interchange_csv), "--agent-types", "all", "--drop-rate", "0.3")
-    assert "ipnet" in text and "windows" in text
+    assert "ipnet" in text and "windows" in text and "95% interval" in text and "IPNet vs the best" in text
 
 
 def test_energy_command_prints_ratios_from_parameters() -> None:

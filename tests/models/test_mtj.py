@@ -75,11 +75,18 @@ def test_excitability_rises_monotonically_with_temperature() -> None:
 
 
 def test_worked_example_of_the_parameter_sheet() -> None:
-    # notes section 3: Delta(300 K) = 30, I = 0.5 I_c0, t_p = 10 ns, b = 2
+    # notes section 3: Delta(300 K) = 30, I = 0.5 I_c0, t_p = 10 ns, b = 2 (the layer's own attempt is shorter,
+    # P.t_sense_s, so that it fits in the drive pulse: the same law)
     expected = {300.0: 0.006, 350.0: 0.10, 400.0: 0.55, 450.0: 0.96}
+    notes = MTJParams(t_sense_s=10e-9)
     for temp, p in expected.items():
-        got = float(switching_probability(t(0.5 * P.ic0_a), t(temp), P))
+        got = float(switching_probability(t(0.5 * P.ic0_a), t(temp), notes))
         assert got == pytest.approx(p, abs=0.02), temp
+
+
+def test_the_sensing_attempt_fits_in_the_drive_pulse_up_to_25_hz() -> None:
+    # the attempt is the end of the drive pulse: its heat and energy are the drive's at every such rate
+    assert P.t_sense_s <= P.duty * P.time_scale * (1 / 25.0) + 1e-18
 
 
 def test_no_nan_or_inf_for_any_dt_and_extreme_inputs() -> None:
@@ -110,7 +117,7 @@ def test_gradients_flow_through_the_neuron() -> None:
 def test_hot_neuron_fires_more_easily_than_a_cold_one() -> None:
     # intrinsic plasticity at the layer level: same input, one neuron recently driven hard
     torch.manual_seed(0)
-    layer = MTJNeuronLayer(1, 1, P, spread=False)
+    layer = MTJNeuronLayer(1, 1, P, tau="single", drive="sigmoid")
     with torch.no_grad():
         layer.drive.weight.fill_(1.0)
         layer.drive.bias.fill_(0.0)
@@ -152,7 +159,8 @@ def test_fused_switching_equals_the_general_law_over_the_whole_range() -> None:
     f32 = fused(drive01.float(), temps.float()).double()
     assert float((f32 - general).abs().max()) < 2e-6
     # both ends of the excitability range are reached, so the comparison covers the transition
-    assert float(general.min()) < 1e-6 and float(general.max()) > 0.99
+    ceiling = 1 - math.exp(-P.t_sense_s / P.tau0_s)  # an attempt over no barrier at all
+    assert float(general.min()) < 1e-6 and float(general.max()) > 0.99 * ceiling
 
 
 def test_fused_switching_is_refused_where_a_clamp_of_the_general_law_could_bind() -> None:
@@ -164,10 +172,10 @@ def test_fused_switching_is_refused_where_a_clamp_of_the_general_law_could_bind(
 
 def test_layer_with_the_fused_law_equals_the_layer_with_the_general_one() -> None:
     torch.manual_seed(0)
-    fast = MTJNeuronLayer(8, 16, P, spread=True, lateral=True).double()
+    fast = MTJNeuronLayer(8, 16, P, tau="spread", lateral="dense").double()
     nn_init = torch.nn.init
     nn_init.normal_(fast.lateral.weight, std=0.3)
-    slow = MTJNeuronLayer(8, 16, P, spread=True, lateral=True).double()
+    slow = MTJNeuronLayer(8, 16, P, tau="spread", lateral="dense").double()
     slow.load_state_dict(fast.state_dict())
     slow.fused = None  # the general switching law
     temp_a = temp_b = fast.initial(32).double()
@@ -197,3 +205,76 @@ def test_temperature_stays_in_range_with_and_without_the_clamp(r_th: float) -> N
     assert float(temp.max()) > (
         params.t_max_k - 1.0 if layer.needs_clamp else params.t0_k + 10.0
     )  # driven hard
+
+
+def _pair(lateral: str = "none", **kw: object) -> tuple[MTJNeuronLayer, MTJNeuronLayer]:
+    """A layer and a copy without the option (same weights), in float64."""
+    torch.manual_seed(0)
+    a = MTJNeuronLayer(4, 6, P, lateral=lateral, **kw).double()  # type: ignore[arg-type]
+    b = MTJNeuronLayer(4, 6, P).double()
+    b.load_state_dict({k: v for k, v in a.state_dict().items() if k in b.state_dict()})
+    return a, b
+
+
+def test_thermal_coupling_is_exact_conserves_heat_and_vanishes_with_the_conductance() -> None:
+    coupled, plain = _pair("diffusion")
+    temp = coupled.initial(3).double() + torch.tensor([0.0, 40.0, 5.0, 80.0, 20.0, 60.0], dtype=F64)
+    x = torch.randn(3, 4, dtype=F64)
+    dt = torch.full((3,), 0.3, dtype=F64)
+    with torch.no_grad():
+        coupled.log_kappa.fill_(-60.0)  # no conductance between devices: the uncoupled layer exactly
+        torch.testing.assert_close(coupled(temp, x, dt)[0], plain(temp, x, dt)[0], rtol=0, atol=1e-9)
+        coupled.log_kappa.fill_(math.log(2.0))
+        one = coupled(temp, x, dt)[0]
+        half = coupled(coupled(temp, x, dt / 2)[0], x, dt / 2)[0]
+        torch.testing.assert_close(one, half, rtol=0, atol=1e-9)  # exact for any interval, like the lerp
+        # heat flows between devices and is not created: with one time constant the layer's mean is the
+        # uncoupled layer's, while the spread between neighbours shrinks
+        torch.testing.assert_close(one.mean(dim=1), plain(temp, x, dt)[0].mean(dim=1), rtol=0, atol=1e-9)
+        assert float(one.std(dim=1).mean()) < float(plain(temp, x, dt)[0].std(dim=1).mean())
+
+
+def test_learned_time_constants_stay_within_the_device_range() -> None:
+    layer = MTJNeuronLayer(3, 8, P, tau="learned")
+    assert layer.learned_tau is not None
+    opt = torch.optim.SGD(layer.parameters(), lr=1e4)
+    for sign in (1.0, -1.0):
+        for _ in range(5):
+            temp, out, _ = layer(layer.initial(4), torch.randn(4, 3), torch.full((4,), 0.2))
+            loss = sign * (temp.sum() + out.sum())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        taus = layer.time_constants()
+        assert float(taus.min()) >= P.tau_th_min_s * (1 - 1e-6) and float(taus.max()) <= P.tau_th_max_s * (
+            1 + 1e-6
+        )
+
+
+def test_both_polarities_heat_a_bipolar_drive() -> None:
+    layer = MTJNeuronLayer(1, 1, P, drive="tanh").double()
+    with torch.no_grad():
+        layer.drive.weight.fill_(1.0)
+        layer.drive.bias.fill_(0.0)
+    temps = {}
+    for v in (-3.0, 0.0, 3.0):
+        temp, out, energy = layer(
+            layer.initial(1).double(), torch.tensor([[v]], dtype=F64), torch.tensor([0.5], dtype=F64)
+        )
+        temps[v] = float(temp)
+        assert 0.0 <= float(out) <= 1.0 and float(energy) >= 0.0
+    assert temps[-3.0] == pytest.approx(temps[3.0]) and temps[3.0] > temps[0.0] + 10.0
+    assert temps[0.0] == pytest.approx(P.t0_k)
+
+
+def test_without_lateral_coupling_the_heat_is_the_only_memory_and_the_no_heat_ablation_has_none() -> None:
+    x = torch.randn(2, 4, dtype=F64)
+    dt = torch.full((2,), 0.1, dtype=F64)
+    for scale, remembers in ((1.0, True), (1e-3, False)):
+        torch.manual_seed(0)
+        layer = MTJNeuronLayer(4, 6, P, tau_scale=scale).double()
+        assert all(not name.startswith("lateral") for name, _ in layer.named_parameters())
+        cold = layer.initial(2).double()
+        hot = cold + 100.0  # a different past, the same new observation
+        a, b = layer(cold, x, dt)[0], layer(hot, x, dt)[0]
+        assert bool((a - b).abs().max() > 1.0) == remembers

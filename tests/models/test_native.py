@@ -69,12 +69,13 @@ def _compare(net: TrajectoryNet, step: InferenceStep, b: int = 257) -> None:
 @pytest.mark.parametrize(
     "cfg",
     [
-        {},  # the shipped kind: lateral coupling, one time constant, readout of both signals
-        {"lateral": False},
+        {},  # the shipped kind: one time constant, no lateral coupling, readout of both signals
+        {"lateral": "dense"},  # the learned lateral matrix (an ablation)
+        {"tau_scale": 1e-3},  # the no-heat ablation: every frame cools completely
         # a hotter drive: the steady state can pass T_max, so the layer clamps (the kernel's clamp branch)
         {"mtj": {**P.to_dict(), "v_max_v": 0.9}},
     ],
-    ids=["shipped-kind", "no-lateral", "clamped"],
+    ids=["shipped-kind", "dense-lateral", "no-heat", "clamped"],
 )
 def test_kernel_step_equals_the_torch_step(cfg: dict) -> None:
     net = _net(**cfg)
@@ -99,11 +100,29 @@ def test_kernel_saturated_drives_and_single_agent() -> None:
     [
         {"kind": "gru"},
         {"kind": "lstm"},
-        {"tau_spread": True},  # one time constant per neuron: the torch form
+        {"tau": "spread"},  # one time constant per neuron: the torch form
+        {"tau": "learned"},
+        {"lateral": "diffusion"},
+        {"drive": "tanh"},
         {"readout": "temperature"},  # the torch form
-        {"kind": "gru", "interval_input": True},
+        {"kind": "gru", "interval_input": False},
+        {"kind": "ctgru"},
+        {"kind": "leaky"},
+        {"kind": "leaky", "lateral": "dense"},
     ],
-    ids=["gru", "lstm", "ipnet-tau-spread", "ipnet-temperature-readout", "gru-interval"],
+    ids=[
+        "gru",
+        "lstm",
+        "ipnet-tau-spread",
+        "ipnet-tau-learned",
+        "ipnet-diffusion",
+        "ipnet-bipolar",
+        "ipnet-temperature-readout",
+        "gru-no-interval",
+        "ctgru",
+        "leaky",
+        "leaky-rnn",
+    ],
 )
 def test_torch_form_steps_equal_the_definition(cfg: dict) -> None:
     net = _net(**cfg)

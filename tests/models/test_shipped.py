@@ -1,102 +1,51 @@
-"""The shipped weights: loadable safely, trained on the documented corpus (data hash), better than CV."""
+"""The shipped weights: every model of every recipe and seed, loadable safely, each trained on its recipe's
+corpus (data hash) with the recipe's budget; the service serves the shipped recipe's seed 0."""
 
 from __future__ import annotations
 
-from models.checkpoint import load_checkpoint, shipped_path
-from models.corpus import corpus, split_train_val
-from models.nets import ModelConfig
+import dataclasses
+
+from models.catalog import LEARNED, LEARNED_BASELINES, RECIPES, model_config
+from models.checkpoint import WEIGHTS_DIR, WEIGHTS_ROOT, load_checkpoint, recipe_dir
+from models.corpus import ETHUCY_SPLITS, corpus, split_train_val
+from models.pipeline import seed_dirs
 from models.train import data_hash
 
-KINDS = ("ipnet", "gru", "lstm")
+
+def _plain(d: dict) -> dict:
+    """A train config as plain comparable data (tuples and lists alike; threads do not change the result)."""
+    return {k: list(v) if isinstance(v, tuple | list) else v for k, v in d.items() if k != "threads"}
 
 
-def test_shipped_checkpoints_carry_their_config_and_the_hash_of_their_data(data_root) -> None:
-    train, _ = split_train_val(corpus("shipped", data_root))
-    digest = data_hash(train)
-    metas = {}
-    for kind in KINDS:
-        net, meta = load_checkpoint(shipped_path(kind))
-        assert meta["model_args"]["kind"] == kind
-        # checkpoints written before interval_input existed load with the interval (load_checkpoint migrates)
-        assert ModelConfig(**{"interval_input": True, **meta["model_args"]}) == net.cfg
-        # IPNet knows time through its neurons; the baselines see the interval
-        assert net.cfg.sees_interval == (kind != "ipnet")
-        assert meta["corpus"] == "shipped"
-        assert meta["data_hash"] == digest, f"{kind} was not trained on the current 'shipped' corpus"
-        assert meta["version"].startswith(kind + "-")
-        metas[kind] = meta
-    # same tuning budget: width, epochs, learning rate, seed and augmentation are identical across models
-    budget = {
-        k: (
-            m["model_args"]["n_memory"],
-            m["train_config"]["epochs"],
-            m["train_config"]["lr"],
-            m["train_config"]["seed"],
-            m["train_config"]["augment"],
-            m["train_config"].get("augment_noise", True),
-        )
-        for k, m in metas.items()
-    }
-    assert len(set(budget.values())) == 1, budget
-    # the shipped recipe: degraded rates, drops and jitter, no position noise (see the model card)
-    assert next(iter(budget.values()))[-2:] == (True, False)
+def test_every_recipe_holds_every_model_for_three_seeds_with_one_budget(data_root) -> None:
+    for recipe, spec in RECIPES.items():
+        train, _ = split_train_val(corpus(spec.corpus, data_root))
+        digest = data_hash(train)
+        dirs = seed_dirs(recipe_dir(recipe))
+        assert [d.name for d in dirs] == ["seed0", "seed1", "seed2"], recipe
+        for d in dirs:
+            seed = int(d.name[4:])
+            want = _plain(dataclasses.replace(spec.train, seed=seed).to_dict())
+            for name in LEARNED:
+                net, meta = load_checkpoint(d / f"{name}.pt")
+                assert (meta["name"], meta["recipe"], meta["corpus"]) == (name, recipe, spec.corpus)
+                assert net.cfg == model_config(name), (recipe, name)
+                assert meta["data_hash"] == digest, f"{recipe}/{d.name}/{name} was not trained on its corpus"
+                # the same data, augmentation, epochs, learning rate and seed for every model of the recipe
+                assert _plain(meta["train_config"]) == want, (recipe, name)
 
 
-def test_companion_weights_match_their_experiments(data_root) -> None:
-    """The 10 Hz-only, clean-stream and noise-augmented weights of the model card: corpus, budget, inputs."""
-    from models.checkpoint import WEIGHTS_DIR
-
-    ten_hz, _ = split_train_val(corpus("10hz", data_root))
-    for folder, corpus_name, augment, noise in (
-        ("rate_10hz", "10hz", False, True),
-        ("clean", "shipped", False, True),
-        ("augmented", "shipped", True, True),
-    ):
-        budgets = set()
-        for kind in KINDS:
-            net, meta = load_checkpoint(WEIGHTS_DIR / folder / f"{kind}.pt")
-            assert meta["corpus"] == corpus_name and meta["train_config"]["augment"] is augment
-            # checkpoints from before the option trained with noise whenever they augmented
-            assert meta["train_config"].get("augment_noise", True) is noise, (folder, kind)
-            assert net.cfg.sees_interval == (kind != "ipnet"), (folder, kind)
-            budgets.add((meta["model_args"]["n_memory"], meta["train_config"]["epochs"], meta["data_hash"]))
-            if corpus_name == "10hz":
-                assert meta["data_hash"] == data_hash(ten_hz)
-        assert len(budgets) == 1, (folder, budgets)
-    for scene in ("eth", "hotel", "univ", "zara1", "zara2"):
-        for kind in KINDS:
-            _, meta = load_checkpoint(WEIGHTS_DIR / "ethucy_loo_augmented" / scene / f"{kind}.pt")
-            assert meta["corpus"] == f"ethucy-loo:{scene}" and meta["train_config"]["augment"] is True
-    # the interval ablations: the same IPNet, but its encoder sees the interval
-    for path in ("rate_10hz/interval_input/ipnet.pt", "ablation/interval_input/ipnet.pt"):
-        assert load_checkpoint(WEIGHTS_DIR / path)[0].cfg.sees_interval
-    # the readout ablations: the shipped IPNet's data and budget, a readout that senses one signal
-    shipped, shipped_meta = load_checkpoint(WEIGHTS_DIR / "ipnet.pt")
-    assert shipped.cfg.readout == "both"
-    for readout in ("temperature", "p_switch"):
-        net, meta = load_checkpoint(WEIGHTS_DIR / "ablation" / f"readout_{readout}" / "ipnet.pt")
-        assert net.cfg.readout == readout and net.readout[0].in_features == net.cfg.d_embed + net.cfg.n_memory
-        assert meta["data_hash"] == shipped_meta["data_hash"]
-        assert meta["train_config"] == shipped_meta["train_config"]
+def test_the_service_serves_seed_0_of_the_shipped_recipe() -> None:
+    assert recipe_dir("shipped") / "seed0" == WEIGHTS_DIR and recipe_dir("shipped").parent == WEIGHTS_ROOT
+    for name in ("ipnet", *LEARNED_BASELINES):
+        assert (WEIGHTS_DIR / f"{name}.pt").is_file(), name
 
 
-def test_robustness_claims_of_issue_7_hold_on_the_held_out_vehicles(data_root) -> None:
-    """The claims the model card checks, re-measured on AV2 (all vehicle windows, held out from training):
-    the shipped IPNet stays below constant velocity under every stream degradation of the card, and models
-    trained at 10 Hz only keep IPNet at least 12.4% below the better recurrent baseline at 5 and 2 Hz."""
-    from models.card import MODELS, RATE_VARIANTS, UNSEEN_RATES, VEHICLE_VARIANTS, robustness_rows
-    from models.checkpoint import WEIGHTS_DIR
-    from models.corpus import test_set
-    from models.evaluate import ade_reduction
-    from models.pipeline import load_predictors
-
-    av2 = test_set("shipped", data_root)
-    shipped = robustness_rows(load_predictors(list(MODELS)), av2, VEHICLE_VARIANTS, moving=(False,))
-    for row in shipped:
-        m = row["result"]["models"]
-        assert m["ipnet"]["ade_m"] < m["cv"]["ade_m"], (row["name"], m["ipnet"]["ade_m"], m["cv"]["ade_m"])
-    unseen = [(n, p) for n, p in RATE_VARIANTS if n in UNSEEN_RATES]
-    ten_hz = load_predictors(list(MODELS), WEIGHTS_DIR / "rate_10hz")
-    for row in robustness_rows(ten_hz, av2, unseen, moving=(False,)):
-        red = ade_reduction(row["result"])
-        assert red is not None and red >= 0.124, (row["name"], red)
+def test_the_pedestrian_folds_hold_out_their_scene(data_root) -> None:
+    for scene in ETHUCY_SPLITS:
+        train, _ = split_train_val(corpus(f"ethucy-loo:{scene}", data_root))
+        assert not any(t.scene_id in ETHUCY_SPLITS[scene] for t in train)
+        for name in ("ipnet", "gru", "lstm"):
+            net, meta = load_checkpoint(WEIGHTS_ROOT / "ethucy_loo" / scene / "seed0" / f"{name}.pt")
+            assert meta["corpus"] == f"ethucy-loo:{scene}" and meta["data_hash"] == data_hash(train)
+            assert net.cfg == model_config(name)

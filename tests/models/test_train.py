@@ -112,3 +112,94 @@ def test_augmentation_without_noise_keeps_recorded_positions(slice_tracks) -> No
     noisy = first_positions(dataclasses.replace(FAST, augment=True))
     assert quiet <= recorded
     assert not noisy <= recorded  # with noise, some positions are moved
+
+
+def test_time_weighting_counts_seconds_not_observations(slice_tracks) -> None:
+    """With ``loss_weight="time"`` a chunk resampled to 2 Hz weighs each step by the 0.5 s it closes (five
+    10 Hz steps), so the low-rate copies of the streams are not drowned by the recorded rate."""
+    from models.train import build_training_set
+
+    horizons = np.asarray(TINY.horizons_s)
+    tracks = slice_tracks[:20]
+    cfg = dataclasses.replace(
+        FAST, augment=True, augment_noise=False, augment_rate_prob=1.0, augment_rates_hz=(2.0,)
+    )
+    step = build_training_set(
+        tracks, dataclasses.replace(cfg, loss_weight="step"), horizons, np.random.default_rng(0)
+    )
+    timed = build_training_set(
+        tracks, dataclasses.replace(cfg, loss_weight="time"), horizons, np.random.default_rng(0)
+    )
+    supervised = step.tmask > 0
+    assert torch.equal(supervised, timed.tmask > 0)  # the same targets, weighed differently
+    assert set(torch.unique(step.tmask[supervised]).tolist()) == {1.0}
+    ratio = (timed.tmask / step.tmask.clamp(min=1e-9))[..., 0]  # (C, L): one weight per step
+    dt = timed.dt
+    steps = supervised[..., 0]
+    slow, fast = steps & (dt > 0.45) & (dt < 0.55), steps & (dt < 0.15)
+    assert int(slow.sum()) > 50 and int(fast.sum()) > 50  # both kinds of chunk are there
+    # the recorded streams are 10 Hz: a 0.5 s step weighs about five recorded steps, a 0.1 s step one
+    assert float(ratio[slow].min()) > 4.0 and float(ratio[slow].max()) < 6.0
+    assert float(ratio[fast].max()) < 1.5
+    with pytest.raises(ValueError, match="loss_weight"):
+        build_training_set(
+            tracks, dataclasses.replace(cfg, loss_weight="loud"), horizons, np.random.default_rng(0)
+        )
+
+
+def test_the_train_command_writes_every_seed_and_evaluate_reads_them(slice_tracks, tmp_path) -> None:
+    import csv
+    import json
+    import subprocess
+    import sys
+
+    data = tmp_path / "slice.csv"
+    with data.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["scene_id", "agent_id", "agent_type", "t_s", "x_m", "y_m"])
+        for tr in slice_tracks[:30]:
+            for t, (x, y) in zip(tr.t, tr.xy, strict=True):
+                w.writerow([tr.scene_id, tr.agent_id, tr.agent_type, f"{t:.3f}", f"{x:.3f}", f"{y:.3f}"])
+    out = tmp_path / "weights"
+
+    def ipnet(*args: str) -> str:
+        run = subprocess.run(
+            [sys.executable, "-m", "service.cli", *args], capture_output=True, text=True, timeout=300
+        )
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    ipnet(
+        "train",
+        "--data",
+        str(data),
+        "--recipe",
+        "10hz",
+        "--models",
+        "ipnet,gru_nodt",
+        "--seeds",
+        "0,1",
+        "--epochs",
+        "1",
+        "--n-memory",
+        "8",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    for seed in (0, 1):
+        for name in ("ipnet", "gru_nodt"):
+            net, meta = load_checkpoint(out / f"seed{seed}" / f"{name}.pt")
+            assert meta["name"] == name and meta["recipe"] == "10hz" and meta["train_config"]["seed"] == seed
+            assert net.cfg.n_memory == 8 and meta["version"].startswith(f"{name}-")
+    res = json.loads(
+        ipnet(
+            "evaluate", "--data", str(data), "--weights", str(out), "--models", "ipnet,gru_nodt,cv", "--json"
+        )
+    )
+    assert res["models"]["ipnet"]["n_seeds"] == 2 and res["models"]["cv"]["n_seeds"] == 1
+    assert res["ipnet_vs_best_baseline"]["baseline"] == "gru_nodt"
+    lo, hi = res["ipnet_vs_best_baseline"]["ci95"]
+    assert lo <= res["ipnet_vs_best_baseline"]["ade_reduction"] <= hi

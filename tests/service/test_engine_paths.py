@@ -64,18 +64,22 @@ def test_a_failing_accounting_is_logged_and_later_requests_still_count(
     assert any("accounting of a committed request failed" in r.getMessage() for r in caplog.records)
 
 
-def test_constant_velocity_baseline_keeps_memoryless_states(make_client, replay: Replay):
-    """``TRAJPRED_BASELINE=cv``: a model without memory goes through the same columnar state records."""
-    client = make_client(baseline="cv")
+@pytest.mark.parametrize("baseline", ["cv", "ctrv"])
+def test_motion_model_baselines_keep_their_states(make_client, replay: Replay, baseline: str):
+    """``TRAJPRED_BASELINE=cv`` (no memory) or ``ctrv`` (a smoothed turn rate): non-learned models go through
+    the same columnar state records."""
+    client = make_client(baseline=baseline)
     for i in range(5):
         r = client.post("/v1/ab/predict", json=replay.body(i))
         assert r.status_code == 200, r.text
         answer = r.json()
-        assert answer["models"]["baseline"]["model"] == "cv"
+        assert answer["models"]["baseline"]["model"] == baseline
     agent = replay.body(4)["observations"][0]["agent_id"]
     models = client.get(f"/v1/agents/{agent}").json()["models"]
-    assert models["cv"]["steps"] == models["ipnet"]["steps"] >= 1
-    assert models["cv"]["neuron_temperatures_k"] is None
+    assert models[baseline]["steps"] == models["ipnet"]["steps"] >= 1
+    assert models[baseline]["neuron_temperatures_k"] is None
+    engine = client.app.state.runtime.engine
+    assert engine.predictors[baseline].memory_size == (0 if baseline == "cv" else 2)
 
 
 def _wait_for(condition, timeout_s: float = 5.0) -> bool:

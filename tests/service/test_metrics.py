@@ -63,7 +63,7 @@ def test_metrics_follow_a_real_replay(client, replay, weights):
     assert metric(client, "trajpred_batch_agents_sum") == 2 * sum(batches)
 
     # GRU: the modeled SRAM energy of reading and writing its hidden state once per update
-    e_gru = sum(memory_energy_per_update_j("gru", preds["gru"].cfg, dt) for dt in dts)
+    e_gru = sum(memory_energy_per_update_j(preds["gru"].cfg, dt) for dt in dts)
     assert metric(client, "trajpred_memory_energy_joules_total", model="gru") == pytest.approx(
         e_gru, rel=1e-9
     )

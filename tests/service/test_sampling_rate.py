@@ -20,7 +20,7 @@ def moving_track(data_root):
     return max(moving, key=lambda t: len(t.t))
 
 
-@pytest.mark.parametrize("baseline", ["gru", "lstm"])
+@pytest.mark.parametrize("baseline", ["gru", "lstm", "gru_nodt", "ctgru", "ca", "ctrv"])
 def test_rate_change_keeps_predictions_sane_and_is_recorded(make_client, moving_track, baseline) -> None:
     c = make_client(baseline=baseline)
     t, xy = moving_track.t, moving_track.xy
