@@ -21,10 +21,18 @@ from models.catalog import CATALOG, LEARNED_BASELINES, MOTION_BASELINES, RECIPES
 from models.checkpoint import WEIGHTS_ROOT
 from models.corpus import ETHUCY_SPLITS, corpus, ethucy_tracks, split_train_val, test_set
 from models.data import Track, default_data_root
-from models.energy import DigitalMemory, energy_table
+from models.energy import (
+    COMPONENTS,
+    HOLDS,
+    PAPER_RATIO_3DCNN,
+    PAPER_RATIO_LSTM,
+    HardwareAssumptions,
+    report,
+    time_scale_for_drive_ratio,
+)
 from models.evaluate import Evaluation, Protocol, evaluate_models
 from models.motion import MotionConfig
-from models.pipeline import load_model_set, load_predictors, measured_mean_v2, seed_dirs
+from models.pipeline import load_model_set, load_predictors, measured_drive, seed_dirs
 from models.predictor import Predictor
 from models.stats import change_ci, significant
 from models.windows import Perturbation
@@ -440,37 +448,81 @@ def ethucy_section(loo_dir: Path, root: Path) -> list[str]:
     return lines
 
 
-def energy_section(ip: Predictor, av2: list[Track]) -> list[str]:
-    assert ip.net is not None
-    v2 = measured_mean_v2(ip, av2)
-    cfg = ip.net.cfg
-    energy = energy_table(cfg, 0.1, v2, DigitalMemory())
-    energy_1mb = energy_table(cfg, 0.1, v2, DigitalMemory(sram="1MB"))
-    e = energy["joules_per_update"]
-    return [
-        "## Memory energy per state update (modeled, `ipnet energy --measure-on ../shared/data/av2/raw`)",
+def energy_section(served: dict[str, Predictor], av2: list[Track]) -> list[str]:
+    """Energy per update by component, the ratios over the swept assumptions, and where the paper's hold."""
+    ip = served["ipnet"]
+    assert ip.net is not None and ip.net.mtj is not None
+    drive = measured_drive(ip, av2)
+    nets = {k: p.net for k, p in served.items() if p.net is not None}
+    base = report(nets, drive)
+    variants = {
+        (hold, sram): report(nets, drive, HardwareAssumptions(sram=sram, hold=hold))
+        for hold in HOLDS
+        for sram in ("8KB", "1MB")
+    }
+    rows = [row for rep in variants.values() for row in rep["time_scale_sweep"]]
+
+    def span(key: str, model: str = "lstm") -> str:
+        vals = [r[key][f"{model}_over_ipnet"] if key != "full" else r[f"{model}_over_ipnet"] for r in rows]
+        return f"{min(vals):.3g}x to {max(vals):.3g}x"
+
+    m = base["models"]
+    lines = [
+        "## Energy per state update (modeled, `ipnet energy --measure-on ../shared/data/av2/raw [--json]`)",
         "",
-        f"IPNet: Joule heat of {cfg.n_memory} neurons at the drive the served model applies on AV2 "
-        f"(mean V^2 = {v2:.4f} V^2), dt = 0.1 s. GRU/LSTM: read + write of the float32 state per step at "
-        "Horowitz ISSCC 2014 SRAM energies (45 nm). Window buffer: a 3D-CNN-style memory of the last 20 frames.",
+        f"One update of one agent at 10 Hz, the served models, IPNet at the drive it applies on AV2 (mean V^2 = "
+        f"{drive.mean_v2:.4f} V^2, mean rise {drive.mean_rise_k:.1f} K). Components (`models/energy.py`, every "
+        "parameter with its source in `--json`): IPNet's drive heat (the switching attempt the readout senses is "
+        "the end of the drive pulse), a read pulse and a sense decision per neuron, an 8-bit conversion of each "
+        "temperature, and, because a 5.5 ns device has long cooled between 100 ms frames, its temperatures kept "
+        "in SRAM and reheated before the next frame (the service does keep them digitally); the digital models' "
+        "state in SRAM; every model's matrix products (FP32, Horowitz 45 nm). 8 KB SRAM, J per update:",
         "",
-        "| model | J per update (8 KB SRAM) | ratio to IPNet | J per update (1 MB SRAM) | ratio | paper ratio |",
-        "|---|---|---|---|---|---|",
-        f"| IPNet | {e['ipnet']:.3e} | 1 | {e['ipnet']:.3e} | 1 | 1 |",
-        f"| IPNet, worst-case drive | {e['ipnet_worst_case']:.3e} | - | - | - | - |",
-        f"| GRU | {e['gru']:.3e} | {energy['ratio_vs_ipnet']['gru']:.0f}x | "
-        f"{energy_1mb['joules_per_update']['gru']:.3e} | {energy_1mb['ratio_vs_ipnet']['gru']:.0f}x | - |",
-        f"| LSTM | {e['lstm']:.3e} | {energy['ratio_vs_ipnet']['lstm']:.0f}x | "
-        f"{energy_1mb['joules_per_update']['lstm']:.3e} | {energy_1mb['ratio_vs_ipnet']['lstm']:.0f}x | 2874x |",
-        f"| window buffer (3D-CNN-style) | {e['window_buffer']:.3e} | "
-        f"{energy['ratio_vs_ipnet']['window_buffer']:.0f}x | {energy_1mb['joules_per_update']['window_buffer']:.3e} "
-        f"| {energy_1mb['ratio_vs_ipnet']['window_buffer']:.0f}x | 90920x |",
-        "",
-        "These ratios count memory only and rest on assumptions the paper does not publish: the MTJ side is the "
-        "Joule heat of the drive (no sense pulses, read-out or drivers), the digital side SRAM accesses for the "
-        "state alone (no weights, no arithmetic), and the device-time scale sets IPNet's figure in proportion. "
-        "They are not a system-level energy comparison.",
+        "| component | " + " | ".join(f"`{k}`" for k in m) + " |",
+        "|---|" + "---|" * len(m),
     ]
+    for c in COMPONENTS:
+        lines.append(f"| {c} | " + " | ".join(f"{m[k]['components'][c]:.3e}" for k in m) + " |")
+    lines.append("| **total** | " + " | ".join(f"**{m[k]['joules_per_update']:.3e}**" for k in m) + " |")
+    r, mr, dr = base["ratios"], base["memory_ratios"], base["drive_only_ratios"]
+    ts_paper = time_scale_for_drive_ratio(base, PAPER_RATIO_LSTM)
+    cnn_bits = PAPER_RATIO_3DCNN * m["ipnet"]["components"]["drive"] / HardwareAssumptions().joules_per_bit
+    p = ip.net.mtj.params
+    tau = float(ip.net.mtj.time_constants().mean())
+    lines += [
+        "",
+        "| LSTM / IPNet | here (8 KB SRAM, time_scale 1e-8, digital hold) | over every swept assumption | paper |",
+        "|---|---|---|---|",
+        f"| full system | {r['lstm_over_ipnet']:.3g}x | {span('full')} | - |",
+        f"| memory only | {mr['lstm_over_ipnet']:.3g}x | {span('memory')} | {PAPER_RATIO_LSTM:.0f}x |",
+        f"| drive heat only against the state's SRAM traffic | {dr['lstm_over_ipnet']:.3g}x | {span('drive_only')} | - |",
+        "",
+        f"GRU / IPNet: full system {r['gru_over_ipnet']:.3g}x, memory only {mr['gru_over_ipnet']:.3g}x "
+        f"({span('memory', 'gru')} over the sweep). Swept: the state hold (digital, or thermal: free), SRAM of "
+        "8 KB or 1 MB, and `time_scale` from 1e-10 to 1e-6 (with the devices' time constants, so every "
+        "prediction is the same).",
+        "",
+        "Where the paper's figures could hold:",
+        "",
+        f"- **2,874x (LSTM)** is reached only by the last row's accounting: IPNet charged for its drive heat alone "
+        f"against the LSTM's state traffic in 8 KB SRAM, at time_scale {ts_paper:.2g} device s per scene s. "
+        "Counting how its state is read out (a read pulse, a sense decision and a conversion per neuron), the "
+        f"LSTM's memory costs at most {max(rr['memory']['lstm_over_ipnet'] for rr in rows):.3g}x IPNet's at any "
+        "swept setting; with the matrix products every model runs, the full systems are within "
+        f"{span('full')} of each other: the arithmetic, not the memory, is the energy of a step.",
+        f"- **90,920x (3D-CNN)** would need a buffer of {cnn_bits / 8 / 1e3:.3g} kB moved per update against "
+        f"IPNet's drive heat alone (8 KB SRAM): frames of images, as the paper's 3D-CNN buffers; 2 s of this "
+        f"model's 32-float embeddings (21 frames) is {21 * 32 * 4 / 1e3:.3g} kB.",
+        f"- **Device figures.** The shipped devices' time constant, {tau * 1e9:.2f} ns at time_scale "
+        f"{p.time_scale:g} (chosen on the validation split as 0.55 s of scene time), implies C_th = tau / R_th = "
+        f"{tau / p.r_th_k_per_w:.2e} J/K: {tau / p.r_th_k_per_w / 5e-16:.1f}x the notes' 5e-16 J/K (derived for "
+        f"tau = 1 ns) and {tau / p.r_th_k_per_w / 2e-16:.0f}x their 2e-16 J/K estimate of a bare 50 nm pillar. "
+        "Only tau / time_scale enters the predictions: at time_scale "
+        f"{p.time_scale * 1e-9 / tau:.2g} the same model has 1 ns devices with the notes' C_th, and the drive "
+        "and reheat rows above fall in proportion (the sweep). A real device with tau of 5.5 ns needs the "
+        "notes' thermally resistive cap or a larger heat capacity; no source gives either number.",
+    ]
+    return lines
 
 
 def limits_section() -> list[str]:
@@ -508,7 +560,6 @@ def write_card(
         )
     gs = goals(shipped, ten_hz)
     n_val = len(evaluate_models(val, {"cv": Predictor.constant_velocity()}, Protocol(stride_s=0.5)).windows)
-    served = shipped.models["ipnet"][0]
     lines = [
         "# Model card: ipnet-traj",
         "",
@@ -549,7 +600,7 @@ def write_card(
         "",
         *ethucy_section(wroot / "ethucy_loo", root),
         "",
-        *energy_section(served, av2),
+        *energy_section({k: shipped.models[k][0] for k in ("ipnet", "gru", "lstm")}, av2),
         "",
         *limits_section(),
     ]

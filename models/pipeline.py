@@ -12,8 +12,9 @@ import torch
 from models.catalog import model_config
 from models.checkpoint import recipe_dir, save_checkpoint, shipped_path
 from models.data import Track
+from models.energy import DriveFigures
 from models.motion import MOTION_KINDS, MotionConfig
-from models.nets import ModelConfig, TrajectoryNet
+from models.nets import ModelConfig
 from models.predictor import Predictor
 from models.train import TrainConfig, Trainer, data_hash
 from models.windows import encode_sequences
@@ -124,27 +125,30 @@ def load_model_set(
 
 
 @torch.no_grad()
-def measured_mean_v2(ipnet: Predictor, tracks: list[Track], max_tracks: int = 400) -> float:
-    """Mean squared drive voltage (V^2) that the trained IPNet applies to its neurons on real data.
+def measured_drive(ipnet: Predictor, tracks: list[Track], max_tracks: int = 400) -> DriveFigures:
+    """What the trained IPNet does to its neurons on real data: the mean squared drive voltage (V^2) and the
+    mean temperature rise (K) after an observation.
 
     The drive is taken as the layer applies it, step by step along each track (with a lateral coupling,
     the drive also reads the temperatures the track has left), over the observations that heat (not a
     track's first, which closes no interval).
     """
     net = ipnet.net
-    assert isinstance(net, TrajectoryNet) and net.mtj is not None
+    assert net is not None and net.mtj is not None
     mtj = net.mtj
     tracks = [t for t in tracks if len(t.t) >= 3][:max_tracks]
     enc = encode_sequences([t.t for t in tracks], [t.xy for t in tracks], [t.agent_type for t in tracks])
     feats, dt, valid = (torch.from_numpy(a) for a in (enc.feats, enc.dt, enc.valid))
     temp = mtj.initial(len(tracks))
-    total, count = 0.0, 0.0
+    v2_sum, rise_sum, count = 0.0, 0.0, 0.0
     for k in range(feats.shape[1]):
         e = net.embed(feats[:, k])
         v = mtj.drive01(mtj.pre_activation(temp, e))
         keep = valid[:, k : k + 1]
         driven = keep & (dt[:, k : k + 1] > 0)  # a track's first observation drives for no time: no heat
-        total += float((v * v * driven).sum())
-        count += float(driven.sum()) * v.shape[1]
         temp = torch.where(keep, mtj(temp, e, dt[:, k])[0], temp)
-    return mtj.params.v_max_v**2 * total / max(count, 1.0)
+        v2_sum += float((v * v * driven).sum())
+        rise_sum += float(((temp - mtj.params.t0_k) * driven).sum())
+        count += float(driven.sum()) * v.shape[1]
+    count = max(count, 1.0)
+    return DriveFigures(mtj.params.v_max_v**2 * v2_sum / count, rise_sum / count)

@@ -97,12 +97,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_eval_args(p)
 
-    p = sub.add_parser("energy", help="modeled memory energy per state update, per model")
-    p.add_argument("--weights", default=None, help="folder with ipnet.pt (default: shipped)")
+    p = sub.add_parser(
+        "energy",
+        help="modeled energy per state update, by component, and the ratios beside the paper's",
+        description="Energy of one update of IPNet, the GRU and the LSTM by component (models/energy.py): "
+        "drive, read, sense, adc, reheat, state_sram, macs; ratios for the full system, the memory alone and "
+        "the drive alone; a sweep of the device-time scale; every assumption with its source.",
+    )
+    p.add_argument(
+        "--weights", default=None, help="folder with ipnet.pt, gru.pt, lstm.pt (default: the served set)"
+    )
     p.add_argument("--dt-s", type=float, default=0.1, help="interval between updates (default 0.1 s)")
     p.add_argument("--sram", default="8KB", choices=["8KB", "32KB", "1MB"], help="Horowitz SRAM size")
+    p.add_argument(
+        "--hold",
+        default="digital",
+        choices=["digital", "thermal"],
+        help="how IPNet's state survives between frames: in SRAM, reheated before each frame (default), or in "
+        "devices whose real thermal time constant is the scene's (unsupported by any source)",
+    )
     p.add_argument("--measure-on", default=None, help="data file/folder: measure IPNet's real drive on it")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = sub.add_parser("card", help="regenerate models/MODEL_CARD.md (evaluation tables)")
     p.add_argument(
@@ -239,36 +254,54 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_energy(args: argparse.Namespace) -> int:
-    from models.energy import DigitalMemory, energy_table
-    from models.pipeline import load_predictors, measured_mean_v2
+    from models.energy import COMPONENTS, DriveFigures, HardwareAssumptions, report
+    from models.pipeline import load_predictors, measured_drive
 
-    ip = load_predictors(["ipnet"], args.weights)["ipnet"]
-    assert ip.net is not None
-    mean_v2 = None
+    preds = load_predictors(["ipnet", "gru", "lstm"], args.weights)
+    ip = preds["ipnet"]
+    assert ip.net is not None and ip.net.mtj is not None
     if args.measure_on:
         from models.data import load_tracks
 
-        mean_v2 = measured_mean_v2(ip, load_tracks(args.measure_on))
-    table = energy_table(ip.net.cfg, args.dt_s, mean_v2, DigitalMemory(sram=args.sram))
+        drive = measured_drive(ip, load_tracks(args.measure_on))
+    else:
+        drive = DriveFigures.worst_case(ip.net.mtj.params)
+    nets = {k: p.net for k, p in preds.items() if p.net is not None}
+    rep = report(nets, drive, HardwareAssumptions(sram=args.sram, hold=args.hold), args.dt_s)
     if args.json:
-        print(json.dumps(table))
+        print(json.dumps(rep))
         return 0
-    e = table["joules_per_update"]
     print(
-        f"memory energy per state update (dt = {args.dt_s:g} s, {table['n_memory']} neurons/units, "
-        f"SRAM {args.sram}, IPNet drive: {table['ipnet_drive']})"
+        f"energy per update (dt = {args.dt_s:g} s, SRAM {args.sram}, state hold between frames: {args.hold}, "
+        f"IPNet drive: {drive.source}), joules"
     )
-    for k, v in e.items():
-        print(f"  {k:18s} {v:.3e} J")
-    print("ratio to IPNet      ours        paper")
-    print(
-        f"  LSTM           {table['ratio_vs_ipnet']['lstm']:10.0f}x  {table['paper_ratio_vs_ipnet']['lstm']:10.0f}x"
-    )
-    print(f"  GRU            {table['ratio_vs_ipnet']['gru']:10.0f}x  {'-':>10s}")
-    print(
-        f"  window buffer  {table['ratio_vs_ipnet']['window_buffer']:10.0f}x  "
-        f"{table['paper_ratio_vs_ipnet']['3d_cnn']:10.0f}x (3D-CNN)"
-    )
+    names = list(rep["models"])
+    print(f"  {'component':12s}" + "".join(f"{n:>12s}" for n in names))
+    for c in (*COMPONENTS, "total"):
+        vals = [
+            rep["models"][n]["joules_per_update"] if c == "total" else rep["models"][n]["components"][c]
+            for n in names
+        ]
+        print(f"  {c:12s}" + "".join(f"{v:12.3e}" for v in vals))
+    print("ratios to IPNet          LSTM        GRU")
+    for label, key in (
+        ("full system", "ratios"),
+        ("memory only", "memory_ratios"),
+        ("drive only", "drive_only_ratios"),
+    ):
+        r = rep[key]
+        print(f"  {label:18s} {r['lstm_over_ipnet']:10.3g}x {r['gru_over_ipnet']:10.3g}x")
+    print(f"  paper (memory)     {rep['paper_ratios']['lstm_over_ipnet']:10.0f}x")
+    print("time_scale sweep (same predictions; LSTM / IPNet): full system, memory only, drive only")
+    for row in rep["time_scale_sweep"]:
+        print(
+            f"  {row['time_scale']:8.0e}  {row['lstm_over_ipnet']:10.3g}x {row['memory']['lstm_over_ipnet']:10.3g}x "
+            f"{row['drive_only']['lstm_over_ipnet']:10.3g}x"
+        )
+    print("assumptions")
+    for name, a in rep["assumptions"].items():
+        value = a["value"] if isinstance(a["value"], str) else f"{a['value']:.4g}"
+        print(f"  {name:18s} {value} {a['unit']}: {a['source']}")
     return 0
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from models.data import AGENT_TYPES
-from models.energy import memory_energy_per_update_j
+from models.energy import EnergyMeter
 from models.kinematics import TYPE_INDEX, KinState
 from models.predictor import Predictor
 from service.errors import Conflict, InvalidRequest, NotFound, StaleObservation
@@ -140,7 +140,7 @@ class _Computed:
     trajectories: np.ndarray  # (A, H, 2) from each agent's newest observation
     new_track: np.ndarray  # (A,) bool
     dt_s: np.ndarray  # (A,) float, NaN for a first observation
-    energy_j: float
+    energy_j: dict[str, float]  # modeled joules by component (models.energy)
     updates: int
     batch_sizes: list[int]
     new_tracks: int
@@ -212,6 +212,7 @@ class Engine:
         ] = deque()
         self._last_answer_s = -math.inf  # monotonic time the previous answer was handed over (answer_sent)
         self.tags = {name: model_tag(p.version) for name, p in predictors.items()}
+        self.meters = {name: EnergyMeter(p.net, p.cfg) for name, p in predictors.items()}
         # the memory of a new track, per model: what absent states are filled with on every request
         self._initial_memory = {name: p.initial_memory(1)[0] for name, p in predictors.items()}
         self.scorer = OnlineScorer(
@@ -413,7 +414,7 @@ class Engine:
         trajectories = np.empty(0) if whole else np.zeros((n_agents, len(pred.horizons_s), 2))
         new_track = np.zeros(n_agents, dtype=bool)
         dt_used = np.full(n_agents, np.nan)
-        energy, updates, new_tracks = 0.0, 0, 0
+        drive_j, rise_rows, updates, new_tracks = 0.0, [], 0, 0
         batch_sizes = []
         intervals: list[np.ndarray] = []
         ttl = self.settings.state_ttl_s
@@ -452,10 +453,10 @@ class Engine:
                 trajectories[idx] = res.trajectory  # later ranks overwrite: the newest observation wins
             batch_sizes.append(len(t))
             updates += len(t)
-            if pred.is_thermal:  # the step reports the Joule heat of its neurons
-                energy += float(res.energy_j.sum())
-            else:  # digital memory: every update reads and writes the same bits, whatever the interval
-                energy += len(dt) * memory_energy_per_update_j(pred.cfg, 0.0)
+            if pred.is_thermal:  # the step reports the Joule heat of its neurons; their heat is restored next
+                drive_j += float(res.energy_j.sum())
+                rise_rows.append(res.memory)
+        energy = self.meters[model].charge(updates, drive_j, np.concatenate(rise_rows) if rise_rows else None)
         records = encode_batch(kin_arr, memory, last_t, start_t, types, self.tags[model], self.clock())
         return _Computed(
             records,
@@ -527,7 +528,8 @@ class Engine:
         for m in models:
             c = computed[m]
             met.observations.labels(model=m).inc(c.updates)
-            met.memory_energy.labels(model=m).inc(c.energy_j)
+            for component, joules in c.energy_j.items():
+                met.memory_energy.labels(model=m, component=component).inc(joules)
             if c.new_tracks:
                 met.new_tracks.labels(model=m).inc(c.new_tracks)
             for b in c.batch_sizes:

@@ -148,8 +148,10 @@ class Metrics:
         r.register(self.fde)
         self.memory_energy = Counter(
             "trajpred_memory_energy_joules",
-            "modeled memory energy of every state update (models.energy; IPNet: Joule heat of its neurons)",
-            ["model"],
+            "modeled energy of every state update by component (models.energy): IPNet's drive heat, read-out, "
+            "conversions, reheat and SRAM traffic between frames; the digital models' state SRAM traffic; every "
+            "model's matrix products (macs)",
+            ["model", "component"],
             registry=r,
         )
         self.neuron_temperature = BulkHistogram(

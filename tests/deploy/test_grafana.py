@@ -33,7 +33,11 @@ REQUIRED_PANELS = [
     ("online ADE/FDE by model", "ade / fde", {"trajpred_ade_meters_sum", "trajpred_fde_meters_sum"}),
     ("error by model and horizon", "horizon", {"trajpred_displacement_error_meters_sum"}),
     ("A/B ADE reduction over time", "ade reduction", {"job:trajpred_ab_ade_reduction:ratio_mean5m"}),
-    ("modeled memory power per model", "memory power by model", {"trajpred_memory_energy_joules_total"}),
+    (
+        "modeled memory power per model, by component",
+        "memory power by model",
+        {"trajpred_memory_energy_joules_total"},
+    ),
     ("their ratio", "power ratio", {"job:trajpred_memory_energy_joules:ratio_ipnet_baseline_rate5m"}),
     ("heatmap of neuron temperatures", "neuron temperatures", {"trajpred_neuron_temperature_kelvin_bucket"}),
     ("rejected requests by reason", "rejected", {"trajpred_rejected_requests_total"}),

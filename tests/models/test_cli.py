@@ -54,9 +54,21 @@ def test_evaluate_a_new_interchange_csv_with_shipped_weights(interchange_csv) ->
     assert "ipnet" in text and "windows" in text and "95% interval" in text and "IPNet vs the best" in text
 
 
-def test_energy_command_prints_ratios_from_parameters() -> None:
-    res = json.loads(ipnet("energy", "--json"))
-    e = res["joules_per_update"]
-    assert 0 < e["ipnet"] < e["gru"] < e["lstm"]
-    assert res["ratio_vs_ipnet"]["lstm"] == pytest.approx(e["lstm"] / e["ipnet"])
-    assert "2874" in ipnet("energy")
+def test_energy_command_gives_components_ratios_sweep_and_sources(data_root) -> None:
+    log = sorted((data_root / "av2" / "raw" / "sensor_logs").iterdir())[0]
+    res = json.loads(ipnet("energy", "--json", "--measure-on", str(log)))
+    assert set(res["models"]) == {"ipnet", "gru", "lstm"}
+    for name, m in res["models"].items():
+        assert m["joules_per_update"] == pytest.approx(sum(m["components"].values()), rel=1e-12), name
+    ip = res["models"]["ipnet"]["components"]
+    assert 0 < ip["drive"] < ip["adc"] and res["assumptions"]["mean_v2"]["source"].startswith("[M] measured")
+    assert res["ratios"]["lstm_over_ipnet"] == pytest.approx(
+        res["models"]["lstm"]["joules_per_update"] / res["models"]["ipnet"]["joules_per_update"]
+    )
+    scales = [r["time_scale"] for r in res["time_scale_sweep"]]
+    assert scales[0] == pytest.approx(1e-10) and scales[-1] == pytest.approx(1e-6)
+    assert all({"time_scale", "lstm_over_ipnet", "gru_over_ipnet"} <= set(r) for r in res["time_scale_sweep"])
+    for name, a in res["assumptions"].items():
+        assert set(a) == {"value", "unit", "source"} and a["source"][:3] in ("[S]", "[D]", "[A]", "[M]"), name
+    text = ipnet("energy", "--hold", "thermal")
+    assert "2874" in text and "time_scale sweep" in text and "state hold between frames: thermal" in text
