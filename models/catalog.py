@@ -35,7 +35,11 @@ class Entry:
 
 
 CATALOG: dict[str, Entry] = {
-    "ipnet": Entry("ipnet", "IPNet: MTJ neurons whose temperatures are the only memory", {"kind": "ipnet"}),
+    "ipnet": Entry(
+        "ipnet",
+        "IPNet: MTJ neurons whose temperatures are the only memory, sensed by the readout",
+        {"kind": "ipnet"},
+    ),
     "gru": Entry("baseline", "GRU, the observed interval as an input", {"kind": "gru"}),
     "lstm": Entry("baseline", "LSTM, the observed interval as an input", {"kind": "lstm"}),
     "gru_nodt": Entry("baseline", "GRU without the interval input", {"kind": "gru", "interval_input": False}),
@@ -87,10 +91,10 @@ CATALOG: dict[str, Entry] = {
         "IPNet with devices of 3 times the shipped time constant (16 ns: 1.6 s of scene time)",
         {"kind": "ipnet", "tau_scale": 3.0},
     ),
-    "ipnet_readout_t": Entry(
+    "ipnet_readout_both": Entry(
         "ablation",
-        "IPNet whose readout senses the temperatures only",
-        {"kind": "ipnet", "readout": "temperature"},
+        "IPNet whose readout also senses the neurons' switching probabilities (their heat-dependent excitability)",
+        {"kind": "ipnet", "readout": "both"},
     ),
     "ipnet_readout_p": Entry(
         "ablation",

@@ -6,9 +6,10 @@ frozen and writes every part of the readout's input into one buffer:
 
 - every model: the encoder's interval mask into its first weight (a zero column), the activations in place,
   no concatenation (the embedding and the sensed memory are written into one ``(B, E + sensed)`` block);
-- IPNet with the shipped kind of layer (one thermal time constant, the fused switching law, readout of both
-  signals): the lateral coupling's ``- T0`` into the drive's bias, and everything after the drive's two
-  matrix products in one compiled pass (``models.native``); otherwise its torch form;
+- IPNet with the shipped kind of layer (one thermal time constant, the fused switching law, a readout of the
+  temperatures, with or without the switching probabilities): everything after the drive's matrix product
+  (two with the lateral matrix of an ablation, whose ``- T0`` is folded into the drive's bias) in one
+  compiled pass (``models.native``); otherwise its torch form;
 - GRU and LSTM: torch's own cell, as in training.
 
 The encoder and readout code is the same for every model, so the benchmark's IPNet/GRU ratio compares the
@@ -45,6 +46,7 @@ class _NativeMTJ:
         p = mtj.params
         self.fn = fn
         self.params = p
+        self.with_p = net.cfg.readout == "both"
         self.neg_inv_tau = -1.0 / float(mtj.tau_dev_s[0])
         drive_b = mtj.drive.bias.detach().double()
         self.drive_wt = mtj.drive.weight.detach().t()
@@ -80,7 +82,7 @@ class _NativeMTJ:
     @staticmethod
     def of(net: TrajectoryNet, use_native: bool) -> _NativeMTJ | None:
         mtj = net.mtj
-        if not use_native or mtj is None or mtj.fused is None or net.cfg.readout != "both":
+        if not use_native or mtj is None or mtj.fused is None or net.cfg.readout == "p_switch":
             return None
         cfg = net.cfg
         if cfg.tau != "single" or cfg.drive != "sigmoid" or cfg.lateral == "diffusion":
@@ -91,7 +93,8 @@ class _NativeMTJ:
     def __call__(
         self, temp: Tensor, e: Tensor, dt_s: np.ndarray, sensed: Tensor
     ) -> tuple[Tensor, np.ndarray]:
-        """New temperatures (B, N) and the frame's Joule heat (B,) J; [P_sw, normalised T] into ``sensed``."""
+        """New temperatures (B, N) and the frame's Joule heat (B,) J; into ``sensed`` the normalised
+        temperatures, after the switching probabilities when the readout senses both."""
         p = self.params
         b, n = temp.shape
         window = p.time_scale * dt_s
@@ -125,8 +128,9 @@ class _NativeMTJ:
             self.gamma.data_ptr(),
             self.beta.data_ptr(),
             out.data_ptr(),
-            sensed.data_ptr(),
-            sensed.data_ptr() + 4 * n,  # float32: the normalised temperatures follow the N probabilities
+            sensed.data_ptr() if self.with_p else None,
+            # float32: the normalised temperatures follow the N probabilities, or come alone
+            sensed.data_ptr() + (4 * n if self.with_p else 0),
             stride,
             d2_sum.ctypes.data,
         )

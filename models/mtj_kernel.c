@@ -17,10 +17,12 @@
      bu   = log1p(2^(bl (1 - c_i d / m2)))                 softplus-clamped 1 - I/I_c0(T), times beta
      z2   = L + kz (m2 / T') bu^2                          log2 of t_sense / tau_sw
      P    = 1 - 2^(-log2(e) 2^z2)                          switching probability
-   then per agent: the energy sum of d^2 and the layer norm of T' - T0 (eps already scaled). */
+   then per agent: the energy sum of d^2 and the layer norm of T' - T0 (eps already scaled). With ``p_out``
+   NULL (a readout of the temperatures alone) the switching probabilities are not computed. */
 
 #include <float.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct {
@@ -50,7 +52,7 @@ void mtj_frame(const mtj_params *restrict p, int64_t n_agents, int64_t n,
         const float *xr = pre + b * pre_stride;
         const float *tr = temp + b * temp_stride;
         float *tn = temp_out + b * n;
-        float *po = p_out + b * out_stride;
+        float *po = p_out ? p_out + b * out_stride : NULL;
         float *so = sensed_out + b * out_stride;
         const float h = heat[b];
         const float dec = decay ? decay[b] : 1.0f; /* t0 + (t - t0) is t exactly for t in [t0/2, 2 t0] */
@@ -58,7 +60,7 @@ void mtj_frame(const mtj_params *restrict p, int64_t n_agents, int64_t n,
         for (int64_t j0 = 0; j0 < n; j0 += CHUNK) {
             const int64_t k = n - j0 < CHUNK ? n - j0 : CHUNK;
             const float *x = xr + j0, *t = tr + j0;
-            float *tt = tn + j0, *pp = po + j0;
+            float *tt = tn + j0, *pp = po ? po + j0 : NULL;
             for (int64_t j = 0; j < k; j++) {
                 const float xj = x[j] < -80.0f ? -80.0f : x[j]; /* expf(80) is still finite */
                 d[j] = 1.0f / (1.0f + expf(-xj));
@@ -75,6 +77,7 @@ void mtj_frame(const mtj_params *restrict p, int64_t n_agents, int64_t n,
                 d2_sum += d2;
                 rise_sum += tj - t0;
             }
+            if (!p_out) continue; /* a readout of the temperatures alone: no switching probabilities */
             for (int64_t j = 0; j < k; j++) w[j] = exp2f(bl - blc * d[j] / m2[j]);
             for (int64_t j = 0; j < k; j++) w[j] = log1pf(w[j]); /* beta u */
             for (int64_t j = 0; j < k; j++) w[j] = exp2f(log2_rate + kz * (m2[j] / tt[j]) * (w[j] * w[j]));

@@ -63,7 +63,9 @@ class ModelConfig:
     lateral: str = "none"
     # IPNet: the drive voltage, v_max sigmoid(a) (one polarity) or v_max tanh(a) (both polarities heat)
     drive: str = "sigmoid"
-    readout: str = "both"  # IPNet: what the readout senses: "p_switch", "temperature" or "both"
+    # IPNet: what the readout senses of its neurons: "temperature" (chosen on the validation split), "both"
+    # (also the switching probabilities) or "p_switch"
+    readout: str = "temperature"
     cv_prior: bool = True  # predict a correction to constant velocity (False: the whole agent-frame future)
     # The observed interval as an encoder input; None: by kind. GRU, LSTM and CT-GRU get it (a discrete
     # recurrence counts steps; dt is how it can learn time). IPNet and the leaky control do without: their

@@ -26,9 +26,8 @@ def test_model_step_bench_times_the_memory_alone_inside_the_step() -> None:
             # the memory update is one part of the step (the encoder, readout and kinematics are the rest)
             assert 0 < row["update_us_per_agent"] < row["step_us_per_agent"], (name, b)
             assert row["matmul_us_per_agent"] > 0
-    # IPNet's readout reads the embedding, the switching probabilities and the temperatures; the GRU's
-    # the embedding and its hidden state
-    assert steps["ipnet"][1]["readout_inputs"] == steps["ipnet-torch"][1]["readout_inputs"] == 32 + 2 * 64
+    # IPNet's readout reads the embedding and the temperatures; the GRU's the embedding and its hidden state
+    assert steps["ipnet"][1]["readout_inputs"] == steps["ipnet-torch"][1]["readout_inputs"] == 32 + 64
     assert steps["gru"][1]["readout_inputs"] == 32 + 64
 
 

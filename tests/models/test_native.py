@@ -69,13 +69,14 @@ def _compare(net: TrajectoryNet, step: InferenceStep, b: int = 257) -> None:
 @pytest.mark.parametrize(
     "cfg",
     [
-        {},  # the shipped kind: one time constant, no lateral coupling, readout of both signals
+        {},  # the shipped kind: one time constant, no lateral coupling, readout of the temperatures
+        {"readout": "both"},  # the temperatures and the switching probabilities
         {"lateral": "dense"},  # the learned lateral matrix (an ablation)
         {"tau_scale": 1e-3},  # the no-heat ablation: every frame cools completely
         # a hotter drive: the steady state can pass T_max, so the layer clamps (the kernel's clamp branch)
         {"mtj": {**P.to_dict(), "v_max_v": 0.9}},
     ],
-    ids=["shipped-kind", "dense-lateral", "no-heat", "clamped"],
+    ids=["shipped-kind", "readout-both", "dense-lateral", "no-heat", "clamped"],
 )
 def test_kernel_step_equals_the_torch_step(cfg: dict) -> None:
     net = _net(**cfg)
@@ -104,7 +105,7 @@ def test_kernel_saturated_drives_and_single_agent() -> None:
         {"tau": "learned"},
         {"lateral": "diffusion"},
         {"drive": "tanh"},
-        {"readout": "temperature"},  # the torch form
+        {"readout": "p_switch"},  # the torch form
         {"kind": "gru", "interval_input": False},
         {"kind": "ctgru"},
         {"kind": "leaky"},
@@ -117,7 +118,7 @@ def test_kernel_saturated_drives_and_single_agent() -> None:
         "ipnet-tau-learned",
         "ipnet-diffusion",
         "ipnet-bipolar",
-        "ipnet-temperature-readout",
+        "ipnet-p-switch-readout",
         "gru-no-interval",
         "ctgru",
         "leaky",
