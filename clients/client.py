@@ -120,8 +120,10 @@ def _observations_json(observations: Iterable[ObservationLike]) -> list[Any]:
 
 
 def _agent_path(agent_id: str) -> str:
-    # ids may hold '/', '?', '#', spaces: quote everything but keep '/' (the route takes a path)
-    return f"/v1/agents/{quote(agent_id, safe='/')}"
+    # every character that is not unreserved is percent-encoded, '/' included, and so are dots: an id such as
+    # "a/../victim", "." or ".." must reach that agent, not a path an HTTP client normalises (RFC 3986 dot
+    # segments) into another one. The server decodes the segment back to the id.
+    return "/v1/agents/" + quote(agent_id, safe="").replace(".", "%2E")
 
 
 def _error_of(response: httpx.Response) -> ErrorBody | None:

@@ -71,7 +71,20 @@ class _OrjsonRequest(Request):
             try:
                 self._json = orjson.loads(body)
             except orjson.JSONDecodeError:
-                self._json = json.loads(body)
+                # JSON text is UTF-8 (RFC 8259): the stdlib would otherwise detect UTF-16 and UTF-32 bodies.
+                # A NUL byte is never valid JSON, and UTF-16/32 text of ASCII characters is full of them
+                bad = body.find(b"\x00")
+                try:
+                    text = body.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    bad = e.start if bad < 0 else min(bad, e.start)
+                if bad >= 0:
+                    raise json.JSONDecodeError(
+                        "the body is not UTF-8 (JSON text is UTF-8, RFC 8259)",
+                        body.decode("utf-8", "replace"),
+                        bad,
+                    ) from None
+                self._json = json.loads(text)
         return self._json
 
 

@@ -53,6 +53,15 @@ TIME_DECIMALS = 6
 _EMPTY_KIN = KinState.empty(1).to_array()[0]  # the kinematic state of an agent never seen
 
 
+#: position noise allowed on top of the speed bound: two observations milliseconds apart may differ by a
+#: detection's noise, which no speed explains
+MOTION_SLACK_M = 10.0
+
+
+def _implausible(x0: float, y0: float, x1: float, y1: float, dt: float, max_speed: float) -> bool:
+    return math.hypot(x1 - x0, y1 - y0) > max_speed * dt + MOTION_SLACK_M
+
+
 class Obs(NamedTuple):
     """A schema-valid observation and its index in the request (a tuple: a frame makes hundreds)."""
 
@@ -139,6 +148,7 @@ class _Computed:
     agent_type: np.ndarray  # (A,) TYPE_INDEX
     trajectories: np.ndarray  # (A, H, 2) from each agent's newest observation
     new_track: np.ndarray  # (A,) bool
+    rewound: np.ndarray  # (A,) bool: a track that had run ahead of the clock restarted earlier
     dt_s: np.ndarray  # (A,) float, NaN for a first observation
     energy_j: dict[str, float]  # modeled joules by component (models.energy)
     updates: int
@@ -258,7 +268,7 @@ class Engine:
                 or (np.abs(np.array(ys)) > bound).any()
                 or (np.array(ts) > latest).any()
             )
-            if fine and len(set(ids)) == len(ids):
+            if fine and len(set(ids)) == len(ids):  # one observation per agent: nothing within the request
                 return {o.agent_id: [o] for o in observations}  # one observation per agent: nothing to sort
         issues: list[tuple[str, int, str, str]] = []
         for o in observations:
@@ -286,7 +296,28 @@ class Engine:
             groups.setdefault(o.agent_id, []).append(o)
         for agent, group in groups.items():
             group.sort(key=lambda o: o.t)
+            if len(group) > s.max_observations_per_agent:
+                over = group[s.max_observations_per_agent]
+                issues.append(
+                    (
+                        "agent_id",
+                        over.pos,
+                        f"agent {agent!r} has {len(group)} observations in one request; the maximum is "
+                        f"{s.max_observations_per_agent} (each is one model step in sequence)",
+                        "too_many_observations_per_agent",
+                    )
+                )
             for a, b in itertools.pairwise(group):
+                if b.t > a.t and _implausible(a.x, a.y, b.x, b.y, b.t - a.t, s.max_speed_mps):
+                    issues.append(
+                        (
+                            "x",
+                            b.pos,
+                            f"agent {agent!r} moved {math.hypot(b.x - a.x, b.y - a.y):.1f} m in {b.t - a.t:g} s "
+                            f"(from observations[{a.pos}]): faster than {s.max_speed_mps:g} m/s",
+                            "implausible_motion",
+                        )
+                    )
                 if b.t == a.t:
                     issues.append(
                         (
@@ -378,9 +409,32 @@ class Engine:
         frame: _Frame,
         loaded: dict[str, StateBatch],
     ) -> None:
+        """Reject observations not after an agent's last one, and jumps from its last position that no
+        plausible speed explains (within the TTL: a longer gap starts a new track anyway)."""
+        ttl, vmax = self.settings.state_ttl_s, self.settings.max_speed_mps
+        st = loaded[models[0]]  # every model of an agent saw the same observations
+        gap = frame.first_t - st.last_t
+        tracked = st.present & (st.kin[:, 6] > 0) & (gap > 0) & (gap <= ttl)
+        if tracked.any():
+            first_xy = np.array([[groups[a][0].x, groups[a][0].y] for a in agents])
+            dist = np.hypot(*(first_xy - st.kin[:, 0:2]).T)
+            bad = np.flatnonzero(tracked & (dist > vmax * gap + MOTION_SLACK_M))
+            if bad.size:
+                i = int(bad[0])
+                o = groups[agents[i]][0]
+                raise InvalidRequest(
+                    f"observations[{o.pos}].x: agent {agents[i]!r} moved {float(dist[i]):.1f} m in "
+                    f"{float(gap[i]):g} s since its last observation: faster than {vmax:g} m/s",
+                    field="x",
+                    index=o.pos,
+                    code="implausible_motion",
+                )
+        # a track whose last timestamp is ahead of this server's clock (beyond the skew) came from a clock
+        # error: its agent's real-time observations restart it (in _compute) rather than being stale
+        ahead = self.clock() + self.settings.max_track_skew_s
         for m in models:
             st = loaded[m]
-            stale = np.flatnonzero(st.present & (frame.first_t <= st.last_t))
+            stale = np.flatnonzero(st.present & (frame.first_t <= st.last_t) & (st.last_t <= ahead))
             if stale.size:
                 i = int(stale[0])
                 o = groups[agents[i]][0]
@@ -413,6 +467,7 @@ class Engine:
         whole = frame.depth == 1
         trajectories = np.empty(0) if whole else np.zeros((n_agents, len(pred.horizons_s), 2))
         new_track = np.zeros(n_agents, dtype=bool)
+        rewound = np.zeros(n_agents, dtype=bool)
         dt_used = np.full(n_agents, np.nan)
         drive_j, rise_rows, updates, new_tracks = 0.0, [], 0, 0
         batch_sizes = []
@@ -428,9 +483,11 @@ class Engine:
             kin = KinState.from_array(kin_arr[idx])
             mem = memory[idx]
             gap = t - last_t[idx]
-            reset = (kin.n == 0) | (gap > ttl)
+            kin_n_before = kin.n
+            # a first observation, a gap longer than the TTL, or a step back from a track that ran ahead of
+            # the clock (accepted by _check_stale only then): the old track is over
+            reset = (kin.n == 0) | (gap > ttl) | (gap <= 0)
             if reset.any():
-                # a first observation, or a gap longer than the TTL: the old track is over
                 fresh = KinState.empty(int(reset.sum())).to_array()
                 arr = kin.to_array()
                 arr[reset] = fresh
@@ -439,6 +496,7 @@ class Engine:
                 rows = frame.agent[at][reset]
                 start_t[rows] = t[reset]
                 new_track[rows] = True
+                rewound[frame.agent[at][reset & (kin_n_before > 0) & (gap <= 0)]] = True
                 new_tracks += int(reset.sum())
             dt = np.where(reset, 0.0, gap)
             res = pred.step(kin, mem, xy, dt, types[idx])
@@ -466,6 +524,7 @@ class Engine:
             types,
             trajectories,
             new_track,
+            rewound,
             dt_used,
             energy,
             updates,
@@ -538,6 +597,9 @@ class Engine:
             pred = self.predictors[m]
             if pred.is_thermal:
                 met.neuron_temperature.observe_many(c.memory)
+        # a track restarted back in time: its pending predictions (anchored ahead of the clock) mean nothing
+        for i in np.flatnonzero(computed[models[0]].rewound):
+            self.scorer.forget(agents[i])
         # score what these observations reveal, then keep the new predictions
         if frame.depth == 1:  # one observation per agent, in the agents' order: the frame's columns
             t_list, xy_new = frame.t.tolist(), frame.xy
@@ -605,10 +667,13 @@ class Engine:
 
     async def end_track(self, agent_id: str) -> list[str]:
         """Free the agent's state in every model (end of track)."""
-        self.flush()  # a queued scoring of this agent would otherwise keep predictions of a finished track
         async with self.locks.hold([agent_id]):
             deleted = await self.store.delete(agent_id, ALL_MODEL_KINDS)
-        self.scorer.forget(agent_id)
+            # a predict of this agent that held the lock before us has committed and queued its accounting:
+            # account it now, then forget the track, or its predictions would outlive it and be scored
+            # against a new track that reuses the id
+            self.flush()
+            self.scorer.forget(agent_id)
         if not deleted:
             raise NotFound(f"no state for agent {agent_id!r}", field="agent_id")
         self.metrics.evictions.labels(reason="ended").inc(len(deleted))

@@ -122,3 +122,38 @@ class Overloaded(ServiceError):
 
     status = 503
     code = "overloaded"
+
+
+#: every code of a 4xx answer (the ``reason`` of ``trajpred_rejected_requests_total``), and of a 5xx answer
+#: (``trajpred_server_errors_total``): the counters are exported at 0 for each from start-up, so a dashboard
+#: panel or a recording rule has data on a healthy server. ``tests/service/test_metrics.py`` checks that
+#: every code the service emits is listed.
+REJECTION_CODES = (
+    "malformed_json",
+    "payload_too_large",
+    "body_timeout",
+    "unauthorized",
+    "not_found",
+    "route_not_found",
+    "method_not_allowed",
+    "http_error",
+    "stale_timestamp",
+    "write_conflict",
+    "invalid_request",
+    "missing_field",
+    "extra_field",
+    "not_finite",
+    "out_of_range",
+    "empty_request",
+    "too_many_observations",
+    "too_many_observations_per_agent",
+    "invalid_agent_id",
+    "invalid_agent_type",
+    "invalid_value",
+    "invalid_type",
+    "coordinate_out_of_range",
+    "timestamp_in_future",
+    "duplicate_timestamp",
+    "implausible_motion",
+)
+SERVER_ERROR_CODES = ("internal_error", "not_ready", "store_unavailable", "overloaded")

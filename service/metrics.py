@@ -13,6 +13,11 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from service.errors import REJECTION_CODES, SERVER_ERROR_CODES
+
+#: why an agent state is removed: ttl (idle), capacity (max agents), ended (DELETE)
+EVICTION_REASONS = ("ttl", "capacity", "ended")
+
 ERROR_BUCKETS_M = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 50.0)
 TEMPERATURE_BUCKETS_K = (300.5, 301.0, 302.0, 305.0, 310.0, 320.0, 340.0, 360.0, 380.0, 400.0, 425.0, 450.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
@@ -214,6 +219,14 @@ class Metrics:
             ["state"],
             registry=r,
         )
+        # every known label value at 0 from start-up: a rate of a series that does not exist yet is no data,
+        # and a panel or rule on a healthy server would stay empty
+        for code in REJECTION_CODES:
+            self.rejected.labels(reason=code)
+        for code in SERVER_ERROR_CODES:
+            self.server_errors.labels(reason=code)
+        for reason in EVICTION_REASONS:
+            self.evictions.labels(reason=reason)
 
     # StoreEvents
     def evicted(self, model: str, reason: str, n: int) -> None:

@@ -126,6 +126,8 @@ class ModelScore(BaseModel):
     model_version: str
     ade_m: float | None
     fde_m: float | None
+    ade_median_m: float | None = Field(description="median ADE (within 2%: read off a log-spaced histogram)")
+    ade_p90_m: float | None = Field(description="90th percentile of the ADE (within 2%)")
     n: int
 
 

@@ -80,10 +80,27 @@ class Settings(BaseSettings):
 
     # --- input limits ---------------------------------------------------------------------------------
     max_observations: int = Field(default=10_000, ge=1, description="observations per request")
+    max_observations_per_agent: int = Field(
+        default=64,
+        ge=1,
+        description="observations of one agent in one request (each is one model step in sequence)",
+    )
+    max_speed_mps: float = Field(
+        default=100.0,
+        gt=0.0,
+        description="consecutive observations of an agent farther apart than this speed times their interval, "
+        "plus 10 m of position noise, are implausible motion (422)",
+    )
     max_body_bytes: int = Field(default=4_000_000, ge=1024, description="request body size, bytes")
     max_abs_coordinate_m: float = Field(default=1.0e7, gt=0.0, description="|x| and |y| bound, metres")
     max_future_s: float = Field(
         default=300.0, ge=0.0, description="timestamps later than now + this are rejected"
+    )
+    max_track_skew_s: float = Field(
+        default=5.0,
+        ge=0.0,
+        description="an agent whose last timestamp is more than this ahead of the server clock (a sender's "
+        "clock error) starts a new track at its next, earlier observation instead of answering 409 for the TTL",
     )
     api_keys: str = Field(
         default="", description="comma-separated keys accepted in X-API-Key on /v1 (empty: no auth)"

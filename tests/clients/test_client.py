@@ -192,3 +192,24 @@ def test_retry_after_replaces_the_backoff_and_is_capped(header: str, expected: f
     for attempt, base in ((1, 0.5), (2, 1.0), (5, 1.0)):
         assert base / 2 <= policy.wait_s(attempt, None) <= base
     assert 0.25 <= policy.wait_s(1, "not a date") <= 0.5
+
+
+def test_agent_ids_with_slashes_and_dots_reach_their_own_agent(make_client: MakeClient) -> None:
+    """``delete_agent("a/../victim")`` must not delete ``victim``; ids ``.`` and ``..`` are reachable."""
+    c = TrajpredClient(http=make_client())
+    # (an id with a percent sign is checked against a real server in tests/e2e: the TestClient decodes the
+    # path twice)
+    ids = ["victim", "a/../victim", ".", "..", "x/./y", "sp ace?#"]
+    c.predict(
+        [{"agent_id": a, "timestamp": 1_764_000_000.0, "x": float(i), "y": 0.0} for i, a in enumerate(ids)]
+    )
+    for a in ids:
+        assert c.agent(a).agent_id == a
+    assert c.delete_agent("a/../victim").deleted
+    assert c.agent("victim").agent_id == "victim"  # untouched
+    with pytest.raises(ApiError) as e:
+        c.agent("a/../victim")
+    assert e.value.status == 404
+    for a in (".", ".."):
+        assert c.delete_agent(a).deleted
+    assert c.agent("x/./y").agent_id == "x/./y" and c.agent("sp ace?#").agent_id == "sp ace?#"

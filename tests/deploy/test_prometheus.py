@@ -65,6 +65,7 @@ def test_alerts_the_issue_asks_for():
         "tracked agents near capacity": "trajpred_max_agents",
         "IPNet ADE worse than the baseline": "trajpred_ab_ade_reduction",
         "no observations": "trajpred_observations_total",
+        "a target gone from service discovery": 'absent(up{job="trajpred"})',
     }
     for what, metric in needs.items():
         assert any(metric in e for e in exprs.values()), f"no alert on {what} ({metric})"

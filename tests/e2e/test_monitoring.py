@@ -8,15 +8,17 @@ and evaluation intervals, the test server as the target of the service's job, ab
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import math
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -24,6 +26,7 @@ import yaml
 
 from clients.processes import stop_process
 from tests.deploy.helpers import (
+    ALERTMANAGER_CONFIG,
     DASHBOARDS,
     PROMETHEUS_CONFIG,
     SERVICE_JOB,
@@ -59,11 +62,12 @@ def prometheus_config(target: str) -> dict[str, Any]:
     job = {k: v for k, v in job.items() if not k.endswith("_sd_configs")}
     job["static_configs"] = [{"targets": [target]}]
     cfg["scrape_configs"] = [job]
+    cfg.pop("alerting", None)  # the compose stack's Alertmanager: see test_alerts_reach_a_real_alertmanager
     return cfg
 
 
 @contextlib.contextmanager
-def prometheus(config: dict[str, Any], tmp: Path) -> Iterator[str]:
+def prometheus(config: dict[str, Any], tmp: Path, *flags: str) -> Iterator[str]:
     """A real prometheus on a free loopback port; stopped at the end whatever happens."""
     exe = shutil.which("prometheus")
     if exe is None:
@@ -78,6 +82,7 @@ def prometheus(config: dict[str, Any], tmp: Path) -> Iterator[str]:
             f"--storage.tsdb.path={tmp / 'data'}",
             f"--web.listen-address={url.removeprefix('http://')}",
             "--log.level=warn",
+            *flags,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -217,3 +222,86 @@ def test_rules_evaluate_without_error_and_the_target_is_up(stack: Stack):
         "/api/v1/query", params={"query": 'sum(trajpred_rejected_requests_total{reason="stale_timestamp"})'}
     ).json()["data"]["result"]
     assert float(sent[0]["value"][1]) == stack.rejected
+
+
+class _Webhook(http.server.BaseHTTPRequestHandler):
+    """Alertmanager's receiver in the test: keeps every notification it is sent."""
+
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        type(self).received.append(json.loads(self.rfile.read(length)))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+def test_alerts_reach_a_real_alertmanager(tmp_path: Path):
+    """The shipped alert rules in a real Prometheus, its alerts sent to a real Alertmanager running the shipped
+    configuration: with no trajpred target at all, TrajpredAbsent reaches the receiver.
+
+    The copies differ from the shipped files only where a test must: the receiver's URL (this test's
+    webhook), 1 s intervals and resend delay, and TrajpredAbsent's `for` (0 s instead of 5 minutes)."""
+    exe = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if exe is None:
+        pytest.fail("alertmanager is not installed (apt-get install prometheus-alertmanager)")
+    _Webhook.received = []
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    am_cfg = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
+    (receiver,) = [r for r in am_cfg["receivers"] if r["name"] == am_cfg["route"]["receiver"]]
+    receiver["webhook_configs"][0]["url"] = f"http://127.0.0.1:{hook.server_port}/trajpred"
+    am_cfg["route"]["group_wait"] = "1s"
+    (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(am_cfg))
+    am_addr = f"127.0.0.1:{free_port()}"
+    am_log = open(tmp_path / "alertmanager.log", "wb")  # noqa: SIM115 (closed below)
+    am = subprocess.Popen(
+        [
+            exe,
+            f"--config.file={tmp_path / 'alertmanager.yml'}",
+            f"--storage.path={tmp_path / 'am-data'}",
+            f"--web.listen-address={am_addr}",
+            "--cluster.listen-address=",  # one instance, no gossip port
+        ],
+        stdout=am_log,
+        stderr=subprocess.STDOUT,
+    )
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    for path in rule_files():
+        doc = yaml.safe_load(path.read_text())
+        for group in doc["groups"]:
+            for rule in group["rules"]:
+                if rule.get("alert") == "TrajpredAbsent":
+                    rule["for"] = "0s"
+        (rules_dir / path.name).write_text(yaml.safe_dump(doc))
+    cfg = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
+    assert cfg["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]
+    cfg["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [am_addr]
+    cfg["global"] = {**cfg["global"], "scrape_interval": "1s", "evaluation_interval": "1s"}
+    cfg["rule_files"] = [str(p) for p in sorted(rules_dir.glob("*.yml"))]
+    cfg["scrape_configs"] = [j for j in cfg["scrape_configs"] if j["job_name"] != SERVICE_JOB]  # no service
+    try:
+        _wait(
+            lambda: httpx.get(f"http://{am_addr}/-/ready", timeout=2).status_code == 200,
+            "alertmanager",
+            30,
+            am,
+        )
+        # an alert that fired before the Alertmanager was discovered is sent again after this delay (1 min)
+        with prometheus(cfg, tmp_path, "--rules.alert.resend-delay=1s"):
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not _Webhook.received:
+                time.sleep(0.5)
+        alerts = [a for n in _Webhook.received for a in n["alerts"]]
+        assert alerts, (tmp_path / "alertmanager.log").read_text()[-2000:]
+        absent = [a for a in alerts if a["labels"]["alertname"] == "TrajpredAbsent"]
+        assert absent and absent[0]["status"] == "firing" and absent[0]["labels"]["severity"] == "critical"
+        assert "no trajpred target is scraped" in absent[0]["annotations"]["summary"]
+    finally:
+        stop_process(am, 15)
+        am_log.close()
+        hook.shutdown()

@@ -165,3 +165,73 @@ def test_openapi_declares_every_status_with_the_error_schema(client):
             assert ref.endswith("/ErrorResponse"), (path, method, s)
     assert "HTTPValidationError" not in api["components"]["schemas"]
     assert "APIKeyHeader" in json.dumps(api["components"].get("securitySchemes", {}))
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32", "utf-32-be"])
+def test_json_that_is_not_utf8_is_malformed(make_client, encoding: str):
+    """JSON text is UTF-8: UTF-16 and UTF-32 bodies (with or without a byte order mark) get 400, nothing applied."""
+    c = make_client()
+    body = json.dumps({"observations": [VALID]}).encode(encoding)
+    r = c.post("/v1/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "malformed_json" and err["field"] == "body" and "UTF-8" in err["message"]
+    assert c.get("/v1/agents/ok-agent").status_code == 404
+    assert metric(c, "trajpred_rejected_requests_total", reason="malformed_json") == 1
+
+
+def test_one_agent_may_not_flood_a_request(make_client):
+    """Each observation of one agent is one model step in sequence: their number per request is bounded."""
+    c = make_client(max_observations_per_agent=5)
+    many = [obs("busy", 1000.0 + 0.1 * k, 0.1 * k, 0.0) for k in range(6)]
+    r = c.post("/v1/predict", json={"observations": [VALID, *many]})
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert (err["code"], err["field"], err["index"]) == ("too_many_observations_per_agent", "agent_id", 6)
+    assert c.get("/v1/agents/busy").status_code == 404 and c.get("/v1/agents/ok-agent").status_code == 404
+    assert c.post("/v1/predict", json={"observations": many[:5]}).status_code == 200
+
+
+def test_implausible_motion_is_refused_within_a_request_and_against_the_stored_track(make_client):
+    c = make_client()
+    # 9,999 km in 0.1 s inside one request
+    jump = [obs("far", 1000.0, 0.0, 0.0), obs("far", 1000.1, 9.999e6, 0.0)]
+    r = c.post("/v1/predict", json={"observations": [VALID, *jump]})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "implausible_motion"
+    assert r.json()["error"]["index"] == 2 and c.get("/v1/agents/far").status_code == 404
+    # against the agent's last stored position: 2 km in 0.1 s
+    assert c.post("/v1/predict", json={"observations": [obs("car", 1000.0, 5.0, 5.0)]}).status_code == 200
+    r = c.post("/v1/predict", json={"observations": [VALID, obs("car", 1000.1, 2005.0, 5.0)]})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "implausible_motion"
+    assert r.json()["error"]["index"] == 1
+    assert c.get("/v1/agents/car").json()["models"]["ipnet"]["steps"] == 1  # nothing applied
+    # a fast car (60 m/s), detection noise a millisecond apart, and a long gap (a new track) are all fine
+    ok = [obs("car", 1000.2, 17.0, 5.0), obs("car", 1000.201, 19.0, 5.5)]
+    assert c.post("/v1/predict", json={"observations": ok}).status_code == 200
+    assert c.post("/v1/predict", json={"observations": [obs("car", 1100.0, 5000.0, 5.0)]}).status_code == 200
+    assert metric(c, "trajpred_rejected_requests_total", reason="implausible_motion") == 2
+
+
+def test_a_track_ahead_of_the_clock_does_not_lock_out_the_agent(make_client):
+    """A sender's clock error puts an agent 200 s in the future (allowed, under TRAJPRED_MAX_FUTURE_S): its
+    real-time observations start a new track instead of answering 409 until the TTL; an ordinary
+    out-of-order observation is still stale."""
+    c = make_client()
+    now = time.time()
+    assert (
+        c.post("/v1/predict", json={"observations": [obs("skewed", now + 200.0, 0.0, 0.0)]}).status_code
+        == 200
+    )
+    r = c.post("/v1/predict", json={"observations": [obs("skewed", now, 1.0, 0.0)]})
+    assert r.status_code == 200, r.text
+    (p,) = r.json()["predictions"]
+    assert p["new_track"] and p["steps"] == 1
+    assert (
+        c.post("/v1/predict", json={"observations": [obs("skewed", now + 0.1, 2.0, 0.0)]}).json()[
+            "predictions"
+        ][0]["steps"]
+        == 2
+    )
+    # within the clock (a track that did not run ahead): an older observation is refused, nothing applied
+    r = c.post("/v1/predict", json={"observations": [obs("skewed", now + 0.05, 1.5, 0.0)]})
+    assert r.status_code == 409 and r.json()["error"]["code"] == "stale_timestamp"

@@ -42,3 +42,53 @@ def test_concurrent_updates_of_one_agent_are_all_kept(make_settings: Callable[..
         assert state["ipnet"]["last_timestamp"] == state["gru"]["last_timestamp"]
 
     asyncio.run(main())
+
+
+def test_end_of_track_is_ordered_after_the_accounting_of_a_predict_in_flight(
+    make_settings: Callable[..., Settings],
+):
+    """A DELETE that waits for a predict of the same agent must not let that predict's prediction outlive
+    the track: a new track under the same id, 10 km away, would mature it into an error of kilometres."""
+    app = create_app(make_settings(scoring_min_steps=1, scoring_stride_s=0.0))
+
+    def frame(t: float, x: float) -> dict:
+        return {
+            "observations": [
+                {"agent_id": "reused", "timestamp": t, "x": x, "y": 0.0, "agent_type": "vehicle"}
+            ]
+        }
+
+    async def main() -> dict:
+        async with app.router.lifespan_context(app):
+            engine = app.state.runtime.engine
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                for k in range(30):
+                    assert (
+                        await c.post("/v1/ab/predict", json=frame(100.0 + 0.1 * k, 1.0 * k))
+                    ).status_code == 200
+                # the next predict holds the agent's lock, stopped in its commit, while the DELETE waits
+                gate, real = asyncio.Event(), engine.store.commit
+
+                async def held(writes):  # type: ignore[no-untyped-def]
+                    await gate.wait()
+                    return await real(writes)
+
+                engine.store.commit = held
+                in_flight = asyncio.create_task(c.post("/v1/ab/predict", json=frame(103.0, 30.0)))
+                await asyncio.sleep(0.05)
+                ended = asyncio.create_task(c.delete("/v1/agents/reused"))
+                await asyncio.sleep(0.05)
+                engine.store.commit = real
+                gate.set()
+                assert (await in_flight).status_code == 200 and (await ended).status_code == 200
+                # a new track under the same id, 10 km away, within the old prediction's horizon
+                for k in range(40):
+                    r = await c.post("/v1/ab/predict", json=frame(103.1 + 0.1 * k, 10_000.0 + k))
+                    assert r.status_code == 200, r.text
+                return (await c.get("/v1/ab/report")).json()
+
+    report = asyncio.run(main())
+    assert report["models"]["ipnet"]["n"] > 0
+    # every matured prediction belongs to one track: errors of metres, not of kilometres
+    assert report["models"]["ipnet"]["ade_m"] < 10.0 and report["models"]["baseline"]["ade_m"] < 10.0, report

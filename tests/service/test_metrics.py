@@ -122,3 +122,80 @@ def test_bulk_histogram_exposes_what_prometheus_client_would(n: int) -> None:
         assert got[k] == pytest.approx(want[k], rel=1e-12), k
     with pytest.raises(ValueError, match="label values"):
         bulk.observe_many(values, "ipnet")  # two labels, one value
+
+
+def test_every_known_label_value_is_exported_at_zero_from_start_up(make_client):
+    from service.errors import REJECTION_CODES, SERVER_ERROR_CODES
+    from service.metrics import EVICTION_REASONS
+
+    c = make_client()
+    for code in REJECTION_CODES:
+        assert ("trajpred_rejected_requests_total", frozenset({("reason", code)})) in samples(c), code
+    for code in SERVER_ERROR_CODES:
+        assert ("trajpred_server_errors_total", frozenset({("reason", code)})) in samples(c), code
+    for reason in EVICTION_REASONS:
+        assert metric(c, "trajpred_state_evictions_total", reason=reason) == 0.0
+    assert ("trajpred_state_evictions_total", frozenset({("reason", "ttl")})) in samples(c)
+
+
+def test_every_error_code_the_service_emits_is_listed():
+    """Every code in the service's source (error classes, ``code=`` arguments, the validation mappings and
+    the engine's issue tuples) is in REJECTION_CODES or SERVER_ERROR_CODES."""
+    import ast
+    from pathlib import Path
+
+    from service.errors import REJECTION_CODES, SERVER_ERROR_CODES
+
+    found: set[str] = set()
+    for path in (Path(__file__).resolve().parents[2] / "service").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "code" for t in node.targets
+            ):
+                if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+                    found.add(node.value.value)
+            elif (
+                isinstance(node, ast.keyword) and node.arg == "code" and isinstance(node.value, ast.Constant)
+            ):
+                found.add(node.value.value)
+            elif isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "_TYPE_CODES" for t in node.targets
+            ):
+                found |= {v.value for v in node.value.values if isinstance(v, ast.Constant)}  # type: ignore[attr-defined]
+            elif isinstance(node, ast.FunctionDef) and node.name == "_code_for":
+                found |= {
+                    r.value.value
+                    for r in ast.walk(node)
+                    if isinstance(r, ast.Return) and isinstance(r.value, ast.Constant)
+                }
+                found |= {
+                    c.value
+                    for r in ast.walk(node)
+                    if isinstance(r, ast.IfExp)
+                    for c in (r.body, r.orelse)
+                    if isinstance(c, ast.Constant)
+                }
+            elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "append" and node.args:
+                arg = node.args[0]
+                if (
+                    isinstance(arg, ast.Tuple)
+                    and len(arg.elts) == 4
+                    and isinstance(arg.elts[3], ast.Constant)
+                ):
+                    found.add(arg.elts[3].value)
+            elif isinstance(node, ast.Dict) and any(
+                isinstance(k, ast.Constant) and k.value == 404 for k in node.keys
+            ):
+                # the status -> code mapping of the HTTP errors (not a status -> description table)
+                found |= {
+                    v.value
+                    for v in node.values
+                    if isinstance(v, ast.Constant)
+                    and str(v.value).replace("_", "").isalpha()
+                    and " " not in v.value
+                }
+    assert len(found) > 20
+    assert found <= set(REJECTION_CODES) | set(SERVER_ERROR_CODES), (
+        found - set(REJECTION_CODES) - set(SERVER_ERROR_CODES)
+    )

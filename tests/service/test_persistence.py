@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -145,3 +146,19 @@ def test_state_record_round_trip_is_compact_plain_data():
         back.updated_wall,
         back.steps,
     ) == (st.last_t, st.track_start_t, 0, 123456, 99, 1.75e9, 17)
+
+
+def test_a_planted_symlink_cannot_redirect_the_snapshot_write(tmp_path: Path):
+    """Symlinks under the names a writer could predict (the old ``.<name>.<pid>.tmp`` included) point at a
+    victim file: the snapshot is written, the victim is untouched, no temporary file is left."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    target = tmp_path / "state.snap"
+    for name in (f".{target.name}.{os.getpid()}.tmp", f".{target.name}.tmp"):
+        (tmp_path / name).symlink_to(victim)
+    snapshot.write_atomic(target, snapshot.encode([("ipnet", "a", b"record")]))
+    assert victim.read_text() == "keep me"
+    assert snapshot.read(target) == [("ipnet", "a", b"record")]
+    assert not target.is_symlink()
+    leftovers = {p.name for p in tmp_path.iterdir()} - {"victim.txt", "state.snap"}
+    assert all((tmp_path / n).is_symlink() for n in leftovers)  # only the planted links remain

@@ -301,3 +301,29 @@ def test_predictions_kept_from_frames_score_each_on_its_own_row():
     assert _value(m, "trajpred_scored_predictions_total", outcome="matured") == len(agents)
     for mdl in expected:
         assert _value(m, "trajpred_ade_meters_sum", model=mdl) == pytest.approx(expected[mdl], rel=1e-9)
+
+
+def test_the_report_gives_a_median_and_p90_that_one_far_outlier_does_not_move():
+    """100 agents whose GRU prediction is off by a constant offset each (ADE = offset), then one agent whose
+    truth jumps 9,999 km: the mean explodes, the median and p90 stay within the histogram's 2% of the truth."""
+    s, _ = _scorer()
+    offsets = np.linspace(0.1, 10.0, 100)
+    agents = [(f"a{i}", off) for i, off in enumerate(offsets)] + [("outlier", 9.999e6)]
+    for agent, off in agents:
+        s.add(
+            agent,
+            "vehicle",
+            0.0,
+            np.zeros(2),
+            20,
+            HORIZONS,
+            {"ipnet": np.zeros((50, 2)), "gru": np.zeros((50, 2))},
+            step_s=0.1,
+        )
+        for k in range(1, 31):
+            s.observe(agent, k * 0.1, np.array([off, 0.0]))
+    rep = s.report()["baseline"]
+    assert rep["n"] == 101 and rep["ade_m"] > 9e4  # the mean is the outlier's
+    assert rep["ade_median_m"] == pytest.approx(np.quantile(offsets, 0.5), rel=0.02)
+    assert rep["ade_p90_m"] == pytest.approx(np.quantile(np.append(offsets, 9.999e6), 0.9), rel=0.03)
+    assert s.report("pedestrian")["baseline"]["ade_median_m"] is None
