@@ -472,9 +472,10 @@ def energy_section(served: dict[str, Predictor], av2: list[Track]) -> list[str]:
         "",
         f"One update of one agent at 10 Hz, the served models, IPNet at the drive it applies on AV2 (mean V^2 = "
         f"{drive.mean_v2:.4f} V^2, mean rise {drive.mean_rise_k:.1f} K). Components (`models/energy.py`, every "
-        "parameter with its source in `--json`): IPNet's drive heat (the switching attempt the readout senses is "
-        "the end of the drive pulse), a read pulse and a sense decision per neuron, an 8-bit conversion of each "
-        "temperature, and, because a 5.5 ns device has long cooled between 100 ms frames, its temperatures kept "
+        "parameter with its source in `--json`): IPNet's drive heat, a read pulse per neuron and an 8-bit "
+        "conversion of each temperature (its readout senses the temperatures; a readout of the switching "
+        "probabilities would add a sense decision per neuron, `sense`), and, because a 5.5 ns device has long "
+        "cooled between 100 ms frames, its temperatures kept "
         "in SRAM and reheated before the next frame (the service does keep them digitally); the digital models' "
         "state in SRAM; every model's matrix products (FP32, Horowitz 45 nm). 8 KB SRAM, J per update:",
         "",
@@ -506,7 +507,7 @@ def energy_section(served: dict[str, Predictor], av2: list[Track]) -> list[str]:
         "",
         f"- **2,874x (LSTM)** is reached only by the last row's accounting: IPNet charged for its drive heat alone "
         f"against the LSTM's state traffic in 8 KB SRAM, at time_scale {ts_paper:.2g} device s per scene s. "
-        "Counting how its state is read out (a read pulse, a sense decision and a conversion per neuron), the "
+        "Counting how its state is read out (a read pulse and a conversion per neuron), the "
         f"LSTM's memory costs at most {max(rr['memory']['lstm_over_ipnet'] for rr in rows):.3g}x IPNet's at any "
         "swept setting; with the matrix products every model runs, the full systems are within "
         f"{span('full')} of each other: the arithmetic, not the memory, is the energy of a step.",

@@ -11,9 +11,9 @@ and source, tagged like ``../shared/docs/mtj-physics.md``: [S] stated in the cit
 - ``read``: reading each neuron after its pulse (the switching outcome and the resistance that gives its
   temperature): ``V_read^2 / R_P x t_read``, a read pulse that fits in the rest of the frame's window.
 - ``sense``: one sense-amplifier decision per neuron (the switching outcome, one bit), charged as a 1-bit
-  conversion at the ADC figure of merit.
+  conversion at the ADC figure of merit, when the readout senses the switching probabilities.
 - ``adc``: the temperature converted for the readout, one ``adc_bits`` conversion per neuron,
-  ``FoM x 2^bits``.
+  ``FoM x 2^bits``, when the readout senses the temperatures (the shipped IPNet's does, and only them).
 - ``reheat`` and ``state_sram``: keeping a state between frames. A device cools within nanoseconds and frames
   come every 100 ms, so (the ``digital`` hold, what this service does) after each frame the N temperatures
   are written to SRAM and before the next one read back and restored by a heating pulse of
@@ -162,11 +162,15 @@ def ipnet_components(
     window = min(p.time_scale * dt_s, p.max_drive_s)
     c_th = float(net.mtj.time_constants().mean()) / p.r_th_k_per_w
     digital = hw.hold == "digital"
+    # what the readout senses decides what is read out: the switching outcome (a sense decision per neuron),
+    # the temperature (a conversion per neuron), or both
+    senses_switching = net.cfg.readout in ("both", "p_switch")
+    senses_temperature = net.cfg.readout in ("both", "temperature")
     return {
         "drive": n * p.duty * drive.mean_v2 / p.r_p_ohm * window,
         "read": n * hw.v_read_v**2 / p.r_p_ohm * hw.t_read_s,
-        "sense": n * hw.conversion_j(1),
-        "adc": n * hw.conversion_j(hw.adc_bits),
+        "sense": n * hw.conversion_j(1) if senses_switching else 0.0,
+        "adc": n * hw.conversion_j(hw.adc_bits) if senses_temperature else 0.0,
         "reheat": n * c_th * drive.mean_rise_k if digital else 0.0,
         "state_sram": _sram_rw(n, hw) if digital else 0.0,
         "macs": count_macs(net) * hw.mac_j,
