@@ -104,7 +104,7 @@ async def profile(route: str, agents: int, requests: int) -> tuple[str, dict[str
     from service.schemas import PredictRequest
     from service.settings import Settings
 
-    app = create_app(Settings(snapshot_path=None))
+    app = create_app(Settings(snapshot_path=None, startup_in_background=False))
     fleet = Fleet(agents, "prof", 0.1)
     headers = {"content-type": "application/json"}
     async with (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -12,7 +13,7 @@ import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.routing import APIRoute
 
-from service.deps import ApiKeyDep, EngineDep, MetricsDep, RuntimeDep
+from service.deps import ApiKeyDep, EngineDep, MetricsDep, MetricsKeyDep, RuntimeDep
 from service.engine import TIME_DECIMALS, Obs, Predictions
 from service.errors import NotReady, ServiceError
 from service.jsontext import points_rows
@@ -42,7 +43,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "unknown agent",
         408: "body not received within TRAJPRED_BODY_READ_TIMEOUT_S",
         409: "timestamp not after the agent's last one, or a write conflict that outlasted the retries",
-        413: "body larger than TRAJPRED_MAX_BODY_BYTES",
+        413: "body larger than TRAJPRED_MAX_BODY_BYTES, or an answer larger than TRAJPRED_MAX_ANSWER_POINTS",
         422: "invalid request: the error names the field, the observation index and the reason",
         500: "internal error",
         503: "not ready (starting, stopping), the state store is unavailable, or overloaded (queue full);"
@@ -283,9 +284,12 @@ async def ping(request: Request) -> dict[str, int]:
     return {"bytes": len(await request.body())}
 
 
-@ops.get("/healthz", response_model=Health, responses=_errors(500), summary="Liveness")
-async def healthz() -> Health:
-    """The process answers."""
+@ops.get("/healthz", response_model=Health, responses=_errors(500, 503), summary="Liveness")
+async def healthz(request: Request) -> Health:
+    """The process answers; 503 once its startup has failed (restart it: it will never be ready)."""
+    failed = getattr(request.app.state, "startup_error", None)
+    if failed is not None:
+        raise NotReady(f"startup failed: {failed}")
     return Health(status="ok")
 
 
@@ -312,8 +316,14 @@ async def readyz(runtime: RuntimeDep) -> Readiness:
         **_errors(500, 503),
     },
     summary="Prometheus metrics",
+    dependencies=[MetricsKeyDep],
 )
 async def metrics(m: MetricsDep, runtime: RuntimeDep) -> Response:
-    """Prometheus text exposition of this app's registry."""
-    runtime.engine.flush()  # every answered request is counted
-    return Response(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    """Prometheus text exposition of this app's registry, rendered at most once per
+    ``TRAJPRED_METRICS_CACHE_S`` (a render costs the event loop milliseconds: a flood of scrapes must not
+    starve the requests)."""
+    body = runtime.exposition.get(runtime.settings.metrics_cache_s, time.monotonic())
+    if body is None:
+        runtime.engine.flush()  # every answered request is counted
+        body = runtime.exposition.put(m.render(), time.monotonic())
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

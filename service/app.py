@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -37,6 +38,7 @@ from service.errors import (
     Overloaded,
     PayloadTooLarge,
     ServiceError,
+    Unauthorized,
 )
 from service.jsontext import available as json_writer_available
 from service.metrics import Metrics
@@ -151,6 +153,42 @@ async def _every(
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """With ``TRAJPRED_STARTUP_IN_BACKGROUND`` (the default) the listener opens first: ``/healthz`` answers at
+    once, ``/readyz`` and ``/v1`` answer 503 until the models are loaded and the store is open. A startup
+    that fails makes ``/healthz`` fail too, so that the orchestrator restarts the process."""
+    settings: Settings = app.state.settings
+    if not settings.startup_in_background:
+        async with serving(app):
+            yield
+        return
+    ready, done = asyncio.Event(), asyncio.Event()
+
+    async def run() -> None:
+        try:
+            async with serving(app):
+                ready.set()
+                await done.wait()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.exception("startup failed: the service stays unready and /healthz answers 503")
+            app.state.startup_error = f"{type(e).__name__}: {e}"
+
+    task = asyncio.create_task(run())
+    try:
+        yield
+    finally:
+        done.set()
+        if not ready.is_set():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[None]:
+    """Load the models, open the store, restore the snapshot and start the housekeeping; on exit, stop
+    them and write the shutdown snapshot. ``app.state.runtime`` is set while serving."""
     settings: Settings = app.state.settings
     metrics = Metrics()
     metrics.max_agents.set(settings.max_agents)
@@ -288,13 +326,45 @@ async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
 
 
+class ApiKeyMiddleware:
+    """``/v1`` requests without a valid ``X-API-Key`` get 401 from their headers alone: an unauthenticated
+    client's body is never read nor parsed, and it never takes a processing slot (the route dependency
+    checks the key again and declares it in the OpenAPI schema)."""
+
+    def __init__(self, app: ASGIApp, keys: frozenset[str]) -> None:
+        self.app = app
+        self.keys = [k.encode() for k in keys]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.keys or scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == b"x-api-key"), None)
+        ok = False
+        for k in self.keys:  # every key compared: the time taken does not tell which prefix matched
+            ok |= given is not None and secrets.compare_digest(given, k)
+        if ok:
+            await self.app(scope, receive, send)
+            return
+        err = Unauthorized("missing or invalid X-API-Key header", field="X-API-Key")
+        metrics = _runtime_metrics(scope)
+        if metrics is not None:
+            metrics.rejected.labels(reason=err.code).inc()
+        response = JSONResponse(
+            {"error": err.to_dict()}, status_code=err.status, headers={"WWW-Authenticate": "ApiKey"}
+        )
+        await response(scope, _no_receive, send)
+
+
 class ConcurrencyLimitMiddleware:
     """Bound the ``/v1`` work in flight: ``max_concurrent`` run, ``max_queued`` wait, the rest get 503.
 
     Without a bound, a burst beyond capacity piles up requests (bodies, batches, threads) until memory and
     latency grow without limit; a quick 503 with Retry-After lets clients and load balancers back off.
     The operational routes (/healthz, /readyz, /metrics) are never queued: probes must answer under load.
-    The slot is taken before the body is read, so a waiting request holds no parsed body.
+    The slot is taken after the body is read (``BodyLimitMiddleware``, outside this one): a slow sender
+    holds its connection, not a slot; a waiting request holds its raw body, at most
+    ``TRAJPRED_MAX_BODY_BYTES``.
     """
 
     def __init__(
@@ -501,10 +571,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(v1)
     app.include_router(ops)
-    app.add_middleware(
-        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, read_timeout_s=settings.body_read_timeout_s
-    )
-    # outside the body limit: a queued request has not read its body yet
+    # from the outside in: timing, the API key (from the headers, before a byte of the body is read), the
+    # body (read whole, within its deadline, before a processing slot is taken: a client that sends its body
+    # slowly holds a connection, never a slot), the processing slots
     app.add_middleware(
         ConcurrencyLimitMiddleware,
         max_concurrent=settings.max_concurrent_requests,
@@ -512,5 +581,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_wait_s=settings.max_queue_wait_s,
         retry_after_s=settings.retry_after_s,
     )
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, read_timeout_s=settings.body_read_timeout_s
+    )
+    app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_set)
     app.add_middleware(TimingMiddleware)
     return app

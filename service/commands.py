@@ -31,6 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from service.app import create_app
     from service.process import tune_allocator, tune_gc
+    from service.protocol import guarded_protocol
     from service.settings import Settings
 
     settings = Settings()
@@ -44,9 +45,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     host = args.host if args.host is not None else settings.host
     port = args.port if args.port is not None else settings.port
+    app = create_app(settings)
+
+    def count_refusal(reason: str) -> None:
+        runtime = getattr(app.state, "runtime", None)
+        if runtime is not None:
+            runtime.metrics.connection_refusals.labels(reason=reason).inc()
+
+    protocol = guarded_protocol(
+        settings.max_connections,
+        settings.max_header_bytes,
+        settings.header_timeout_s,
+        settings.write_timeout_s,
+        count_refusal,
+    )
     # one worker: the memory store and the online scorer live in this process (use Redis for replicas)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         workers=1,
@@ -55,6 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=settings.access_log,
         # named, not "auto": a missing dependency fails at start rather than silently serving slower
         loop="uvloop",
-        http="httptools",
+        # uvicorn's httptools protocol with bounds on connections, headers and stalled writes
+        http=protocol,
     )
     return 0

@@ -7,11 +7,11 @@ dependency and request (four per predict request, more than the work they do).
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from models.predictor import Predictor
 from service.engine import Engine
@@ -19,6 +19,22 @@ from service.errors import NotReady, Unauthorized
 from service.metrics import Metrics
 from service.settings import Settings
 from service.store import StateStore
+
+
+@dataclass
+class CachedExposition:
+    """The last ``/metrics`` body and when it was rendered (monotonic seconds)."""
+
+    body: bytes | None = None
+    at: float = float("-inf")
+
+    def get(self, max_age_s: float, now: float) -> bytes | None:
+        """The cached body if younger than ``max_age_s``, else None (render a new one)."""
+        return self.body if self.body is not None and now - self.at < max_age_s else None
+
+    def put(self, body: bytes, now: float) -> bytes:
+        self.body, self.at = body, now
+        return body
 
 
 @dataclass
@@ -32,12 +48,15 @@ class Runtime:
     engine: Engine
     snapshot_status: str | None = None
     stopping: bool = False
+    exposition: CachedExposition = field(default_factory=CachedExposition)
 
 
 async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime | None = getattr(request.app.state, "runtime", None)
-    if runtime is None or runtime.stopping:
-        raise NotReady("the service is starting or stopping")
+    if runtime is None:
+        raise NotReady("the service is starting: models loading")
+    if runtime.stopping:
+        raise NotReady("the service is stopping")
     return runtime
 
 
@@ -82,3 +101,24 @@ async def require_api_key(
 
 
 ApiKeyDep = Depends(require_api_key)
+_bearer = HTTPBearer(auto_error=False, description="the /metrics key, when TRAJPRED_METRICS_API_KEY is set")
+
+
+async def require_metrics_key(
+    settings: SettingsDep,
+    key: Annotated[str | None, Security(_api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> None:
+    """``/metrics`` publishes the per-model error histograms: with ``TRAJPRED_METRICS_API_KEY`` set it needs
+    that key, in ``X-API-Key`` or as ``Authorization: Bearer`` (Prometheus's ``authorization`` setting)."""
+    want = settings.metrics_api_key
+    if not want:
+        return
+    given = key if key is not None else (bearer.credentials if bearer is not None else None)
+    if given is None or not secrets.compare_digest(given.encode(), want.encode()):
+        raise Unauthorized(
+            "missing or invalid metrics key (X-API-Key or Authorization: Bearer)", field="X-API-Key"
+        )
+
+
+MetricsKeyDep = Depends(require_metrics_key)

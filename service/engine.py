@@ -30,7 +30,7 @@ from models.data import AGENT_TYPES
 from models.energy import EnergyMeter
 from models.kinematics import TYPE_INDEX, KinState
 from models.predictor import Predictor
-from service.errors import Conflict, InvalidRequest, NotFound, StaleObservation
+from service.errors import AnswerTooLarge, Conflict, InvalidRequest, NotFound, StaleObservation
 from service.metrics import Metrics
 from service.scoring import OnlineScorer
 from service.settings import BASELINE_NAMES, Settings
@@ -223,6 +223,10 @@ class Engine:
         self._last_answer_s = -math.inf  # monotonic time the previous answer was handed over (answer_sent)
         self.tags = {name: model_tag(p.version) for name, p in predictors.items()}
         self.meters = {name: EnergyMeter(p.net, p.cfg) for name, p in predictors.items()}
+        any_model = next(iter(predictors.values()))
+        self._points_per_trajectory = int(
+            np.sum(any_model.horizons_s <= settings.prediction_horizon_s + 1e-9)
+        )
         # the memory of a new track, per model: what absent states are filled with on every request
         self._initial_memory = {name: p.initial_memory(1)[0] for name, p in predictors.items()}
         self.scorer = OnlineScorer(
@@ -349,6 +353,14 @@ class Engine:
         groups = self.validate(observations)
         models = [self.roles[r] for r in roles]
         agents = list(groups)
+        points = len(agents) * len(models) * self._points_per_trajectory
+        if points > self.settings.max_answer_points:
+            # refused before any work: an answer this large is tens of megabytes held until the client reads it
+            raise AnswerTooLarge(
+                f"{len(agents)} agents x {len(models)} models x {self._points_per_trajectory} points = {points} "
+                f"answer points; the maximum is {self.settings.max_answer_points}: send fewer agents per request",
+                field="observations",
+            )
         keys: list[StateKey] = [(m, a) for m in models for a in agents]
         frame = _Frame.of(agents, groups)
         n = len(agents)

@@ -68,6 +68,13 @@ class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
 
 
+class AnswerTooLarge(ServiceError):
+    """The answer would exceed ``TRAJPRED_MAX_ANSWER_POINTS`` (agents x models x trajectory points)."""
+
+    status = 413
+    code = "answer_too_large"
+
+
 class BodyTimeout(ServiceError):
     """A body that did not arrive within ``body_read_timeout_s``: 408 (a stalled client frees its slot)."""
 
@@ -131,6 +138,7 @@ class Overloaded(ServiceError):
 REJECTION_CODES = (
     "malformed_json",
     "payload_too_large",
+    "answer_too_large",
     "body_timeout",
     "unauthorized",
     "not_found",

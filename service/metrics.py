@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from service.errors import REJECTION_CODES, SERVER_ERROR_CODES
+from service.protocol import REFUSAL_REASONS
 
 #: why an agent state is removed: ttl (idle), capacity (max agents), ended (DELETE)
 EVICTION_REASONS = ("ttl", "capacity", "ended")
@@ -219,6 +220,14 @@ class Metrics:
             ["state"],
             registry=r,
         )
+        self.connection_refusals = Counter(
+            "trajpred_connection_refusals_total",
+            "connections refused or closed before a request reached the app (service/protocol.py), by reason",
+            ["reason"],
+            registry=r,
+        )
+        for reason in REFUSAL_REASONS:
+            self.connection_refusals.labels(reason=reason)
         # every known label value at 0 from start-up: a rate of a series that does not exist yet is no data,
         # and a panel or rule on a healthy server would stay empty
         for code in REJECTION_CODES:

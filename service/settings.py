@@ -78,8 +78,41 @@ class Settings(BaseSettings):
         default=8, ge=1, le=100, description="optimistic-concurrency retries of one request"
     )
 
+    startup_in_background: bool = Field(
+        default=True,
+        description="open the listener before the models are loaded: /healthz answers at once, /readyz and "
+        "/v1 answer 503 until ready",
+    )
+
+    # --- connections (ipnet serve: service/protocol.py) ------------------------------------------------
+    max_connections: int = Field(
+        default=900,
+        ge=1,
+        description="open connections; one more is answered 503 and closed (below the usual 1,024 open files)",
+    )
+    max_header_bytes: int = Field(
+        default=65_536, ge=1024, description="request line and headers, bytes (414 / 431 above)"
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="a connection's request headers must be complete this long after it opened or after its "
+        "previous answer; idle and half-open connections are closed",
+    )
+    write_timeout_s: float = Field(
+        default=30.0,
+        gt=0.0,
+        description="a client that reads nothing of its answer for this long is disconnected",
+    )
+
     # --- input limits ---------------------------------------------------------------------------------
     max_observations: int = Field(default=10_000, ge=1, description="observations per request")
+    max_answer_points: int = Field(
+        default=300_000,
+        ge=1,
+        description="agents x models x trajectory points of one answer (413 above, before any work): an "
+        "answer is held in memory until the client reads it",
+    )
     max_observations_per_agent: int = Field(
         default=64,
         ge=1,
@@ -104,6 +137,16 @@ class Settings(BaseSettings):
     )
     api_keys: str = Field(
         default="", description="comma-separated keys accepted in X-API-Key on /v1 (empty: no auth)"
+    )
+    metrics_api_key: str = Field(
+        default="",
+        description="key required on /metrics, in X-API-Key or as a bearer token (empty: /metrics is open)",
+    )
+    metrics_cache_s: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=60.0,
+        description="a /metrics exposition is reused for this long: a flood of scrapes renders it once a second",
     )
 
     # --- online scoring -------------------------------------------------------------------------------

@@ -112,7 +112,14 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        full_env = {**os.environ, "TRAJPRED_LOG_LEVEL": "warning", "OMP_NUM_THREADS": "1", **env}
+        # a fresh /metrics on every read (the tests read counters right after requests) unless a test asks
+        full_env = {
+            **os.environ,
+            "TRAJPRED_LOG_LEVEL": "warning",
+            "OMP_NUM_THREADS": "1",
+            "TRAJPRED_METRICS_CACHE_S": "0",
+            **env,
+        }
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))
         self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support import Replay, Server, serve
+from tests.support import Replay, Server, _wait, serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -143,3 +143,34 @@ def test_access_log_is_off_by_default_and_on_when_asked(weights: Path, tmp_path:
             assert len(lines) == 2 and "200" in lines[0] and "422" in lines[1], text[-2000:]
         else:
             assert lines == [], lines
+
+
+def test_the_listener_opens_before_the_models_load_and_a_failed_startup_fails_liveness(
+    weights: Path, tmp_path: Path
+):
+    """``/healthz`` answers while the models load; a startup that cannot finish (no weights) leaves the
+    service unready and fails liveness too, so that an orchestrator restarts it instead of waiting for ever."""
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    server = Server(
+        {"TRAJPRED_WEIGHTS_DIR": str(empty), "TRAJPRED_SNAPSHOT_PATH": ""}, tmp_path / "serve.log"
+    )
+    try:
+        _wait(lambda: server.client.get("/healthz").status_code == 503, "the failed startup", 60, server.proc)
+        health = server.client.get("/healthz").json()["error"]
+        assert health["code"] == "not_ready" and "startup failed" in health["message"]
+        assert "not found" in health["message"]  # the missing weights are named
+        ready = server.client.get("/readyz")
+        assert ready.status_code == 503 and "starting" in ready.json()["error"]["message"]
+        r = server.client.post(
+            "/v1/predict", json={"observations": [{"agent_id": "a", "timestamp": 1.0, "x": 0.0, "y": 0.0}]}
+        )
+        assert r.status_code == 503 and r.headers["retry-after"]
+    finally:
+        server.stop()
+    # with its weights, the same server becomes ready
+    with serve(
+        {"TRAJPRED_WEIGHTS_DIR": str(weights), "TRAJPRED_SNAPSHOT_PATH": ""}, tmp_path / "ok.log"
+    ) as ok:
+        assert ok.client.get("/healthz").status_code == 200
+        assert ok.client.get("/readyz").json()["status"] == "ready"

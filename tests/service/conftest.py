@@ -20,7 +20,14 @@ def make_settings(weights: Path) -> Callable[..., Settings]:
     """Settings with the test weights and no snapshot file unless a test asks for one."""
 
     def make(**overrides: Any) -> Settings:
-        base: dict[str, Any] = {"weights_dir": weights, "snapshot_path": None}
+        # a fresh /metrics exposition on every read: the tests read counters right after the requests
+        # and the app ready when its lifespan has started (the server's default opens the listener first)
+        base: dict[str, Any] = {
+            "weights_dir": weights,
+            "snapshot_path": None,
+            "metrics_cache_s": 0.0,
+            "startup_in_background": False,
+        }
         return Settings(**{**base, **overrides})
 
     return make

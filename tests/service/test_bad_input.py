@@ -235,3 +235,16 @@ def test_a_track_ahead_of_the_clock_does_not_lock_out_the_agent(make_client):
     # within the clock (a track that did not run ahead): an older observation is refused, nothing applied
     r = c.post("/v1/predict", json={"observations": [obs("skewed", now + 0.05, 1.5, 0.0)]})
     assert r.status_code == 409 and r.json()["error"]["code"] == "stale_timestamp"
+
+
+def test_an_answer_too_large_is_refused_before_any_work(make_client):
+    """agents x models x points over TRAJPRED_MAX_ANSWER_POINTS: 413 before the models run, nothing applied."""
+    c = make_client(max_answer_points=100)  # 30 points per trajectory at the default 3 s horizon
+    two = [obs("a1", 1000.0, 0.0, 0.0), obs("a2", 1000.0, 5.0, 0.0)]
+    r = c.post("/v1/ab/predict", json={"observations": two})  # 2 x 2 x 30 = 120 points
+    assert r.status_code == 413, r.text
+    err = r.json()["error"]
+    assert err["code"] == "answer_too_large" and err["field"] == "observations" and "120" in err["message"]
+    assert c.get("/v1/agents/a1").status_code == 404
+    assert metric(c, "trajpred_observations_total", model="ipnet") == 0
+    assert c.post("/v1/predict", json={"observations": two}).status_code == 200  # 2 x 1 x 30 = 60

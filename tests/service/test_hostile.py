@@ -37,7 +37,14 @@ COUNTS: dict[str, int] = {"schemathesis": 0, "hypothesis": 0, "accepted": 0}
 def fuzzed(weights: Path) -> Iterator[TestClient]:
     """One app for every generated case; no TTL sweep in between, so a state change is always the request's."""
     app = create_app(
-        Settings(weights_dir=weights, snapshot_path=None, state_ttl_s=1e9, eviction_interval_s=1e6)
+        Settings(
+            weights_dir=weights,
+            snapshot_path=None,
+            state_ttl_s=1e9,
+            eviction_interval_s=1e6,
+            metrics_cache_s=0.0,
+            startup_in_background=False,
+        )
     )
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client

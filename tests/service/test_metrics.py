@@ -199,3 +199,31 @@ def test_every_error_code_the_service_emits_is_listed():
     assert found <= set(REJECTION_CODES) | set(SERVER_ERROR_CODES), (
         found - set(REJECTION_CODES) - set(SERVER_ERROR_CODES)
     )
+
+
+def test_metrics_are_rendered_once_per_interval_and_can_require_a_key(make_client, replay):
+    """A flood of scrapes renders the exposition once per TRAJPRED_METRICS_CACHE_S; with
+    TRAJPRED_METRICS_API_KEY set, /metrics answers 401 without the key (X-API-Key or a bearer token)."""
+    c = make_client(metrics_cache_s=30.0, metrics_api_key="scrape-key-123")
+    assert c.get("/metrics").status_code == 401
+    assert c.get("/metrics", headers={"X-API-Key": "wrong-key-1234"}).status_code == 401
+    runtime = c.app.state.runtime
+    renders = 0
+    real = runtime.metrics.render
+
+    def counted() -> bytes:
+        nonlocal renders
+        renders += 1
+        return real()
+
+    runtime.metrics.render = counted
+    first = c.get("/metrics", headers={"Authorization": "Bearer scrape-key-123"})
+    assert first.status_code == 200 and "trajpred_observations_total" in first.text
+    assert c.post("/v1/predict", json=replay.body(0)).status_code == 200
+    for _ in range(20):
+        again = c.get("/metrics", headers={"X-API-Key": "scrape-key-123"})
+        assert again.status_code == 200 and again.text == first.text  # the cached exposition
+    assert renders == 1
+    runtime.exposition.at -= 31.0  # the interval passed
+    fresh = c.get("/metrics", headers={"X-API-Key": "scrape-key-123"}).text
+    assert renders == 2 and fresh != first.text

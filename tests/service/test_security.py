@@ -107,3 +107,99 @@ def test_service_code_never_unpickles():
     checkpoint = (REPO / "models" / "checkpoint.py").read_text()
     loads = re.findall(r"torch\.load\(.*", checkpoint)
     assert loads and all("weights_only=True" in call for call in loads)
+
+
+def _asgi_post(
+    app, path: str, body_parts: list[bytes], headers: list[tuple[bytes, bytes]], stall: bool = False
+):
+    """Drive the ASGI app directly: ``receive`` hands out ``body_parts`` (then waits for ever with
+    ``stall``) and records how many were read; returns (status, body, parts read)."""
+    import asyncio
+
+    read = 0
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        nonlocal read
+        if read < len(body_parts):
+            read += 1
+            more = stall or read < len(body_parts)
+            return {"type": "http.request", "body": body_parts[read - 1], "more_body": more}
+        await asyncio.Event().wait()  # a client that never sends the rest
+        raise AssertionError("unreachable")
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), *headers],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "app": app,
+    }
+
+    async def run():
+        await app(scope, receive, send)
+        start = next(m for m in sent if m["type"] == "http.response.start")
+        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        return start["status"], body, read
+
+    return scope, run
+
+
+def test_an_unauthenticated_request_is_refused_from_its_headers_before_its_body_is_read(make_settings):
+    import asyncio
+
+    from service.app import create_app
+
+    app = create_app(make_settings(api_keys=KEY))
+
+    async def main() -> tuple[int, bytes, int]:
+        async with app.router.lifespan_context(app):
+            _, run = _asgi_post(
+                app, "/v1/predict", [b'{"observ', b'ations": []}'], [(b"x-api-key", b"wrong-key-000")]
+            )
+            return await run()
+
+    status, body, read = asyncio.run(main())
+    assert status == 401 and b"unauthorized" in body
+    assert read == 0  # not one byte of the body was read, nor parsed
+
+
+def test_a_slow_body_holds_its_connection_not_a_processing_slot(make_settings):
+    """One processing slot, no queue: a client stalled in the middle of its body must not take the slot
+    from a client whose request is complete."""
+    import asyncio
+    import json
+
+    from service.app import create_app
+
+    app = create_app(
+        make_settings(max_concurrent_requests=1, max_queued_requests=1, body_read_timeout_s=30.0)
+    )
+    body = json.dumps({"observations": [{"agent_id": "a", "timestamp": 1.0, "x": 0.0, "y": 0.0}]}).encode()
+
+    async def main() -> tuple[int, int]:
+        async with app.router.lifespan_context(app):
+            _, slow = _asgi_post(app, "/v1/predict", [body[:10]], [], stall=True)
+            stalled = [asyncio.create_task(slow()) for _ in range(3)]
+            await asyncio.sleep(0.1)
+            _, fast = _asgi_post(app, "/v1/predict", [body], [])
+            status, _, _ = await asyncio.wait_for(fast(), 10)
+            for t in stalled:
+                t.cancel()
+            runtime = app.state.runtime
+            return status, int(runtime.metrics.inflight.labels(state="running")._value.get())
+
+    status, running = asyncio.run(main())
+    assert status == 200
+    assert running == 0
