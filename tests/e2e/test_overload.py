@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import signal
 import socket
 import time
 from pathlib import Path
@@ -12,7 +13,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import Server, serve
+from clients.processes import REDIS_NO_PERSISTENCE, start_redis, stop_process
+from tests.support import Server, free_port, serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -76,64 +78,73 @@ def _timed_post(url: str, body: dict[str, Any]) -> tuple[int, float, str | None,
 
 
 def test_bounded_queue_answers_503_with_retry_after(weights: Path, tmp_path: Path):
+    redis_port = free_port()
+    redis = start_redis(redis_port, tmp_path, *REDIS_NO_PERSISTENCE)
     env = {
         "TRAJPRED_WEIGHTS_DIR": str(weights),
         "TRAJPRED_SNAPSHOT_PATH": "",
+        "TRAJPRED_STORE": f"redis://127.0.0.1:{redis_port}/0",
         "TRAJPRED_MAX_CONCURRENT_REQUESTS": "2",
         "TRAJPRED_MAX_QUEUED_REQUESTS": "2",
         "TRAJPRED_MAX_QUEUE_WAIT_S": str(MAX_WAIT_S),
         "TRAJPRED_RETRY_AFTER_S": "2",
-        "TRAJPRED_BODY_READ_TIMEOUT_S": "60",  # the stalled clients below hold their slots on purpose
     }
-    body = b'{"pad": "' + b"x" * 200 + b'"}'
-    with serve(env, tmp_path / "serve.log") as server, concurrent.futures.ThreadPoolExecutor(32) as pool:
-        # two clients that stall mid-body hold both processing slots
-        held = [_slow_request(server.port, body) for _ in range(2)]
-        _until(lambda: _inflight(server).get("running") == 2, "two running requests")
-        # two more wait in the queue
-        queued = [pool.submit(_timed_post, server.url, _frame(f"q{k}", 5)) for k in range(2)]
-        _until(lambda: _inflight(server).get("queued") == 2, "two queued requests")
+    try:
+        with serve(env, tmp_path / "serve.log") as server, concurrent.futures.ThreadPoolExecutor(32) as pool:
+            # the store stops answering: the next two requests take both processing slots and wait in it
+            redis.send_signal(signal.SIGSTOP)
+            try:
+                held = [pool.submit(_timed_post, server.url, _frame(f"h{k}", 5)) for k in range(2)]
+                _until(lambda: _inflight(server).get("running") == 2, "two running requests")
+                # two more wait in the queue
+                queued = [pool.submit(_timed_post, server.url, _frame(f"q{k}", 5)) for k in range(2)]
+                _until(lambda: _inflight(server).get("queued") == 2, "two queued requests")
 
-        # the burst beyond slots + queue: an immediate 503 with Retry-After, no state touched
-        burst = list(pool.map(lambda k: _timed_post(server.url, _frame(f"b{k}", 5)), range(20)))
-        assert {code for code, *_ in burst} == {503}
-        assert all(retry == "2" for _, _, retry, _ in burst)
-        assert all('"overloaded"' in text for *_, text in burst)
-        assert max(elapsed for _, elapsed, _, _ in burst) < 2.0
-        # probes are never queued: a load balancer still sees the process as live and ready
-        assert server.client.get("/healthz").status_code == 200
-        assert server.client.get("/readyz").status_code == 200
+                # the burst beyond slots + queue: an immediate 503 with Retry-After, no state touched
+                burst = list(pool.map(lambda k: _timed_post(server.url, _frame(f"b{k}", 5)), range(20)))
+                assert {code for code, *_ in burst} == {503}
+                assert all(retry == "2" for _, _, retry, _ in burst)
+                assert all('"overloaded"' in text for *_, text in burst)
+                assert max(elapsed for _, elapsed, _, _ in burst) < 2.0
+                # probes are never queued: a load balancer still sees the process as live
+                assert server.client.get("/healthz").status_code == 200
 
-        # the queued ones give up after the queue wait: latency stays bounded too
-        for f in queued:
-            code, elapsed, retry, text = f.result(timeout=30)
-            assert code == 503 and retry == "2" and "no processing slot" in text
-            assert MAX_WAIT_S - 0.5 < elapsed < MAX_WAIT_S + 5
+                # the queued ones give up after the queue wait: latency stays bounded too
+                for f in queued:
+                    code, elapsed, retry, text = f.result(timeout=30)
+                    assert code == 503 and retry == "2" and "no processing slot" in text
+                    assert MAX_WAIT_S - 0.5 < elapsed < MAX_WAIT_S + 5
+            finally:
+                redis.send_signal(signal.SIGCONT)
 
-        # the stalled clients finish: they were never dropped
-        for s in held:
-            answer = _finish(s, body)
-            assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
-        for tag in ["q0", "q1", *(f"b{k}" for k in range(20))]:
-            assert server.client.get(f"/v1/agents/{tag}-0").status_code == 404
+            # the store answers again: the held requests finish, they were never dropped
+            for f in held:
+                code, _, _, text = f.result(timeout=30)
+                assert code == 200, text[:200]
+            assert server.client.get("/readyz").status_code == 200
+            for tag in ["q0", "q1", *(f"b{k}" for k in range(20))]:
+                assert server.client.get(f"/v1/agents/{tag}-0").status_code == 404
 
-        # a real burst of predict requests: every answer is a 200 or a fast 503, nothing else
-        results = list(pool.map(lambda k: _timed_post(server.url, _frame(f"r{k}", 400)), range(48)))
-        codes = [code for code, *_ in results]
-        assert set(codes) <= {200, 503}, {c: t for c, _, _, t in results if c not in (200, 503)}
-        assert codes.count(200) >= 4
-        for k, (code, _, retry, _) in enumerate(results):
-            # a 503 changed nothing; a 200 applied its frame exactly once
-            summary = server.client.get(f"/v1/agents/r{k}-399")
-            if code == 200:
-                assert summary.json()["models"]["ipnet"]["steps"] == 1
-            else:
-                assert retry == "2" and summary.status_code == 404
-        _until(lambda: _inflight(server) == {"running": 0.0, "queued": 0.0}, "an idle server")
-        print(
-            f"burst of 48 x 400 agents on 2 slots + 2 queue places: {codes.count(200)} served, "
-            f"{codes.count(503)} refused with 503; slowest {max(e for _, e, _, _ in results):.2f} s"
-        )
+            # a real burst of predict requests: every answer is a 200 or a fast 503, nothing else
+            results = list(pool.map(lambda k: _timed_post(server.url, _frame(f"r{k}", 400)), range(48)))
+            codes = [code for code, *_ in results]
+            assert set(codes) <= {200, 503}, {c: t for c, _, _, t in results if c not in (200, 503)}
+            assert codes.count(200) >= 4
+            for k, (code, _, retry, _) in enumerate(results):
+                # a 503 changed nothing; a 200 applied its frame exactly once
+                summary = server.client.get(f"/v1/agents/r{k}-399")
+                if code == 200:
+                    assert summary.json()["models"]["ipnet"]["steps"] == 1
+                else:
+                    assert retry == "2" and summary.status_code == 404
+            _until(lambda: _inflight(server) == {"running": 0.0, "queued": 0.0}, "an idle server")
+            print(
+                f"burst of 48 x 400 agents on 2 slots + 2 queue places: {codes.count(200)} served, "
+                f"{codes.count(503)} refused with 503; slowest {max(e for _, e, _, _ in results):.2f} s"
+            )
+    finally:
+        redis.send_signal(signal.SIGCONT)
+        stop_process(redis, 10)
 
 
 def _read_answer(s: socket.socket) -> bytes:
@@ -147,25 +158,28 @@ def _read_answer(s: socket.socket) -> bytes:
     return data
 
 
-def test_a_stalled_body_times_out_and_frees_its_slot(weights: Path, tmp_path: Path):
+def test_a_stalled_body_holds_no_slot_and_times_out(weights: Path, tmp_path: Path):
+    """The body is read before a processing slot is taken: a client stalled mid-body leaves the only slot
+    free for others, and gets 408 at the body deadline."""
     env = {
         "TRAJPRED_WEIGHTS_DIR": str(weights),
         "TRAJPRED_SNAPSHOT_PATH": "",
         "TRAJPRED_MAX_CONCURRENT_REQUESTS": "1",
-        "TRAJPRED_MAX_QUEUED_REQUESTS": "4",
-        "TRAJPRED_BODY_READ_TIMEOUT_S": "1",
+        "TRAJPRED_MAX_QUEUED_REQUESTS": "0",
+        "TRAJPRED_BODY_READ_TIMEOUT_S": "2",
     }
     with serve(env, tmp_path / "serve.log") as server:
-        start = time.monotonic()
-        stalled = _slow_request(server.port, b'{"pad": "' + b"x" * 100 + b'"}')  # holds the only slot
-        _until(lambda: _inflight(server).get("running") == 1, "the stalled request")
-        code, _, _, _ = _timed_post(server.url, _frame("after", 3))  # queued behind it, then served
-        answer = _read_answer(stalled)
-        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
-        assert b'"body_timeout"' in answer
-        assert code == 200 and time.monotonic() - start < 10
+        stalled = [_slow_request(server.port, b'{"pad": "' + b"x" * 100 + b'"}') for _ in range(3)]
+        time.sleep(0.3)
+        assert _inflight(server).get("running", 0.0) == 0.0
+        code, elapsed, _, text = _timed_post(server.url, _frame("meanwhile", 3))  # not queued behind them
+        assert code == 200 and elapsed < 2.0, text[:200]
+        for s in stalled:
+            answer = _read_answer(s)
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+            assert b'"body_timeout"' in answer
         assert (
-            'trajpred_rejected_requests_total{reason="body_timeout"} 1.0'
+            'trajpred_rejected_requests_total{reason="body_timeout"} 3.0'
             in server.client.get("/metrics").text
         )
 

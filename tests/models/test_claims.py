@@ -13,9 +13,9 @@ import json
 
 import pytest
 
+from models import corpus
 from models.card import CARD_PATH, CLAIMS_PATH, CONDITIONS, HZ2
 from models.checkpoint import recipe_dir
-from models.corpus import test_set
 from models.evaluate import Evaluation, Protocol, evaluate_models
 from models.pipeline import load_predictors
 from models.stats import significant
@@ -31,7 +31,7 @@ def claims() -> dict:
 
 @pytest.fixture(scope="module")
 def av2(data_root):
-    return test_set("shipped", data_root)
+    return corpus.test_set("shipped", data_root)
 
 
 def _seed0(av2, recipe: str, names: list[str], condition: str) -> Evaluation:
