@@ -249,7 +249,7 @@ async def ab_report(
     ] = None,
 ) -> ABReport:
     """ADE/FDE of both models on identical matured predictions (see ``service.scoring``)."""
-    return ABReport.model_validate(engine.report(agent_type, interval))
+    return ABReport.model_validate(await engine.report(agent_type, interval))
 
 
 @v1.get(

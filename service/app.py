@@ -86,6 +86,7 @@ def build_store(settings: Settings, metrics: Metrics, models: list[str]) -> Stat
             settings.max_agents,
             models,
             metrics,
+            log_retention_s=settings.scoring_log_retention_s,
         )
     return MemoryStore(settings.state_ttl_s, settings.max_agents, metrics)
 
@@ -209,6 +210,8 @@ async def serving(app: FastAPI) -> AsyncIterator[None]:
         tasks.append(
             asyncio.create_task(_every(settings.eviction_interval_s, engine.maintain, "maintenance", stop))
         )
+        if engine.follower is not None:  # replicas: score every replica's frames from the shared log
+            tasks.append(asyncio.create_task(engine.follower.run(stop)))
         if isinstance(store, MemoryStore) and snapshot_path is not None:
             mem_store, path = store, snapshot_path
 

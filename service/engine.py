@@ -5,8 +5,9 @@ One request: validate it whole (bounds, duplicates) -> lock its agents in this p
 batched step per model and per observation rank (in a worker thread, unless the request is small enough
 that the hand-off would cost more) -> commit all new states conditionally on the versions loaded (retry
 from fresh state if another writer won) -> answer. Just after the answer, on the event loop and in commit
-order: metrics, scoring of earlier predictions, keeping the new ones (:meth:`Engine.flush`).
-Nothing is written unless the whole request is accepted.
+order: metrics, scoring of earlier predictions, keeping the new ones (:meth:`Engine.flush`). With a shared
+store the scoring entry is committed with the state instead, and every replica scores it from the store's
+log (``service.scoring_log``). Nothing is written unless the whole request is accepted.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import itertools
 import logging
 import math
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import anyio.to_thread
 import numpy as np
@@ -33,6 +35,7 @@ from models.predictor import Predictor
 from service.errors import AnswerTooLarge, Conflict, InvalidRequest, NotFound, StaleObservation
 from service.metrics import Metrics
 from service.scoring import OnlineScorer
+from service.scoring_log import LogFollower, ScoringEntry, SharedLog, frame_entry
 from service.settings import BASELINE_NAMES, Settings
 from service.state import AgentState, StateBatch, StateDecodeError, decode_batch, encode_batch, model_tag
 from service.store import StateKey, StateStore, Write
@@ -240,6 +243,12 @@ class Engine:
             clock=clock,
             stride_s=settings.scoring_stride_s,
         )
+        # this process, as the origin of its scoring entries: its own predictions feed its metrics
+        self.origin = uuid.uuid4().hex[:16]
+        # with a shared store every replica scores every replica's frames, from the store's log
+        self.follower = (
+            LogFollower(cast(SharedLog, store), self.scorer, self.origin) if store.shared else None
+        )
         for name, p in predictors.items():
             metrics.model_info.labels(model=name, version=p.version).set(1)
             h = p.horizons_s
@@ -380,7 +389,12 @@ class Engine:
                         agents, loaded[m].version.tolist(), computed[m].records, strict=True
                     )
                 ]
-                if await self.store.commit(writes):
+                entry = None
+                if self.store.shared:  # scored from the log, by every replica: committed with the state
+                    entry = self._scoring_entry(models, agents, groups, frame, computed).encode(
+                        self.scorer.horizon_s
+                    )
+                if await self.store.commit(writes, entry):
                     break
                 self.metrics.commit_conflicts.inc()
             else:
@@ -609,32 +623,45 @@ class Engine:
             pred = self.predictors[m]
             if pred.is_thermal:
                 met.neuron_temperature.observe_many(c.memory)
-        # a track restarted back in time: its pending predictions (anchored ahead of the clock) mean nothing
-        for i in np.flatnonzero(computed[models[0]].rewound):
-            self.scorer.forget(agents[i])
-        # score what these observations reveal, then keep the new predictions
+        if not self.store.shared:  # (shared: the log follower scores it, on every replica)
+            self._scoring_entry(models, agents, groups, frame, computed).apply(self.scorer, own=True)
+
+    def _scoring_entry(
+        self,
+        models: Sequence[str],
+        agents: list[str],
+        groups: dict[str, list[Obs]],
+        frame: _Frame,
+        computed: dict[str, _Computed],
+    ) -> ScoringEntry:
+        """What online scoring needs of a committed request: tracks restarted back in time (their pending
+        predictions, anchored ahead of the clock, mean nothing), the observations, the new predictions."""
+        first = computed[models[0]]
+        rewound = [agents[i] for i in np.flatnonzero(first.rewound)]
         if frame.depth == 1:  # one observation per agent, in the agents' order: the frame's columns
             t_list, xy_new = frame.t.tolist(), frame.xy
-            self.scorer.observe_many(list(zip(agents, t_list, *xy_new.T.tolist(), strict=True)))
+            observations = list(zip(agents, t_list, *xy_new.T.tolist(), strict=True))
         else:
-            self.scorer.observe_many([(a, o.t, o.x, o.y) for a in agents for o in groups[a]])
+            observations = [(a, o.t, o.x, o.y) for a in agents for o in groups[a]]
             newest = [groups[a][-1] for a in agents]
             t_list = [o.t for o in newest]
             xy_new = np.array([(o.x, o.y) for o in newest], dtype=np.float64).reshape(-1, 2)
-        first = computed[models[0]]
         horizons = self.predictors[models[0]].horizons_s
         same_grid = all(np.array_equal(self.predictors[m].horizons_s, horizons) for m in models)
-        if same_grid:
-            self.scorer.add_many(
-                agents,
-                [AGENT_TYPES[t] for t in first.agent_type.tolist()],
-                t_list,
-                xy_new,
-                np.minimum.reduce([computed[m].steps for m in models]).tolist(),
-                horizons,
-                {m: computed[m].trajectories for m in models},
-                [None if math.isnan(d) else d for d in first.dt_s.tolist()],
-            )
+        return frame_entry(
+            self.origin,
+            rewound,
+            observations,
+            agents,
+            [AGENT_TYPES[t] for t in first.agent_type.tolist()],
+            t_list,
+            xy_new,
+            np.minimum.reduce([computed[m].steps for m in models]).tolist(),
+            [None if math.isnan(d) else d for d in first.dt_s.tolist()],
+            horizons if same_grid else None,
+            {m: computed[m].trajectories for m in models},
+            self.scorer.min_steps,
+        )
 
     def _answers(self, model: str, agents: list[str], c: _Computed) -> Predictions:
         h = self.predictors[model].horizons_s
@@ -680,20 +707,32 @@ class Engine:
     async def end_track(self, agent_id: str) -> list[str]:
         """Free the agent's state in every model (end of track)."""
         async with self.locks.hold([agent_id]):
-            deleted = await self.store.delete(agent_id, ALL_MODEL_KINDS)
-            # a predict of this agent that held the lock before us has committed and queued its accounting:
-            # account it now, then forget the track, or its predictions would outlive it and be scored
-            # against a new track that reuses the id
-            self.flush()
-            self.scorer.forget(agent_id)
+            if self.store.shared:
+                # the end of the track enters the scoring log in the same transaction as the deletion: after
+                # every commit of the old track, before any of a new track that reuses the id
+                ended = ScoringEntry(self.origin, ended=[agent_id]).encode(self.scorer.horizon_s)
+                deleted = await self.store.delete(agent_id, ALL_MODEL_KINDS, ended)
+            else:
+                deleted = await self.store.delete(agent_id, ALL_MODEL_KINDS)
+                # a predict of this agent that held the lock before us has committed and queued its
+                # accounting: account it now, then forget the track, or its predictions would outlive it
+                # and be scored against a new track that reuses the id
+                self.flush()
+                self.scorer.forget(agent_id)
         if not deleted:
             raise NotFound(f"no state for agent {agent_id!r}", field="agent_id")
         self.metrics.evictions.labels(reason="ended").inc(len(deleted))
         return deleted
 
     # --- report ---------------------------------------------------------------------------------------
-    def report(self, agent_type: str | None = None, interval: str | None = None) -> dict[str, object]:
-        """The online A/B comparison (see ``service.scoring``), optionally of one agent type / interval regime."""
+    async def report(self, agent_type: str | None = None, interval: str | None = None) -> dict[str, object]:
+        """The online A/B comparison (see ``service.scoring``), optionally of one agent type / interval regime.
+
+        With a shared store it covers every replica's frames up to the call (the log applied up to its newest
+        entry, waiting at most ``scoring_catch_up_s``).
+        """
+        if self.follower is not None and not await self.follower.catch_up(self.settings.scoring_catch_up_s):
+            log.warning("A/B report: the scoring log is not applied up to its newest entry yet")
         self.flush()
         r = self.scorer.report(agent_type, interval)
         for role in ("ipnet", "baseline"):

@@ -7,6 +7,10 @@ used for capacity eviction and the tracked-agents count.
 A request is one ``MGET`` (load) and one Lua script call (commit). The script checks that every key still
 holds the version that was loaded, then writes all records, refreshes their TTL and evicts beyond
 ``max_agents``, atomically: a replica that lost a race writes nothing and retries from fresh state.
+
+``<prefix>:scoring`` is the scoring log (``service.scoring_log``): a stream that the commit script appends
+the request's scoring entry to in the same atomic step, so its order is the commit order of every replica;
+entries older than the retention are trimmed as new ones arrive.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from service.errors import StoreUnavailable
 from service.state import VERSION_OFFSET, VERSION_SIZE
 from service.store import StateKey, StoreEvents, Write
 
-# KEYS: n state keys, then the index key of each.
+# KEYS: n state keys, then the index key of each, then the scoring log stream.
 # ARGV: n, ttl_ms, max_agents, then per key: expected version (8 bytes, "" = must be absent), record,
-#       agent id, state-key prefix of its model (for deleting evicted agents).
+#       agent id, state-key prefix of its model (for deleting evicted agents); then the scoring log entry
+#       ("" = none) and the log's retention in ms.
 # Returns {0, i} on a version conflict at key i, else {1, idx1, ttl1, cap1, count1, idx2, ...}.
 _COMMIT_LUA = f"""
 local n = tonumber(ARGV[1])
@@ -44,6 +49,11 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i = 1, n do
   redis.call('SET', KEYS[i], ARGV[4 * i + 1], 'PX', ttl_ms)
   redis.call('ZADD', KEYS[n + i], now_ms, ARGV[4 * i + 2])
+end
+local entry = ARGV[4 * n + 4]
+if entry ~= '' then
+  local oldest = now_ms - tonumber(ARGV[4 * n + 5])
+  redis.call('XADD', KEYS[2 * n + 1], 'MINID', '~', tostring(oldest), '*', 'e', entry)
 end
 local out = {{1}}
 local seen = {{}}
@@ -102,8 +112,18 @@ def _redact(url: str) -> str:
 class RedisStore:
     """State records in Redis (``redis.asyncio``); see the module docstring."""
 
+    #: the scoring log lives in the store, shared by every replica (``service.scoring_log``)
+    shared = True
+
     def __init__(
-        self, url: str, prefix: str, ttl_s: float, max_agents: int, models: Sequence[str], events: StoreEvents
+        self,
+        url: str,
+        prefix: str,
+        ttl_s: float,
+        max_agents: int,
+        models: Sequence[str],
+        events: StoreEvents,
+        log_retention_s: float = 30.0,
     ) -> None:
         self.url = url
         # what messages and logs show: the URL without its password (redis://user:secret@host)
@@ -111,6 +131,7 @@ class RedisStore:
         self.prefix = prefix
         self.ttl_ms = max(1, round(ttl_s * 1000))
         self.max_agents = max_agents
+        self.log_retention_ms = max(1, round(log_retention_s * 1000))
         self.models = list(models)
         self.events = events
         self._redis: aioredis.Redis | None = None
@@ -125,6 +146,10 @@ class RedisStore:
 
     def index_key(self, model: str) -> str:
         return f"{self.prefix}:idx:{model}"
+
+    @property
+    def log_key(self) -> str:
+        return f"{self.prefix}:scoring"
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -158,14 +183,16 @@ class RedisStore:
             raise StoreUnavailable(f"Redis load failed: {e}") from e
         return [v if isinstance(v, bytes) or v is None else str(v).encode() for v in values]
 
-    async def commit(self, writes: Sequence[Write]) -> bool:
+    async def commit(self, writes: Sequence[Write], log_entry: bytes | None = None) -> bool:
         if not writes:
             return True
         keys = [self.key(*w.key) for w in writes] + [self.index_key(w.key[0]) for w in writes]
+        keys.append(self.log_key)
         args: list[Any] = [len(writes), self.ttl_ms, self.max_agents]
         for w in writes:
             expected = w.expected.to_bytes(VERSION_SIZE, "little") if w.expected else b""
             args += [expected, w.record, w.key[1], self.state_prefix(w.key[0])]
+        args += [log_entry or b"", self.log_retention_ms]
         try:
             out = await self._commit(keys=keys, args=args)
         except RedisError as e:
@@ -187,7 +214,7 @@ class RedisStore:
                 self.events.evicted(model, "capacity", int(flat[i + 2]))
             self.events.tracked(model, int(flat[i + step - 1]))
 
-    async def delete(self, agent_id: str, models: Sequence[str]) -> list[str]:
+    async def delete(self, agent_id: str, models: Sequence[str], log_entry: bytes | None = None) -> list[str]:
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
                 for m in models:
@@ -195,6 +222,8 @@ class RedisStore:
                     pipe.zrem(self.index_key(m), agent_id)
                 for m in models:
                     pipe.zcard(self.index_key(m))
+                if log_entry:  # in the same transaction: ordered with every commit in the log
+                    pipe.xadd(self.log_key, {"e": log_entry})
                 res = await pipe.execute()
         except RedisError as e:
             raise StoreUnavailable(f"Redis delete failed: {e}") from e
@@ -202,6 +231,31 @@ class RedisStore:
         for i, m in enumerate(models):
             self.events.tracked(m, int(res[2 * len(models) + i]))
         return deleted
+
+    async def read_log(self, after: str, count: int, block_ms: int | None) -> list[tuple[str, bytes]]:
+        """Up to ``count`` scoring log entries after id ``after``, waiting up to ``block_ms`` for one
+        (``None``: not at all)."""
+        try:
+            out: Any = await self.redis.xread({self.log_key: after}, count=count, block=block_ms)
+        except RedisError as e:
+            raise StoreUnavailable(f"Redis scoring log read failed: {e}") from e
+        entries: list[tuple[str, bytes]] = []
+        for _, items in out or ():
+            for stream_id, fields in items:
+                sid = stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
+                entries.append((sid, fields.get(b"e", b"")))
+        return entries
+
+    async def log_tail(self) -> str | None:
+        """The id of the newest scoring log entry (None: the log is empty)."""
+        try:
+            out: Any = await self.redis.xrevrange(self.log_key, count=1)
+        except RedisError as e:
+            raise StoreUnavailable(f"Redis scoring log read failed: {e}") from e
+        if not out:
+            return None
+        sid = out[0][0]
+        return sid.decode() if isinstance(sid, bytes) else str(sid)
 
     async def sweep(self) -> None:
         """Drop index members whose records Redis expired; refresh the tracked counts."""

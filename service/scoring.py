@@ -22,6 +22,9 @@ The rules mirror the offline protocol of ``models.evaluate`` (``ipnet evaluate``
   a dropping stream shows up as its own series rather than blurring the average.
 - Memory is bounded: at most ``max_per_agent`` kept predictions per agent and ``max_total`` overall
   (the oldest go first), and predictions older than the horizon plus the state TTL are purged.
+- Replicas (``service.scoring_log``): every replica's scorer is fed the same log of all replicas' frames,
+  so each holds the whole A/B report; a prediction is *own* on the replica that made it, and only own
+  predictions feed this process's Prometheus series, so their sum over replicas counts each once.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class _Pending:
     # share it (one array per model and frame, not one per prediction); this one is row ``row``
     batch: dict[str, np.ndarray]
     row: int
+    own: bool = True  # made by this process: its outcome and errors feed this process's metrics
     done: bool = False
 
 
@@ -172,6 +176,7 @@ class OnlineScorer:
         self._tracks: dict[str, _Track] = {}
         self._order: deque[_Pending] = deque()  # creation order, lazily cleaned of finished entries
         self._live = 0
+        self._live_own = 0  # of them made by this process (the pending gauge)
         self._grids: dict[bytes, np.ndarray] = {}
         # (agent type, interval regime) -> (ipnet aggregate, baseline aggregate), paired matured predictions
         self._ab: dict[tuple[str, str], tuple[_Agg, _Agg]] = {}
@@ -223,9 +228,11 @@ class OnlineScorer:
         horizons_s: np.ndarray,
         trajectories: dict[str, np.ndarray],
         step_s: list[float | None],
+        own: bool = True,
     ) -> None:
         """Keep the predictions of every row of a frame, as :meth:`add` does for one (``trajectories``:
-        model -> (A, H, 2)); only kept rows cost array work, and with the stride most rows are not kept."""
+        model -> (A, H, 2)); only kept rows cost array work, and with the stride most rows are not kept.
+        ``own``: made by this process (see the module docstring)."""
         if not trajectories:
             return
         kept = [
@@ -249,9 +256,11 @@ class OnlineScorer:
         now = self.clock()
         for r, i in enumerate(kept):
             self._keep(
-                _Pending(agent_ids[i], agent_types[i], anchor_t[i], now, paired, step_s[i], times, batch, r)
+                _Pending(
+                    agent_ids[i], agent_types[i], anchor_t[i], now, paired, step_s[i], times, batch, r, own
+                )
             )
-        self.metrics.pending_predictions.set(self._live)
+        self.metrics.pending_predictions.set(self._live_own)
 
     def _admit(self, agent_id: str, anchor_t: float, step_s: float | None) -> bool:
         """The stride rule: whether a prediction anchored at ``anchor_t`` is kept (and if so, remember it)."""
@@ -288,6 +297,7 @@ class OnlineScorer:
         track.pending.append(p)
         self._order.append(p)
         self._live += 1
+        self._live_own += p.own
         while self._live > self.max_total:
             oldest = self._order.popleft()
             if not oldest.done:
@@ -319,7 +329,7 @@ class OnlineScorer:
         if due:
             self._score(due)
         self._flush()
-        self.metrics.pending_predictions.set(self._live)
+        self.metrics.pending_predictions.set(self._live_own)
 
     def _flush(self) -> None:
         """Feed the errors of this call's matured predictions to the histograms, one bulk call per series."""
@@ -366,8 +376,9 @@ class OnlineScorer:
             lens, rel = self._times(group)
             complete = self._complete(group, lens, rel)
             if not complete.all():
-                self._count("incomplete", int((~complete).sum()))
-                group = [d for d, ok in zip(group, complete.tolist(), strict=True) if ok]
+                flags = complete.tolist()
+                self._count("incomplete", sum(d.p.own for d, ok in zip(group, flags, strict=True) if not ok))
+                group = [d for d, ok in zip(group, flags, strict=True) if ok]
                 if not group:
                     continue
                 lens, rel = self._times(group)
@@ -466,9 +477,12 @@ class OnlineScorer:
             at_h[label] = (nearest, np.abs(rel[nearest] - h) <= tol)
         by_regime: dict[str, list[int]] = {}
         by_pair: dict[tuple[str, str], list[int]] = {}
+        own = 0
         for i, d in enumerate(group):
             regime = interval_regime(d.p.step_s)
-            by_regime.setdefault(regime, []).append(i)
+            if d.p.own:  # the histograms: this process's predictions only (the A/B report: every one)
+                by_regime.setdefault(regime, []).append(i)
+                own += 1
             if d.p.paired:
                 by_pair.setdefault((d.p.agent_type, regime), []).append(i)
         for regime, rows in by_regime.items():
@@ -493,7 +507,7 @@ class OnlineScorer:
                     if sel.size:
                         agg.h_n[label] = agg.h_n.get(label, 0) + len(sel)
                         agg.h_sum[label] = agg.h_sum.get(label, 0.0) + float(errs[m][sel].sum())
-        self._count("matured", len(group))
+        self._count("matured", own)
 
     def forget(self, agent_id: str) -> None:
         """The track ended: its kept predictions will never be observed."""
@@ -501,7 +515,7 @@ class OnlineScorer:
         for p in list(track.pending) if track is not None else ():
             self._finish(p, "unobserved")
         self._last_anchor.pop(agent_id, None)
-        self.metrics.pending_predictions.set(self._live)
+        self.metrics.pending_predictions.set(self._live_own)
 
     def purge(self) -> None:
         """Drop predictions whose horizon passed (wall clock) without maturing."""
@@ -510,16 +524,18 @@ class OnlineScorer:
             p = self._order.popleft()
             if not p.done:
                 self._finish(p, "unobserved")
-        self.metrics.pending_predictions.set(self._live)
+        self.metrics.pending_predictions.set(self._live_own)
 
     # --- outcome ------------------------------------------------------------------------------------
     def _finish(self, p: _Pending, outcome: str) -> None:
         if p.done:
             return
         self._retire(p)
-        self._count(outcome)
+        self._count(outcome, int(p.own))
 
     def _count(self, outcome: str, n: int = 1) -> None:
+        if not n:
+            return
         counter = self._outcomes.get(outcome)
         if counter is None:
             counter = self._outcomes[outcome] = self.metrics.scoring.labels(outcome=outcome)
@@ -529,6 +545,7 @@ class OnlineScorer:
         """``p`` leaves its track and the live count (its outcome is counted by the caller)."""
         p.done = True
         self._live -= 1
+        self._live_own -= p.own
         track = self._tracks.get(p.agent_id)
         if track is not None:
             if track.pending and track.pending[0] is p:

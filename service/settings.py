@@ -165,6 +165,18 @@ class Settings(BaseSettings):
     scoring_max_pending_per_agent: int = Field(
         default=64, ge=1, description="unmatured predictions kept per agent"
     )
+    scoring_log_retention_s: float = Field(
+        default=30.0,
+        ge=5.0,
+        description="Redis store: seconds of the shared scoring log kept (every replica scores every frame "
+        "from it; a replica that starts catches up on them)",
+    )
+    scoring_catch_up_s: float = Field(
+        default=2.0,
+        gt=0.0,
+        description="Redis store: how long the A/B report waits for this replica to apply the scoring log "
+        "up to the newest entry",
+    )
 
     # --- overload -------------------------------------------------------------------------------------
     max_concurrent_requests: int = Field(

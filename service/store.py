@@ -53,9 +53,14 @@ class StateStore(Protocol):
 
     async def load(self, keys: Sequence[StateKey]) -> list[bytes | None]: ...
 
-    async def commit(self, writes: Sequence[Write]) -> bool: ...
+    #: whether scoring entries go to the store (a log every replica follows) rather than to this process
+    shared: bool
 
-    async def delete(self, agent_id: str, models: Sequence[str]) -> list[str]: ...
+    async def commit(self, writes: Sequence[Write], log_entry: bytes | None = None) -> bool: ...
+
+    async def delete(
+        self, agent_id: str, models: Sequence[str], log_entry: bytes | None = None
+    ) -> list[str]: ...
 
     async def sweep(self) -> None: ...
 
@@ -66,6 +71,8 @@ class MemoryStore:
     Every method runs on the event loop without awaiting in between its reads and writes, so each call is
     atomic with respect to the others: that is what makes the version check in :meth:`commit` sound.
     """
+
+    shared = False
 
     def __init__(
         self,
@@ -110,7 +117,8 @@ class MemoryStore:
             out.append(hit[0] if hit is not None else None)
         return out
 
-    async def commit(self, writes: Sequence[Write]) -> bool:
+    async def commit(self, writes: Sequence[Write], log_entry: bytes | None = None) -> bool:
+        # ``log_entry`` is for shared stores: one process scores its own requests (``shared`` is False)
         by_model: dict[str, list[Write]] = {}
         for w in writes:
             by_model.setdefault(w.key[0], []).append(w)
@@ -134,7 +142,7 @@ class MemoryStore:
             self.events.tracked(model, len(table))
         return True
 
-    async def delete(self, agent_id: str, models: Sequence[str]) -> list[str]:
+    async def delete(self, agent_id: str, models: Sequence[str], log_entry: bytes | None = None) -> list[str]:
         deleted = []
         for model in models:
             table = self._table(model)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import uuid
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from service.app import create_app
 from service.settings import Settings
@@ -44,12 +46,19 @@ def test_concurrent_updates_of_one_agent_are_all_kept(make_settings: Callable[..
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("store", ["memory", "redis"])
 def test_end_of_track_is_ordered_after_the_accounting_of_a_predict_in_flight(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], store: str, request: pytest.FixtureRequest
 ):
     """A DELETE that waits for a predict of the same agent must not let that predict's prediction outlive
     the track: a new track under the same id, 10 km away, would mature it into an error of kilometres."""
-    app = create_app(make_settings(scoring_min_steps=1, scoring_stride_s=0.0))
+    extra = {}
+    if store == "redis":  # the scoring goes through the shared log: the end of track must be ordered there
+        extra = {
+            "store": request.getfixturevalue("redis_url"),
+            "redis_key_prefix": f"eot-{uuid.uuid4().hex[:8]}",
+        }
+    app = create_app(make_settings(scoring_min_steps=1, scoring_stride_s=0.0, **extra))
 
     def frame(t: float, x: float) -> dict:
         return {
@@ -70,9 +79,9 @@ def test_end_of_track_is_ordered_after_the_accounting_of_a_predict_in_flight(
                 # the next predict holds the agent's lock, stopped in its commit, while the DELETE waits
                 gate, real = asyncio.Event(), engine.store.commit
 
-                async def held(writes):  # type: ignore[no-untyped-def]
+                async def held(writes, log_entry=None):  # type: ignore[no-untyped-def]
                     await gate.wait()
-                    return await real(writes)
+                    return await real(writes, log_entry)
 
                 engine.store.commit = held
                 in_flight = asyncio.create_task(c.post("/v1/ab/predict", json=frame(103.0, 30.0)))

@@ -55,7 +55,7 @@ def test_redis_keys_are_namespaced(make_client: MakeClient, tmp_path: Path):
         r = redis.Redis.from_url(url)
         keys = sorted(k.decode() for k in r.scan_iter(count=1000))
         r.close()
-    pattern = re.compile(r"tenant-a:(s:(ipnet|gru):.+|idx:(ipnet|gru))")
+    pattern = re.compile(r"tenant-a:(s:(ipnet|gru):.+|idx:(ipnet|gru)|scoring)")
     assert keys and all(pattern.fullmatch(k) for k in keys), keys
     states = {k for k in keys if k.startswith("tenant-a:s:")}
     assert states == {f"tenant-a:s:{m}:{a}" for m in ("ipnet", "gru") for a in agents if a != "plain"}
