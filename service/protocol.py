@@ -6,7 +6,11 @@ headers, is held for ever; a header or URL grows without limit; a client that ne
 it in memory; and there is no cap on connections. :func:`guarded_protocol` returns a subclass of
 ``HttpToolsProtocol`` (uvicorn's ``http=`` accepts a protocol class) that adds, per connection:
 
-- a cap on open connections (``TRAJPRED_MAX_CONNECTIONS``): one more is answered 503 and closed at once;
+- a cap on open connections (``TRAJPRED_MAX_CONNECTIONS``): at the cap a new connection takes the place of the
+  connection that has waited longest for its next request's headers (idle, or stalled mid-header), which is
+  closed; only when every connection is busy with a request is the new one answered 503 and closed. So a
+  flood of idle connections, re-opened as fast as they are closed, cannot keep a client that sends its
+  request at once out: that client's connection is the newest, and leaves the idle set within milliseconds;
 - a deadline for the request line and headers (``TRAJPRED_HEADER_TIMEOUT_S``), from the connection's start or
   the previous answer: idle and half-open connections are closed;
 - a bound on the request line and headers (``TRAJPRED_MAX_HEADER_BYTES``): 414 for the URL, 431 for headers;
@@ -22,7 +26,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
@@ -31,6 +35,7 @@ log = logging.getLogger("service.protocol")
 #: why a connection was refused or closed by the guards (the ``reason`` label)
 REFUSAL_REASONS = (
     "too_many_connections",
+    "idle_evicted",
     "header_timeout",
     "uri_too_long",
     "headers_too_large",
@@ -55,6 +60,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout_s: float = 10.0
     write_timeout_s: float = 30.0
     count_refusal: Callable[[str], None] = staticmethod(lambda reason: None)
+    #: the server's connections waiting for a request's headers, longest-waiting first (one dict per server:
+    #: :func:`guarded_protocol` gives each class its own)
+    waiting: ClassVar[dict[GuardedHttpToolsProtocol, None]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -62,16 +70,26 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
         self._refusal: _Refused | None = None
+        # bytes received since the current request began while its headers are incomplete: httptools hands
+        # a header to on_header only once it is whole, buffering it until then, so a header that never ends
+        # is bounded here, by what arrived, not by what the parser reported
+        self._awaiting_headers = True
+        self._unparsed_header_bytes = 0
 
     # --- connections ---------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
-            self._refuse_now(
-                _Refused(503, "too_many_connections", f"more than {self.max_connections} open connections")
-            )
-            return
-        self._arm_header_timer()
+            oldest = next(iter(self.waiting), None)
+            if oldest is None:  # every connection is serving a request: nothing to give way
+                self._refuse_now(
+                    _Refused(
+                        503, "too_many_connections", f"more than {self.max_connections} open connections"
+                    )
+                )
+                return
+            oldest._evict()
+        self._wait_for_headers()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -80,9 +98,39 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing():
-            self._arm_header_timer()  # the next request's headers (keep-alive) are due within the deadline
+            self._wait_for_headers()
+
+    def _wait_for_headers(self) -> None:
+        """The connection waits for a request's headers: deadline armed, byte count reset, evictable."""
+        self._awaiting_headers, self._unparsed_header_bytes = True, 0
+        self.waiting.pop(self, None)
+        self.waiting[self] = None
+        self._arm_header_timer()
+
+    def _evict(self) -> None:
+        self._count("idle_evicted", f"closed to make room at {self.max_connections} connections")
+        self.waiting.pop(self, None)
+        self._disarm()
+        self.transport.close()
 
     # --- request line and headers --------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self._awaiting_headers:
+            self._unparsed_header_bytes += len(data)
+        super().data_received(data)
+        # still inside the header section after more than the bound arrived (a chunk that completes the
+        # headers and carries body bytes passes: the headers are complete after it)
+        if (
+            self._awaiting_headers
+            and self._unparsed_header_bytes > self.max_header_bytes
+            and not self.transport.is_closing()
+        ):
+            self._refuse_now(
+                _Refused(
+                    431, "headers_too_large", f"request headers longer than {self.max_header_bytes} bytes"
+                )
+            )
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_bytes = 0
@@ -114,6 +162,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         raise refused
 
     def on_headers_complete(self) -> None:
+        self._awaiting_headers = False
+        self.waiting.pop(self, None)  # serving a request now: not evictable until it is answered
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
@@ -157,6 +207,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def _disarm(self) -> None:
+        self.waiting.pop(self, None)
         for timer in (self._header_timer, self._write_timer):
             if timer is not None:
                 timer.cancel()
@@ -203,5 +254,6 @@ def guarded_protocol(
             "header_timeout_s": header_timeout_s,
             "write_timeout_s": write_timeout_s,
             "count_refusal": staticmethod(count_refusal),
+            "waiting": {},
         },
     )

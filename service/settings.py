@@ -88,7 +88,8 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         default=900,
         ge=1,
-        description="open connections; one more is answered 503 and closed (below the usual 1,024 open files)",
+        description="open connections (below the usual 1,024 open files); at the cap a new one replaces the "
+        "connection that has waited longest for its request headers, or is answered 503 when every one is busy",
     )
     max_header_bytes: int = Field(
         default=65_536, ge=1024, description="request line and headers, bytes (414 / 431 above)"

@@ -77,25 +77,63 @@ def test_oversized_request_lines_and_headers_are_refused_at_once(server: Server)
     assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
 
 
+def test_a_header_that_never_ends_is_refused_once_past_the_bound(server: Server) -> None:
+    """httptools reports a header only once it is whole: one that keeps growing must be cut by the bytes
+    that arrived, not wait for its end (a 20 MB header was buffered whole)."""
+    before = _refusals(server)
+    s = _connect(server)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+    sent = 0
+    try:
+        while sent < 20 * 2**20:
+            s.sendall(b"a" * 4096)
+            sent += 4096
+    except OSError:  # the server answered and closed: the rest of the header has nowhere to go
+        pass
+    s.settimeout(5)
+    answer = s.recv(64)
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 431"), answer
+    assert sent < 4 * 2**20  # cut after the 8 KB bound plus what the socket buffers held
+    assert _refusals(server)["headers_too_large"] == before["headers_too_large"] + 1
+
+
 def test_idle_half_open_and_excess_connections_are_closed(server: Server) -> None:
     before = _refusals(server)
     idle = _connect(server)
     half = _connect(server)
     half.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never ends its headers
     assert _closed_within(idle, 5.0) and _closed_within(half, 5.0)
-    # at the cap, one more connection is answered 503 and closed; the service answers again once they go
+    # at the cap, a new connection takes the place of the longest-idle one: an idle flood cannot lock out a
+    # client that sends its request at once
     held = [_connect(server) for _ in range(12)]
+    time.sleep(0.3)
+    assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
+    assert _closed_within(held[0], 2.0)  # the oldest idle connection gave way
+    for s in held:
+        s.close()
+    time.sleep(0.3)
+    # when every connection is busy with a request (here: bodies that stall), one more is answered 503
+    busy = []
+    for _ in range(12):
+        s = _connect(server)
+        s.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nX-API-Key: " + KEY.encode() + b"\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+        busy.append(s)
     time.sleep(0.3)
     extra = _connect(server)
     extra.settimeout(5)
     assert extra.recv(64).startswith(b"HTTP/1.1 503")
     extra.close()
-    for s in held:
+    for s in busy:
         s.close()
     time.sleep(0.3)
     assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
     after = _refusals(server)
     assert after["header_timeout"] >= before["header_timeout"] + 2
+    assert after["idle_evicted"] >= before["idle_evicted"] + 1
     assert after["too_many_connections"] >= before["too_many_connections"] + 1
 
 
