@@ -3,10 +3,15 @@
 #   docker run -p 8000:8000 ipnet-traj:0.1.0
 # Settings are TRAJPRED_* environment variables (README). Linted by hadolint in tests/deploy.
 
+# Build arguments for machines without the public internet (README: "Without access to image registries"):
+#   PYTHON_IMAGE     any Debian-based image with Python 3.11 and venv (scripts/local_images.sh builds one)
+#   TORCH_INDEX_URL  a PEP 503 index that serves the CPU build of torch (default: PyTorch's CPU index)
 ARG PYTHON_IMAGE=python:3.11.9-slim-bookworm
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
 # --- build: a virtualenv with CPU-only torch and the package --------------------------------------------
 FROM ${PYTHON_IMAGE} AS build
+ARG TORCH_INDEX_URL
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
@@ -17,8 +22,9 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 # torch first, in a layer of its own (the largest, and it changes least), from the CPU index: the default
-# index serves the CUDA build, gigabytes of GPU libraries this image never uses
-RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+# index serves the CUDA build, gigabytes of GPU libraries this image never uses. Without its dependencies:
+# an index of torch alone is enough, and the package's install below brings them from the default index
+RUN pip install --no-cache-dir --no-deps --index-url "${TORCH_INDEX_URL}" torch==2.13.0
 WORKDIR /src
 COPY pyproject.toml ./
 COPY models/ models/

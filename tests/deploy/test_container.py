@@ -60,7 +60,9 @@ def test_image_is_multi_stage_cpu_only_non_root_with_healthcheck_and_weights():
         if d.startswith("torch")
     )
     torch_runs = [a for i, a in ins if i == "RUN" and "torch" in a]
-    assert any("download.pytorch.org/whl/cpu" in a and pinned in a.split() for a in torch_runs), torch_runs
+    assert any("${TORCH_INDEX_URL}" in a and pinned in a.split() for a in torch_runs), torch_runs
+    # the index a build argument, by default PyTorch's CPU index (a local one where the internet is closed)
+    assert "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in [a for i, a in ins if i == "ARG"]
 
     # the final stage runs as a non-root user, copies the virtualenv from the build stage, no compiler
     users = [a for i, a in final if i == "USER"]
