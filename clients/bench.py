@@ -16,6 +16,7 @@ The server's resident memory and tracked agents come from its ``/metrics``
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import math
 import time
@@ -26,8 +27,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
+import msgpack
 import numpy as np
 import orjson
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import WebSocketException
 
 from clients.client import ApiError, AsyncTrajpredClient, RetryPolicy, parse_metrics
 
@@ -65,6 +70,8 @@ class BenchConfig:
     timeout_s: float = 10.0
     seed: int = 0
     layout: str = "points"  # predict routes: "columns" asks for the compact trajectory layout
+    encoding: str = "json"  # "msgpack": requests and answers in MessagePack
+    stream: bool = False  # frames over WebSocket streams (/v1/stream), one per sender, not HTTP requests
 
 
 @dataclass
@@ -142,12 +149,14 @@ class Fleet:
         y = (self.center[:, 1] + self.radius * np.sin(ang)).round(3).tolist()
         return t, x, y
 
-    def frame(self, k: int) -> bytes:
+    def frame(self, k: int, encoding: str = "json") -> bytes:
         t, x, y = self.positions(k)
         obs = [
             {"agent_id": a, "timestamp": t, "x": xi, "y": yi, "agent_type": "vehicle"}
             for a, xi, yi in zip(self.ids, x, y, strict=True)
         ]
+        if encoding == "msgpack":
+            return bytes(msgpack.packb({"observations": obs}, use_bin_type=True))
         # orjson: the same bytes as json.dumps in a tenth of its time, which a closed loop's sender spends
         # between two requests on the cores it shares with the server
         return orjson.dumps({"observations": obs})
@@ -216,13 +225,15 @@ class Wire:
     answer by its length, and parses the body only for an error's code. Everything else (readiness, metrics) stays on the client.
     """
 
-    def __init__(self, url: str, api_key: str | None, timeout_s: float) -> None:
+    def __init__(self, url: str, api_key: str | None, timeout_s: float, encoding: str = "json") -> None:
         u = urllib.parse.urlsplit(url)
         if u.scheme != "http" or u.hostname is None:
             raise ValueError(f"the wire sender speaks plain http only, not {url!r}")
         self.host, self.port, self.prefix = u.hostname, u.port or 80, u.path.rstrip("/")
         key = f"x-api-key: {api_key}\r\n" if api_key else ""
-        self.headers = f"host: {u.netloc}\r\ncontent-type: application/json\r\n{key}"
+        media = "application/msgpack" if encoding == "msgpack" else "application/json"
+        accept = f"accept: {media}\r\n" if encoding == "msgpack" else ""
+        self.headers = f"host: {u.netloc}\r\ncontent-type: {media}\r\n{accept}{key}"
         self.timeout_s = timeout_s
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
@@ -272,9 +283,63 @@ class Wire:
 
 def _error_code(status: int, body: bytes) -> str:
     try:
-        return str(json.loads(body)["error"]["code"])
-    except (ValueError, KeyError, TypeError):
+        data = msgpack.unpackb(body, raw=False) if body[:1] != b"{" else json.loads(body)
+        return str(data["error"]["code"])
+    except (ValueError, KeyError, TypeError, msgpack.UnpackException):
         return f"http_{status}"
+
+
+class StreamWire:
+    """One ``/v1/stream`` connection as a sender: ``post`` sends a frame and waits for its reply. Replies
+    come in order, so concurrent posts (the open loop) pipeline on the one stream; a reader task hands each
+    reply to the oldest waiting post. An error reply is told from an answer by its first key."""
+
+    def __init__(
+        self, url: str, api_key: str | None, timeout_s: float, route: str, layout: str, encoding: str
+    ) -> None:
+        base = "ws" + url[len("http") :] if url.startswith("http") else url
+        query = f"route={route}" + ("" if layout == "points" else f"&layout={layout}")
+        self.url = f"{base.rstrip('/')}/v1/stream?{query}"
+        self.headers = {"X-API-Key": api_key} if api_key else {}
+        self.timeout_s = timeout_s
+        self.binary = encoding == "msgpack"
+        self.ws: ClientConnection | None = None
+        self._waiting: collections.deque[asyncio.Future[bytes | str]] = collections.deque()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def open(self) -> StreamWire:
+        self.ws = await ws_connect(self.url, additional_headers=self.headers, max_size=None)
+        self._reader = asyncio.create_task(self._read(self.ws))
+        return self
+
+    async def _read(self, ws: ClientConnection) -> None:
+        try:
+            async for reply in ws:
+                self._waiting.popleft().set_result(reply)
+        except WebSocketException as e:
+            while self._waiting:
+                self._waiting.popleft().set_exception(OSError(f"stream closed: {e}"))
+        while self._waiting:  # closed by the server
+            self._waiting.popleft().set_exception(OSError("stream closed"))
+
+    async def post(self, path: str, body: bytes) -> None:
+        """Send one frame (``path`` is the stream's route, fixed at :meth:`open`) and wait for its reply."""
+        assert self.ws is not None, "open() the stream first"
+        done: asyncio.Future[bytes | str] = asyncio.get_running_loop().create_future()
+        self._waiting.append(done)
+        await self.ws.send(body if self.binary else body.decode())
+        async with asyncio.timeout(self.timeout_s):
+            reply = await done
+        head = reply[:8] if isinstance(reply, bytes) else reply[:9].encode()
+        if b"error" in head:  # {"error": ...} or a MessagePack map whose first key is "error"
+            data = msgpack.unpackb(reply, raw=False) if isinstance(reply, bytes) else json.loads(reply)
+            raise _Rejected(str(data["error"]["code"]))
+
+    async def aclose(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            await self._reader
 
 
 Sender = Callable[[str, bytes], Awaitable[None]]
@@ -344,7 +409,7 @@ async def _open_loop(send: Sender, cfg: BenchConfig, path: str, tally: _Tally) -
     start = time.perf_counter()
     for k in range(n_frames):
         scheduled = start + k * period
-        body = fleet.frame(k)  # ready before its time, as a perception stack's frame would be
+        body = fleet.frame(k, cfg.encoding)  # ready before its time, as a perception stack's frame would be
         delay = scheduled - time.perf_counter()
         if delay > _SPIN_S:
             await asyncio.sleep(delay - _SPIN_S)
@@ -358,21 +423,27 @@ async def _open_loop(send: Sender, cfg: BenchConfig, path: str, tally: _Tally) -
 
 
 async def _closed_loop(
-    send: Sender, cfg: BenchConfig, path: str, tally: _Tally, body_of: FrameBody = Fleet.frame
+    send: Sender | list[Sender],
+    cfg: BenchConfig,
+    path: str,
+    tally: _Tally,
+    body_of: FrameBody = Fleet.frame,
 ) -> float:
+    """``send``: one sender for every worker, or one per worker (streams)."""
     run = uuid.uuid4().hex[:8]
     fleets = [Fleet(cfg.agents, f"bench-{run}-{w}", 0.1, cfg.seed + w) for w in range(cfg.concurrency)]
+    sends = send if isinstance(send, list) else [send] * cfg.concurrency
     start = time.perf_counter()
     stop_at = start + cfg.duration_s
 
-    async def worker(fleet: Fleet) -> None:
+    async def worker(fleet: Fleet, send: Sender) -> None:
         k = 0
         while time.perf_counter() < stop_at:
             body = body_of(fleet, k)
             await _send(send, path, body, time.perf_counter(), tally)
             k += 1
 
-    await asyncio.gather(*(worker(f) for f in fleets))
+    await asyncio.gather(*(worker(f, s) for f, s in zip(fleets, sends, strict=True)))
     return time.perf_counter() - start
 
 
@@ -386,9 +457,18 @@ async def run_bench_async(cfg: BenchConfig, http: httpx.AsyncClient | None = Non
         raise ValueError("rate_hz must be > 0 (or None for closed loop)")
     if cfg.layout not in ("points", "columns"):
         raise ValueError(f"unknown layout {cfg.layout!r}; expected 'points' or 'columns'")
+    if cfg.encoding not in ("json", "msgpack"):
+        raise ValueError(f"unknown encoding {cfg.encoding!r}; expected 'json' or 'msgpack'")
+    if cfg.stream and cfg.route == "ping":
+        raise ValueError("the stream serves the predict routes, not ping")
+    if (cfg.stream or cfg.encoding == "msgpack") and (
+        http is not None or not cfg.server.startswith("http://")
+    ):
+        raise ValueError("--stream and --encoding msgpack need a plain http:// server (no injected client)")
     path = ROUTES[cfg.route]
     if cfg.layout != "points" and cfg.route != "ping":
         path += f"?layout={cfg.layout}"
+    timed_path = "/v1/stream" if cfg.stream else path.split("?")[0]
     async with AsyncTrajpredClient(
         cfg.server,
         api_key=cfg.api_key,
@@ -399,27 +479,42 @@ async def run_bench_async(cfg: BenchConfig, http: httpx.AsyncClient | None = Non
     ) as client:
         await client.wait_ready(30.0)
         rss0, tracked0 = await server_memory(client)
-        timing0 = server_timing(parse_metrics(await client.metrics()), path.split("?")[0])
+        timing0 = server_timing(parse_metrics(await client.metrics()), timed_path)
         tally = _Tally()
         # the wire sender for a real http server; an injected client (tests, in-process) keeps httpx
         wire = (
-            Wire(cfg.server, cfg.api_key, cfg.timeout_s)
-            if http is None and cfg.server.startswith("http://")
+            Wire(cfg.server, cfg.api_key, cfg.timeout_s, cfg.encoding)
+            if http is None and cfg.server.startswith("http://") and not cfg.stream
             else None
         )
-        send = _sender(client, wire)
+        streams: list[StreamWire] = []
+        if (
+            cfg.stream
+        ):  # one stream per sender: the open loop pipelines on one, each closed-loop worker owns one
+            n = 1 if cfg.rate_hz is not None else cfg.concurrency
+            for _ in range(n):
+                stream = StreamWire(
+                    cfg.server, cfg.api_key, cfg.timeout_s, cfg.route, cfg.layout, cfg.encoding
+                )
+                streams.append(await stream.open())
+        send: Sender | list[Sender] = [w.post for w in streams] if streams else _sender(client, wire)
         try:
             if cfg.rate_hz is not None:
-                elapsed = await _open_loop(send, cfg, path, tally)
+                elapsed = await _open_loop(send[0] if isinstance(send, list) else send, cfg, path, tally)
                 mode = f"open loop {cfg.rate_hz:g} Hz"
             else:
-                elapsed = await _closed_loop(send, cfg, path, tally)
+                elapsed = await _closed_loop(
+                    send, cfg, path, tally, lambda fleet, k: fleet.frame(k, cfg.encoding)
+                )
                 mode = "closed loop"
         finally:
             if wire is not None:
                 await wire.aclose()
+            for stream in streams:
+                await stream.aclose()
+        mode += (", stream" if cfg.stream else ", http") + f", {cfg.encoding}"
         rss1, tracked1 = await server_memory(client)
-        timing1 = server_timing(parse_metrics(await client.metrics()), path.split("?")[0])
+        timing1 = server_timing(parse_metrics(await client.metrics()), timed_path)
     n_req = tally.ok + sum(tally.errors.values())
     new_agents = max(tracked1.values(), default=0.0) - max(tracked0.values(), default=0.0)
     rss_delta = rss1 - rss0 if rss0 is not None and rss1 is not None else None

@@ -36,11 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
-from clients.bench import BenchConfig, BenchResult, Fleet, closed_loop_on_wire, run_bench_async, server_memory
+from clients import peer_suite, scale_suite
+from clients.bench import BenchConfig, BenchResult, Fleet, run_bench_async, server_memory
 from clients.client import AsyncTrajpredClient, RetryPolicy
-from clients.processes import REDIS_NO_PERSISTENCE, cpu_seconds, start_redis, stop_process
+from clients.processes import REDIS_NO_PERSISTENCE, start_redis, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = (1, 10, 100, 1000)
@@ -57,8 +57,8 @@ class Plan:
     step_repeats: int = 200
     memory_agents: int = 100_000
     memory_frame: int = 1000
-    # the MLServer peer and the service in turns: a slow stretch of the machine hits both
-    peer_rounds: int = 4
+    # each peer and the service in turns: a slow stretch of the machine hits both
+    peer_rounds: int = 3
 
     @staticmethod
     def quick() -> Plan:
@@ -362,124 +362,9 @@ def bench_memory(weights_env: dict[str, str], plan: Plan, tmp: Path) -> dict[str
     return out
 
 
-# --- 5: the MLServer peer -----------------------------------------------------------------------------
-MLSERVER_MODEL = "gru-peer"
+# --- 5: peers and transports: clients.peer_suite -------------------------------------------------------
 
 
-@contextlib.contextmanager
-def mlserver_peer(venv_python: Path, weights: Path, tmp: Path) -> Iterator[tuple[str, int]]:
-    """``mlserver start`` (its own venv) with the per-agent GRU runtime of ``clients.peer_mlserver``: yields
-    its URL and process id."""
-    d = tmp / "mlserver"
-    (d / MLSERVER_MODEL).mkdir(parents=True)
-    http_port, grpc_port, metrics_port = _free_port(), _free_port(), _free_port()
-    settings = {
-        "http_port": http_port,
-        "grpc_port": grpc_port,
-        "metrics_port": metrics_port,
-        "host": "127.0.0.1",
-        # one process: the per-agent state lives in the model object (workers would each hold a part)
-        "parallel_workers": 0,
-    }
-    (d / "settings.json").write_text(json.dumps(settings))
-    model = {
-        "name": MLSERVER_MODEL,
-        "implementation": "clients.peer_mlserver.GRUPeer",
-        "parameters": {"uri": str(weights / "gru.pt")},
-    }
-    (d / MLSERVER_MODEL / "model-settings.json").write_text(json.dumps(model))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    with (tmp / "mlserver.log").open("ab") as fh:
-        proc = subprocess.Popen(
-            [str(venv_python.parent / "mlserver"), "start", str(d)],
-            cwd=d,
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{http_port}"
-    try:
-        import httpx
-
-        deadline = time.monotonic() + 180
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/v2/models/{MLSERVER_MODEL}/ready", timeout=2).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlserver did not start: {(tmp / 'mlserver.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield url, proc.pid
-    finally:
-        stop_process(proc)
-
-
-def _v2_body(fleet: Fleet, k: int) -> bytes:
-    """The k-th frame as a V2 inference request: the same data and one ``orjson.dumps``, as ``Fleet.frame``."""
-    t, x, y = fleet.positions(k)
-    n = len(x)
-
-    def col(name: str, data: list[Any], dtype: str) -> dict[str, Any]:
-        return {"name": name, "shape": [n], "datatype": dtype, "data": data}
-
-    body = {
-        "inputs": [
-            col("agent_id", fleet.ids, "BYTES"),
-            col("t", [t] * n, "FP64"),
-            col("x", x, "FP64"),
-            col("y", y, "FP64"),
-        ]
-    }
-    return orjson.dumps(body)
-
-
-def bench_peer(
-    venv_python: Path, weights: Path, weights_env: dict[str, str], plan: Plan, tmp: Path
-) -> dict[str, Any]:
-    """MLServer peer vs ``/v1/baseline/predict`` (same GRU checkpoint), 100-agent frames, one sender each.
-
-    Both servers run at once (the idle one costs nothing) and are loaded in turns, ``plan.peer_rounds``
-    rounds: a slow stretch of this shared machine then hits both. Each keeps its best round; ``per_round``
-    has the ratio of each round (the service's default layout over the peer, measured seconds apart). Every
-    cell also records the server's CPU time per answered request (``server_cpu_ms``: process and children,
-    user + system, which includes the harness's few warm-up requests and metrics reads).
-    """
-    peer: dict[str, Any] = {}
-    ours: dict[str, dict[str, Any]] = {}
-    per_round: list[float] = []  # service (default layout) / peer requests/s, round by round
-    with (
-        mlserver_peer(venv_python, weights, tmp) as (peer_url, peer_pid),
-        serve_process(weights_env, tmp / "serve-peer.log") as (url, pid),
-    ):
-        for _ in range(plan.peer_rounds):
-            cpu0 = cpu_seconds(peer_pid)
-            p = asyncio.run(
-                closed_loop_on_wire(
-                    peer_url, f"/v2/models/{MLSERVER_MODEL}/infer", 100, plan.cell_s, _v2_body
-                )
-            )
-            p["server_cpu_ms"] = (cpu_seconds(peer_pid) - cpu0) * 1e3 / max(p["ok"], 1)
-            if p["requests_per_s"] > peer.get("requests_per_s", -1.0):
-                peer = p
-            for key, route, layout in (
-                ("baseline", "baseline", "points"),
-                ("baseline_columns", "baseline", "columns"),
-                ("ping", "ping", "points"),
-            ):
-                cfg = BenchConfig(
-                    server=url, route=route, agents=100, rate_hz=None, duration_s=plan.cell_s, layout=layout
-                )
-                cpu0 = cpu_seconds(pid)
-                r = asyncio.run(run_bench_async(cfg)).to_dict()
-                r["server_cpu_ms"] = (cpu_seconds(pid) - cpu0) * 1e3 / max(r["ok"], 1)
-                if r["requests_per_s"] > ours.get(key, {}).get("requests_per_s", -1.0):
-                    ours[key] = r
-                if key == "baseline":
-                    per_round.append(r["requests_per_s"] / max(p["requests_per_s"], 1e-9))
-    return {"peer": peer, "ours": ours, "per_round": per_round}
-
-
-# --- report -------------------------------------------------------------------------------------------
 def _f(v: float, spec: str = ".1f") -> str:
     return format(v, spec)
 
@@ -556,16 +441,29 @@ def _targets(results: dict[str, Any]) -> list[str]:
     for store, m in results["memory"].items():
         b = m["bytes_per_agent"]
         rows.append((f"<= 2 KB state per tracked agent, {store} store", f"{b:,.0f} B", b <= 2048))
-    if "peer" in results:
-        ours = results["peer"]["ours"]["baseline"]["requests_per_s"]
-        theirs = results["peer"]["peer"]["requests_per_s"]
-        rows.append(
-            (
-                "more req/s than the MLServer peer (100-agent frames)",
-                f"{ours:.1f} vs {theirs:.1f}",
-                ours > theirs,
-            )
+    side = results.get("peers")
+    if side is not None:
+        ours100, ours1000 = side["ours"]["100"], side["ours"]["1000"]
+        http, stream = (
+            ours100["http_points_json"]["requests_per_s"],
+            ours100["stream_points_json"]["requests_per_s"],
         )
+        rows.append(("stream >= 2x the HTTP route's req/s (100-agent frames, one connection)",
+                     f"{stream / http:.2f}x", stream >= 2 * http))  # fmt: skip
+        ups = ours1000["stream_points_json"]["requests_per_s"] * 1000
+        rows.append((">= 100,000 agent-updates/s over the stream, 1,000-agent frames", f"{ups:,.0f}/s",
+                     ups >= 100_000))  # fmt: skip
+        measured = {n: b["100"] for n, b in side["peers"].items() if "100" in b}
+        if measured:
+            name, best = max(measured.items(), key=lambda kv: kv[1]["peer"]["requests_per_s"])
+            p = best["peer"]["requests_per_s"]
+            h, st = best["ours_http"]["requests_per_s"] / p, best["ours_stream"]["requests_per_s"] / p
+            rows.append(
+                (f">= 1.5x the best peer ({name}) over HTTP, 100-agent frames", f"{h:.2f}x", h >= 1.5)
+            )
+            rows.append(
+                (f">= 3x the best peer ({name}) over the stream, 100-agent frames", f"{st:.2f}x", st >= 3)
+            )
     return [f"| {t} | {v} | {'yes' if ok else 'no'} |" for t, v, ok in rows]
 
 
@@ -738,55 +636,10 @@ def render(results: dict[str, Any], command: str) -> str:
             f"({r['redis_used_before'] / 2**20:.0f} -> {r['redis_used_after'] / 2**20:.0f} MiB, {int(r['redis_keys']):,} keys) "
             f"/ agents; the server's own RSS grew {r['server_rss_bytes_per_agent']:.0f} B/agent |"
         )
-    lines += [
-        "",
-        "## Seldon MLServer peer",
-        "",
-    ]
-    peer = results.get("peer")
-    if peer is None:
-        why = results.get("peer_error")
-        lines += [
-            f"Failed in this run: `{why}`" if why else "Not measured in this run (no `--mlserver-python`).",
-            "",
-        ]
-    else:
-        p, ours = peer["peer"], peer["ours"]
-        b = ours["baseline"]
-
-        def row(label: str, r: dict[str, Any]) -> str:
-            lat = r["latency_ms"]
-            return (
-                f"| {label} | {r['requests_per_s']:.1f} | {r['server_cpu_ms']:.2f} | {lat.get('p50', 0):.2f} | "
-                f"{lat.get('p99', 0):.2f} | {r['errors']} |"
-            )
-
-        lines += [
-            "MLServer (PyPI `mlserver`, own venv, V2 REST, one process) with the custom runtime "
-            "`clients/peer_mlserver.py`: per-agent state in a dict, the same GRU checkpoint and "
-            "`Predictor.step`, no online scoring, metrics or bound checks; it answers each trajectory as a flat "
-            "FP32 array, closer to the service's `?layout=columns` than to its default points. Closed loop, one "
-            "sender (the same raw HTTP sender for both servers; it asks for no content encoding, and MLServer would "
-            "gzip its answer for a client that accepts it, as httpx does by default), 100-agent frames; both "
-            f"servers up, loaded in turns over {results['plan']['peer_rounds']} rounds, each keeping its best "
-            "round. Target: the service (default layout) above the peer. Server CPU: the server process's "
-            "user + system time over the cell per answered request (children included; the harness's few warm-up requests and, for the service, its readiness check and "
-            "metrics reads count too). Unlike requests/s it leaves out the sender's share of the cycle and the time "
-            "the server waits for it.",
-            "",
-            "| server | req/s | server CPU ms/request | p50 ms | p99 ms | errors |",
-            "|---|---|---|---|---|---|",
-            row(f"MLServer peer `/v2/models/{MLSERVER_MODEL}/infer`", p),
-            row("ipnet-traj `/v1/baseline/predict` (GRU)", b),
-            row("ipnet-traj `/v1/baseline/predict?layout=columns`", ours["baseline_columns"]),
-            row("ipnet-traj `/v1/ping` (same frames)", ours["ping"]),
-            "",
-            f"Ratio service / peer: {b['requests_per_s'] / p['requests_per_s']:.2f} in requests/s; "
-            f"{p['server_cpu_ms'] / b['server_cpu_ms']:.2f} in server CPU per request (peer / service: above 1, "
-            "the service does a request with less CPU). Round by round (service / peer requests/s, the two "
-            f"cells seconds apart): {', '.join(f'{x:.2f}' for x in peer['per_round'])}.",
-            "",
-        ]
+    if "peers" in results:
+        lines += ["", *peer_suite.render(results["peers"], Path(results["peers_dir"]))]
+    if "scale" in results:
+        lines += ["", *scale_suite.render(results["scale"])]
     if "profile" in results:
         lines += [
             "## Where the time goes (profile of the hot path)",
@@ -810,11 +663,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--no-redis", action="store_true", help="skip the Redis memory measurement")
     ap.add_argument(
-        "--mlserver-python",
+        "--peers-dir",
         type=Path,
-        default=None,
-        help="python of a venv with mlserver (e.g. /tmp/h5/mlsvenv/bin/python): benchmark the MLServer peer",
+        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ipnet-traj" / "peers",
+        help="one virtualenv per peer serving system (default ~/.cache/ipnet-traj/peers)",
     )
+    ap.add_argument(
+        "--install-peers", action="store_true", help="create the missing peers' virtualenvs from the registry"
+    )
+    ap.add_argument("--no-peers", action="store_true", help="skip the transports and peers section")
+    ap.add_argument("--no-scale", action="store_true", help="skip the scale-out section (needs redis-server)")
     ap.add_argument("--no-profile", action="store_true", help="skip the hot-path profile")
     args = ap.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan()
@@ -855,15 +713,31 @@ def main(argv: list[str] | None = None) -> int:
                 results["memory"] = {"memory": m}
         else:
             results["memory"] = bench_memory(weights_env, plan, tmp)
-        if args.mlserver_python is not None:
-            print("mlserver peer...", file=sys.stderr, flush=True)
+        if not args.no_peers:
+            print("transports and peers...", file=sys.stderr, flush=True)
             from models.checkpoint import WEIGHTS_DIR
 
             wdir = Path(weights) if weights else WEIGHTS_DIR
-            try:
-                results["peer"] = bench_peer(args.mlserver_python, wdir, weights_env, plan, tmp)
-            except (RuntimeError, OSError) as e:  # the peer is optional: report it, keep the rest
-                results["peer_error"] = str(e)[-1500:]
+            results["peers_dir"] = str(args.peers_dir)
+            with serve_process(
+                {**weights_env, "TRAJPRED_MAX_AGENTS": "1000000"}, tmp / "serve-peers.log"
+            ) as (
+                url,
+                pid,
+            ):
+                results["peers"] = peer_suite.bench_peers(
+                    url,
+                    pid,
+                    wdir / "gru.pt",
+                    args.peers_dir,
+                    args.install_peers,
+                    plan.peer_rounds,
+                    plan.cell_s,
+                    tmp,
+                )
+        if not args.no_scale:
+            print("scale-out...", file=sys.stderr, flush=True)
+            results["scale"] = scale_suite.bench_scale(serve_process, weights_env, plan.cell_s * 2, tmp)
         if not args.no_profile:
             print("profile...", file=sys.stderr, flush=True)
             results["profile"], results["profile_figures"] = _profile(plan, tmp)

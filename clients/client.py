@@ -1,4 +1,4 @@
-"""Typed HTTP clients of the prediction service (sync and async, on httpx).
+"""Typed clients of the prediction service (sync and async, on httpx; the stream on websockets).
 
 Every ``/v1`` route plus ``/healthz``, ``/readyz`` and ``/metrics``; answers are parsed into the service's
 response schemas (``service.schemas``, the published contract). Errors the service answers become
@@ -9,6 +9,9 @@ of times with exponential backoff, honouring ``Retry-After``. A connection that 
 reached the server, so any request may be re-sent; a failure after the request was sent (read error, read
 timeout) is retried only for GET/DELETE, because re-sending an observation that was applied would be
 rejected as stale (409) at best.
+
+``stream()`` opens the WebSocket stream (``/v1/stream``, ``clients.stream``): one frame per message, no
+request set-up per frame, JSON or MessagePack.
 
 ``http=`` accepts any ``httpx.Client`` (e.g. FastAPI's ``TestClient``) or ``httpx.AsyncClient``; the client
 then uses its base URL and does not close it.
@@ -29,6 +32,16 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from clients.errors import ApiError
+from clients.stream import (
+    AsyncTrajpredStream,
+    Encoding,
+    StreamClosed,
+    StreamRoute,
+    TrajpredStream,
+    open_stream,
+    stream_url,
+)
 from service.schemas import (
     ABPredictResponse,
     ABReport,
@@ -49,6 +62,7 @@ __all__ = [
     "AsyncTrajpredClient",
     "ObservationLike",
     "RetryPolicy",
+    "StreamClosed",
     "TrajpredClient",
 ]
 
@@ -57,23 +71,6 @@ DEFAULT_TIMEOUT_S = 10.0
 ObservationLike = Observation | Mapping[str, Any]
 M = TypeVar("M", bound=BaseModel)
 _IDEMPOTENT = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
-
-
-class ApiError(Exception):
-    """The service answered with an error status (after any retries)."""
-
-    def __init__(self, status: int, error: ErrorBody | None, text: str, attempts: int = 1) -> None:
-        self.status = status
-        self.error = error
-        self.text = text
-        self.attempts = attempts
-        what = f"{error.code}: {error.message}" if error is not None else text[:200]
-        super().__init__(f"HTTP {status} ({what})")
-
-    @property
-    def code(self) -> str | None:
-        """The service's machine code (``stale_timestamp``, ``store_unavailable``...), if any."""
-        return self.error.code if self.error is not None else None
 
 
 @dataclass(frozen=True)
@@ -267,6 +264,16 @@ class TrajpredClient(_Base):
         """``POST /v1/ab/predict``: both models (shadow A/B), both predictions per agent."""
         return _parse(self._post_frame("/v1/ab/predict", observations, layout), ABPredictResponse)
 
+    def stream(
+        self, route: StreamRoute = "predict", layout: Layout = "points", encoding: Encoding = "json"
+    ) -> TrajpredStream:
+        """Open ``/v1/stream`` (a WebSocket on the same host and key): ``with client.stream("ab") as s:
+        s.predict(frame)``, or ``s.send`` / ``s.recv`` to keep several frames in flight. ``encoding`` is
+        ``"json"`` or ``"msgpack"``. A stream is never retried (``clients.stream``)."""
+        return open_stream(
+            self.base_url, self._headers(), route, layout, encoding, self.timeout.connect or 10.0
+        )
+
     def ab_report(self, agent_type: str | None = None) -> ABReport:
         """``GET /v1/ab/report``: ADE/FDE of both models on identical matured predictions."""
         params = {"agent_type": agent_type} if agent_type else None
@@ -395,6 +402,13 @@ class AsyncTrajpredClient(_Base):
     ) -> ABPredictResponse:
         """``POST /v1/ab/predict``."""
         return _parse(await self._post_frame("/v1/ab/predict", observations, layout), ABPredictResponse)
+
+    def stream(
+        self, route: StreamRoute = "predict", layout: Layout = "points", encoding: Encoding = "json"
+    ) -> AsyncTrajpredStream:
+        """Open ``/v1/stream``: ``async with client.stream("ab") as s: await s.predict(frame)``."""
+        url = stream_url(self.base_url, route, layout)
+        return AsyncTrajpredStream(url, self._headers(), route, encoding, self.timeout.connect or 10.0)
 
     async def ab_report(self, agent_type: str | None = None) -> ABReport:
         """``GET /v1/ab/report``."""

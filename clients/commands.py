@@ -83,6 +83,17 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument("--noise-m", type=_non_negative, default=0.0, help="Gaussian position noise (m)")
     p.add_argument("--seed", type=int, default=0, help="seed of the perturbations (default 0)")
+    p.add_argument(
+        "--stream",
+        action="store_true",
+        help="send the frames over one WebSocket stream (/v1/stream?route=ab) instead of HTTP requests",
+    )
+    p.add_argument(
+        "--encoding",
+        default="json",
+        choices=["json", "msgpack"],
+        help="--stream: message encoding (default json)",
+    )
     p.add_argument("--json", action="store_true", help="also print the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_replay)
@@ -108,6 +119,17 @@ def add_commands(sub: Any) -> None:
         choices=["points", "columns"],
         help="trajectory layout of the answers (predict routes; default points)",
     )
+    b.add_argument(
+        "--encoding",
+        default="json",
+        choices=["json", "msgpack"],
+        help="body and answer encoding (default json; msgpack: Content-Type and Accept application/msgpack)",
+    )
+    b.add_argument(
+        "--stream",
+        action="store_true",
+        help="send frames over WebSocket streams (/v1/stream): one per closed-loop sender, one in open loop",
+    )
     b.add_argument("--rate-hz", type=_rate, default=10.0, help="frames per second, open loop (default 10)")
     b.add_argument("--closed-loop", action="store_true", help="maximum rate instead of --rate-hz")
     b.add_argument("--concurrency", type=int, default=1, help="closed loop: parallel senders (default 1)")
@@ -122,8 +144,9 @@ def add_commands(sub: Any) -> None:
 def cmd_replay(args: argparse.Namespace) -> int:
     """``ipnet replay``: see :mod:`clients.replay`."""
     import httpx
+    from websockets.exceptions import InvalidHandshake
 
-    from clients.client import ApiError, TrajpredClient
+    from clients.client import ApiError, StreamClosed, TrajpredClient
     from clients.replay import format_table, load, plot_replay, replay
     from models.data import DataFormatError
     from models.windows import Perturbation
@@ -140,11 +163,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
     with TrajpredClient(args.server, api_key=args.api_key, timeout_s=args.timeout) as client:
         try:
             client.wait_ready(args.wait)
-            result = replay(client, tracks, speed=args.speed, pert=pert, progress=not args.no_progress)
+            result = replay(
+                client,
+                tracks,
+                speed=args.speed,
+                pert=pert,
+                progress=not args.no_progress,
+                stream=args.stream,
+                encoding=args.encoding,
+            )
         except ApiError as e:
             print(f"error: the server answered {e}", file=sys.stderr)
             return 1
-        except (httpx.HTTPError, TimeoutError) as e:
+        except (httpx.HTTPError, TimeoutError, OSError, StreamClosed, InvalidHandshake) as e:
             print(f"error: {args.server}: {e}", file=sys.stderr)
             return 1
     print(format_table(result))
@@ -180,7 +211,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         timeout_s=args.timeout,
         layout=args.layout,
+        encoding=args.encoding,
+        stream=args.stream,
     )
-    result = run_bench(cfg)
+    try:
+        result = run_bench(cfg)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.format())
     return 0 if result.ok > 0 else 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -66,21 +67,25 @@ def start_redis(
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, all threads) of process ``pid`` and its live children so far (Linux /proc).
+    """CPU time (user + system, all threads) of process ``pid`` and all its live descendants so far (Linux
+    /proc): a serving system's workers, actors and sidecars included.
 
     Per answered request, it is the server's own work: a closed loop's requests/s also counts the sender's
     share of each cycle and the time the server waits for it.
     """
     tick = os.sysconf("SC_CLK_TCK")
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(c) for c in children.read_text().split()]
-    total = 0.0
-    for p in pids:
+    total, todo, seen = 0.0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:  # a child that just ended
+            for task in Path(f"/proc/{p}/task").iterdir():  # children of every thread
+                with contextlib.suppress(FileNotFoundError):
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:  # a process that just ended
             continue
         total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime (fields 14 and 15 of stat)
     return total

@@ -11,9 +11,10 @@ the replay sent and what was rejected.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from clients.client import ApiError, TrajpredClient
+from clients.stream import Encoding
 from models.data import Track, load_tracks
 from models.windows import Perturbation, median_dt, perturb_observed
-from service.schemas import ABReport, Prediction
+from service.schemas import ABPredictResponse, ABReport, Prediction
 
 __all__ = ["Frame", "ReplayResult", "build_frames", "format_table", "plot_replay", "replay"]
 
@@ -127,10 +129,14 @@ def replay(
     pert: Perturbation | None = None,
     plot_agents: int = 4,
     progress: bool = True,
+    stream: bool = False,
+    encoding: Encoding = "json",
 ) -> ReplayResult:
     """Send every frame through ``/v1/ab/predict`` and fetch ``/v1/ab/report`` at the end.
 
     Args:
+        stream: send the frames over one WebSocket stream (``/v1/stream?route=ab``, ``encoding`` JSON or
+            MessagePack) instead of one HTTP request each: the same answers.
         speed: 1.0 = real time, 2.0 = twice as fast, None = as fast as the server answers.
         pert: stream degradation applied to each track before sending (seeded: reproducible).
         plot_agents: how many agents' tracks and predictions to keep for :func:`plot_replay`.
@@ -147,28 +153,36 @@ def replay(
             if o["agent_id"] in total_obs:
                 total_obs[o["agent_id"]] += 1
     result.predictions = {"ipnet": {}, "baseline": {}}
+    opened = contextlib.ExitStack()
+    ab_predict: Callable[[list[dict[str, Any]]], ABPredictResponse] = client.ab_predict
+    if stream:
+        ab_predict = opened.enter_context(client.stream("ab", encoding=encoding)).predict
     start = time.perf_counter()
     bar: Iterator[Frame] = tqdm(frames, desc="replay", unit="frame", disable=not progress, leave=False)
-    for fr in bar:
-        _sleep_until(start, fr.t, speed)
-        result.frames += 1
-        result.requests += 1
-        result.observations += len(fr.observations)
-        try:
-            answer = client.ab_predict(fr.observations)
-        except ApiError as e:
-            # a rejected request changes nothing on the server: count it and go on with the stream
-            result.rejected_requests += 1
-            result.rejected_observations += len(fr.observations)
-            code = e.code or f"http_{e.status}"
-            result.reject_codes[code] = result.reject_codes.get(code, 0) + 1
-            continue
-        for o in fr.observations:
-            if o["agent_id"] in watched:
-                seen[o["agent_id"]].append((o["timestamp"], o["x"], o["y"]))
-        for role, preds in (("ipnet", answer.predictions.ipnet), ("baseline", answer.predictions.baseline)):
-            for p in preds:
-                _keep_mid_track(result.predictions[role], p, seen, total_obs)
+    with opened:
+        for fr in bar:
+            _sleep_until(start, fr.t, speed)
+            result.frames += 1
+            result.requests += 1
+            result.observations += len(fr.observations)
+            try:
+                answer = ab_predict(fr.observations)
+            except ApiError as e:
+                # a rejected request changes nothing on the server: count it and go on with the stream
+                result.rejected_requests += 1
+                result.rejected_observations += len(fr.observations)
+                code = e.code or f"http_{e.status}"
+                result.reject_codes[code] = result.reject_codes.get(code, 0) + 1
+                continue
+            for o in fr.observations:
+                if o["agent_id"] in watched:
+                    seen[o["agent_id"]].append((o["timestamp"], o["x"], o["y"]))
+            for role, preds in (
+                ("ipnet", answer.predictions.ipnet),
+                ("baseline", answer.predictions.baseline),
+            ):
+                for p in preds:
+                    _keep_mid_track(result.predictions[role], p, seen, total_obs)
     result.elapsed_s = time.perf_counter() - start
     result.tracks = {
         a: (np.array([s[0] for s in v]), np.array([[s[1], s[2]] for s in v])) for a, v in seen.items()

@@ -40,8 +40,8 @@ SPANS: list[tuple[str, int, str, str | None, str]] = [
     ("encode state records", 2, "service.engine", None, "encode_batch"),
     ("engine: commit states to the store", 1, "service.store", "MemoryStore", "commit"),
     ("engine: answers (columnar Predictions)", 1, "service.engine", "Engine", "_answers"),
-    ("answer as JSON data (api._predictions)", 1, "service.api", None, "_predictions"),
-    ("JSON encoding (orjson)", 1, "service.api", None, "_json"),
+    ("answer as JSON data (answers._predictions)", 1, "service.answers", None, "_predictions"),
+    ("JSON encoding (orjson)", 1, "service.api", None, "encode"),
     ("accounting just after the answer (Engine.flush)", 1, "service.engine", "Engine", "flush"),
     ("metrics and scoring of one request", 2, "service.engine", "Engine", "_account_now"),
     ("online scoring: score earlier predictions", 3, "service.scoring", "OnlineScorer", "observe_many"),
@@ -133,7 +133,7 @@ async def profile(route: str, agents: int, requests: int) -> tuple[str, dict[str
         return acc[key] / requests * 1e3
 
     total = request_s / requests * 1e3
-    answer = ms("answer as JSON data (api._predictions)") + ms("JSON encoding (orjson)")
+    answer = ms("answer as JSON data (answers._predictions)") + ms("JSON encoding (orjson)")
     lines = [
         f"`{route}`, {agents}-agent frames, in-process ASGI, {requests} requests: {total:.2f} ms per request "
         f"(client call, wall clock). `PredictRequest.model_validate_json` of the body alone: {validate_ms:.2f} ms.",

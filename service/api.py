@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-import numpy as np
+import msgpack
 import orjson
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response, WebSocket
 from fastapi.routing import APIRoute
 
-from service.deps import ApiKeyDep, EngineDep, MetricsDep, MetricsKeyDep, RuntimeDep
-from service.engine import TIME_DECIMALS, Obs, Predictions
+from service.answers import MSGPACK, Encoding, encode, predict_payload
+from service.deps import AnswerEncodingDep, ApiKeyDep, EngineDep, MetricsDep, MetricsKeyDep, RuntimeDep
+from service.engine import Obs
 from service.errors import NotReady, ServiceError
-from service.jsontext import points_rows
 from service.schemas import (
     AGENT_ID_PATTERN,
     MAX_AGENT_ID_LENGTH,
-    POSITION_DECIMALS,
     ABPredictResponse,
     ABReport,
     AgentDeleted,
@@ -34,6 +32,7 @@ from service.schemas import (
     PredictResponse,
     Readiness,
 )
+from service.stream import STREAM_ROUTE, serve_stream
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -89,13 +88,34 @@ class _OrjsonRequest(Request):
         return self._json
 
 
+class _MsgpackRequest(Request):
+    """A request whose body is MessagePack (``Content-Type: application/msgpack``): decoded to the same
+    objects a JSON body gives, then validated exactly like one."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            try:
+                self._json = msgpack.unpackb(await self.body(), raw=False, strict_map_key=True)
+            except (ValueError, msgpack.UnpackException) as e:
+                # FastAPI reports a JSONDecodeError as a malformed body (400 malformed_json, field body)
+                raise json.JSONDecodeError(f"not valid MessagePack ({e})", "", 0) from None
+        return self._json
+
+
 class _OrjsonRoute(APIRoute):
-    """FastAPI's route with :class:`_OrjsonRequest` (FastAPI's documented custom-request pattern)."""
+    """FastAPI's route with :class:`_OrjsonRequest` (FastAPI's documented custom-request pattern), or
+    :class:`_MsgpackRequest` for a MessagePack body (announced to FastAPI as JSON, which it then is)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def route(request: Request) -> Response:
+            if request.headers.get("content-type", "").split(";", 1)[0].strip() == MSGPACK:
+                headers = [
+                    (k, b"application/json" if k == b"content-type" else v)
+                    for k, v in request.scope["headers"]
+                ]
+                return await handler(_MsgpackRequest({**request.scope, "headers": headers}, request.receive))
             return await handler(_OrjsonRequest(request.scope, request.receive))
 
         return route
@@ -103,96 +123,12 @@ class _OrjsonRoute(APIRoute):
 
 v1 = APIRouter(prefix="/v1", dependencies=[ApiKeyDep], route_class=_OrjsonRoute)
 ops = APIRouter()
+# the stream checks its key in the handshake itself (a WebSocket has no Request for the dependency)
+streams = APIRouter()
 
 
 def _observations(body: PredictRequest) -> list[Obs]:
     return [Obs(i, o.agent_id, o.timestamp, o.x, o.y, o.agent_type) for i, o in enumerate(body.observations)]
-
-
-_POINT_PARTS = (b'{"timestamp":', b',"x":', b',"y":', b"},", b"}")
-
-
-def _points_json(t: np.ndarray, x: np.ndarray, y: np.ndarray) -> list[orjson.Fragment]:
-    """Each row's trajectory as the JSON of a list of ``{"timestamp", "x", "y"}`` points, one fragment per row.
-
-    The compiled writer (``service.jsontext``) when every value is in its exact range, else this: orjson
-    writes every number of the batch in one call and the keys are spliced in by list slicing (C loops), so
-    no Python dict exists per point. Both are byte for byte what ``orjson.dumps`` gives for the list of
-    dicts (``tests/service/test_api.py`` and ``test_jsontext.py`` check it).
-    """
-    rows = points_rows(t, x, y, TIME_DECIMALS, POSITION_DECIMALS)
-    if rows is not None:
-        return [orjson.Fragment(r) for r in rows]
-    return _points_json_spliced(t, x, y)
-
-
-def _points_json_spliced(t: np.ndarray, x: np.ndarray, y: np.ndarray) -> list[orjson.Fragment]:
-    """:func:`_points_json` for any values (NaN as null, orjson's exponent notation): the slower way."""
-    a, k = t.shape
-    if a == 0 or k == 0:
-        return [orjson.Fragment(b"[]") for _ in range(a)]
-    n = a * k
-    nums = orjson.dumps(np.stack([t, x, y], axis=-1).ravel(), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(
-        b","
-    )
-    ts_key, x_key, y_key, close, last = _POINT_PARTS
-    parts: list[bytes] = [b""] * (7 * n)
-    parts[0::7] = [ts_key] * n
-    parts[1::7] = nums[0::3]
-    parts[2::7] = [x_key] * n
-    parts[3::7] = nums[1::3]
-    parts[4::7] = [y_key] * n
-    parts[5::7] = nums[2::3]
-    parts[6::7] = [close] * n
-    step = 7 * k
-    parts[step - 1 :: step] = [last] * a  # no comma after a row's last point
-    return [orjson.Fragment(b"[" + b"".join(parts[i * step : (i + 1) * step]) + b"]") for i in range(a)]
-
-
-def _predictions(p: Predictions, layout: Layout = "points") -> list[dict[str, Any]]:
-    """One model's answers as plain JSON data (the :class:`Prediction` schema), one dict per agent.
-
-    Built directly (not through pydantic) because a frame of a few hundred agents has thousands of points,
-    and from whole-batch conversions rather than per agent; ``tests/service`` validates answers against the
-    response schemas. Positions are rounded to 0.1 mm (far below any prediction error; full float64 digits
-    made the answer a third longer and slower to write and to parse).
-    """
-    dts = [None if math.isnan(d) else d for d in p.dt_s.tolist()]
-    heads = zip(
-        p.agent_ids,
-        p.timestamps.tolist(),
-        p.steps.tolist(),
-        p.new_track.tolist(),
-        dts,
-        p.agent_types,
-        strict=True,
-    )
-    ts = np.ascontiguousarray(p.trajectory_t, dtype=np.float64)
-    xs = np.round(p.trajectory_xy[..., 0], POSITION_DECIMALS)
-    ys = np.round(p.trajectory_xy[..., 1], POSITION_DECIMALS)
-    if layout == "columns":
-        # three numpy rows per agent, written by orjson directly
-        trajectories: Any = ({"timestamp": ts[i], "x": xs[i], "y": ys[i]} for i in range(len(p)))
-    else:
-        trajectories = _points_json(ts, xs, ys)
-    return [
-        {
-            "agent_id": agent,
-            "timestamp": stamp,
-            "steps": steps,
-            "new_track": new,
-            "dt_s": dt,
-            "agent_type": kind,
-            "trajectory": trajectory,
-        }
-        for (agent, stamp, steps, new, dt, kind), trajectory in zip(heads, trajectories, strict=True)
-    ]
-
-
-def _json(payload: dict[str, Any]) -> Response:
-    """Predict answers encoded with orjson (thousands of floats per frame: the stdlib encoder was a large
-    share of the request in ``scripts/profile_hot_path.py``); numpy rows of the columns layout as they are."""
-    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
 LayoutQuery = Annotated[
@@ -203,40 +139,45 @@ LayoutQuery = Annotated[
 ]
 
 
-async def _predict_one(engine: EngineDep, body: PredictRequest, role: str, layout: Layout) -> Response:
-    out = await engine.predict(_observations(body), [role])
-    p = engine.predictors[engine.roles[role]]
-    predictions = _predictions(out[role], layout)
-    return _json({"model": p.name, "model_version": p.version, "predictions": predictions})
+async def _predict(
+    engine: EngineDep, body: PredictRequest, roles: list[str], layout: Layout, encoding: Encoding
+) -> Response:
+    out = await engine.predict(_observations(body), roles)
+    payload = predict_payload(engine, out, roles, layout, encoding)
+    return Response(
+        encode(payload, encoding), media_type=MSGPACK if encoding == "msgpack" else "application/json"
+    )
 
 
 @v1.post("/predict", response_model=PredictResponse, responses=PREDICT_ERRORS, summary="IPNet prediction")
-async def predict(body: PredictRequest, engine: EngineDep, layout: LayoutQuery = "points") -> Response:
+async def predict(
+    body: PredictRequest, engine: EngineDep, encoding: AnswerEncodingDep, layout: LayoutQuery = "points"
+) -> Response:
     """Advance each agent's IPNet state by its observations; one prediction per agent."""
-    return await _predict_one(engine, body, "ipnet", layout)
+    return await _predict(engine, body, ["ipnet"], layout, encoding)
 
 
 @v1.post("/baseline/predict", response_model=PredictResponse, responses=PREDICT_ERRORS, summary="Baseline")
 async def baseline_predict(
-    body: PredictRequest, engine: EngineDep, layout: LayoutQuery = "points"
+    body: PredictRequest, engine: EngineDep, encoding: AnswerEncodingDep, layout: LayoutQuery = "points"
 ) -> Response:
     """The recurrent baseline (``TRAJPRED_BASELINE``) on its own state."""
-    return await _predict_one(engine, body, "baseline", layout)
+    return await _predict(engine, body, ["baseline"], layout, encoding)
 
 
 @v1.post("/ab/predict", response_model=ABPredictResponse, responses=PREDICT_ERRORS, summary="Shadow A/B")
-async def ab_predict(body: PredictRequest, engine: EngineDep, layout: LayoutQuery = "points") -> Response:
+async def ab_predict(
+    body: PredictRequest, engine: EngineDep, encoding: AnswerEncodingDep, layout: LayoutQuery = "points"
+) -> Response:
     """Both models advance their own state on the same observations; both predictions per agent."""
-    out = await engine.predict(_observations(body), ["ipnet", "baseline"])
-    refs = {
-        role: {
-            "model": engine.predictors[engine.roles[role]].name,
-            "model_version": engine.predictors[engine.roles[role]].version,
-        }
-        for role in ("ipnet", "baseline")
-    }
-    predictions = {role: _predictions(out[role], layout) for role in ("ipnet", "baseline")}
-    return _json({"models": refs, "predictions": predictions})
+    return await _predict(engine, body, ["ipnet", "baseline"], layout, encoding)
+
+
+@streams.websocket(STREAM_ROUTE)
+async def stream(websocket: WebSocket) -> None:
+    """``/v1/stream?route=predict|baseline|ab&layout=points|columns``: one reply per message, in order
+    (``service.stream``)."""
+    await serve_stream(websocket)
 
 
 @v1.get("/ab/report", response_model=ABReport, responses=_errors(401, 422, 500, 503), summary="A/B report")

@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from models.kinematics import KinState
 from models.predictor import Predictor
 from service import snapshot
-from service.api import ops, v1
+from service.api import ops, streams, v1
 from service.deps import Runtime
 from service.engine import MAX_REPORTED_ISSUES, Engine
 from service.errors import (
@@ -45,6 +45,7 @@ from service.metrics import Metrics
 from service.settings import Settings
 from service.state import AgentState, StateDecodeError
 from service.store import MemoryStore, StateStore
+from service.stream import StreamHub
 
 log = logging.getLogger("service.app")
 
@@ -240,6 +241,7 @@ async def serving(app: FastAPI) -> AsyncIterator[None]:
         )
         yield
         runtime.stopping = True
+        app.state.streams.drain()  # streams still open (a server that does not drain them itself)
     finally:
         stop.set()
         if tasks:
@@ -572,8 +574,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.state.streams = StreamHub()
     app.include_router(v1)
     app.include_router(ops)
+    app.include_router(streams)
     # from the outside in: timing, the API key (from the headers, before a byte of the body is read), the
     # body (read whole, within its deadline, before a processing slot is taken: a client that sends its body
     # slowly holds a connection, never a slot), the processing slots

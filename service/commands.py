@@ -31,7 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from service.app import create_app
     from service.process import tune_allocator, tune_gc
-    from service.protocol import guarded_protocol
+    from service.protocol import draining_ws_protocol, guarded_protocol
     from service.settings import Settings
 
     settings = Settings()
@@ -72,5 +72,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop="uvloop",
         # uvicorn's httptools protocol with bounds on connections, headers and stalled writes
         http=protocol,
+        # WebSocket streams drain at a graceful shutdown (answer what they read, close with 1001)
+        ws=draining_ws_protocol(app.state.streams.drain),
+        ws_max_size=settings.max_body_bytes,
+        ws_per_message_deflate=settings.stream_compression,
     )
     return 0

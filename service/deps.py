@@ -14,6 +14,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from models.predictor import Predictor
+from service.answers import MSGPACK, Encoding
 from service.engine import Engine
 from service.errors import NotReady, Unauthorized
 from service.metrics import Metrics
@@ -77,6 +78,14 @@ async def get_metrics(runtime: RuntimeDep) -> Metrics:
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
+
+
+async def get_answer_encoding(request: Request) -> Encoding:
+    """MessagePack when the client accepts it (``Accept: application/msgpack``), else JSON."""
+    return "msgpack" if MSGPACK in request.headers.get("accept", "") else "json"
+
+
+AnswerEncodingDep = Annotated[Encoding, Depends(get_answer_encoding)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 

@@ -220,6 +220,13 @@ class Metrics:
             ["state"],
             registry=r,
         )
+        # the stream's bounds (TRAJPRED_STREAM_MAX_CONNECTIONS, TRAJPRED_STREAM_MAX_INFLIGHT) in use
+        self.streams_open = Gauge("trajpred_streams_open", "WebSocket streams open (/v1/stream)", registry=r)
+        self.stream_messages_inflight = Gauge(
+            "trajpred_stream_messages_inflight",
+            "stream messages read and not yet answered, over every open stream",
+            registry=r,
+        )
         self.connection_refusals = Counter(
             "trajpred_connection_refusals_total",
             "connections refused or closed before a request reached the app (service/protocol.py), by reason",

@@ -257,3 +257,19 @@ def guarded_protocol(
             "waiting": {},
         },
     )
+
+
+def draining_ws_protocol(drain: Callable[[], None]) -> type[Any]:
+    """The WebSocket protocol class for ``uvicorn.run(ws=...)``: at a graceful shutdown an open stream is
+    not cut with 1012 (uvicorn's default) but told to drain (``drain()``: it stops reading, answers what it
+    read and closes with 1001); uvicorn waits for the connection to close, up to its graceful timeout."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    class DrainingWebSocketsProtocol(WebSocketsSansIOProtocol):
+        def shutdown(self) -> None:
+            if self.handshake_complete and self.initial_response is None and not self.close_sent:
+                drain()
+                return
+            super().shutdown()
+
+    return DrainingWebSocketsProtocol

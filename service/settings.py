@@ -179,6 +179,20 @@ class Settings(BaseSettings):
         "up to the newest entry",
     )
 
+    # --- the stream (WebSocket /v1/stream) --------------------------------------------------------------
+    stream_max_inflight: int = Field(
+        default=4,
+        ge=1,
+        description="messages of one stream read and not yet answered; beyond this the server stops reading it",
+    )
+    stream_max_connections: int = Field(
+        default=64, ge=1, description="streams open at once; one more is closed with 1013 (try again later)"
+    )
+    stream_compression: bool = Field(
+        default=False,
+        description="offer permessage-deflate on streams: fewer bytes on the wire, at the server's CPU",
+    )
+
     # --- overload -------------------------------------------------------------------------------------
     max_concurrent_requests: int = Field(
         default=32, ge=1, description="/v1 requests processed at once; more wait in the queue"

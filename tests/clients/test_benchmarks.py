@@ -13,7 +13,10 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from clients.benchmarks import REPO, SIZES, Plan, _ratio_bound, bench_model_step
+from clients.peer_suite import OURS, bench_peers, render
 from clients.processes import cpu_seconds, stop_process
 
 
@@ -76,7 +79,7 @@ def test_hot_path_profile_reports_its_figures_and_the_ratio_bound_uses_them(tmp_
     assert f"{fig['total']:.2f} ms per request" in done.stdout
     assert 0 < fig["step"] < fig["engine: batched model step (all models)"] < fig["total"]
     assert fig["validate_body"] > 0 and 0 < fig["answer"] < fig["total"]
-    assert fig["answer"] == fig["answer as JSON data (api._predictions)"] + fig["JSON encoding (orjson)"]
+    assert fig["answer"] == fig["answer as JSON data (answers._predictions)"] + fig["JSON encoding (orjson)"]
 
     # ping 1 ms a cycle, step 0.5 ms, body 0.25 ms, answer 0.25 ms: 1 / 1.5 from the step, 1 / 2 with all
     results = {
@@ -88,3 +91,43 @@ def test_hot_path_profile_reports_its_figures_and_the_ratio_bound_uses_them(tmp_
     assert "at most 0.67 of ping" in text and "then at most 0.50" in text
     del results["profile_figures"]
     assert "then at most" not in _ratio_bound(results)
+
+
+def test_cpu_seconds_counts_grandchildren() -> None:
+    # a serving system's workers are often grandchildren (Ray: driver -> raylet -> workers)
+    burner = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass\ntime.sleep(60)"
+    middle = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burner!r}])"
+    top = subprocess.Popen(
+        [sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {middle!r}])"],
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while cpu_seconds(top.pid) < 0.5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert 0.5 <= cpu_seconds(top.pid) < 2.0
+    finally:
+        os.killpg(top.pid, signal.SIGKILL)
+        top.wait(10)
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_transports_are_measured_and_missing_peers_are_named(tmp_path: Path, weights: Path) -> None:
+    from clients.benchmarks import serve_process
+
+    with serve_process({"TRAJPRED_WEIGHTS_DIR": str(weights)}, tmp_path / "serve.log") as (url, pid):
+        results = bench_peers(url, pid, weights / "gru.pt", tmp_path / "no-peers", False, 1, 0.3, tmp_path)
+    for agents in ("100", "1000"):
+        rows = results["ours"][agents]
+        assert set(rows) == {key for key, *_ in OURS}
+        for key, r in rows.items():
+            assert r["ok"] > 0 and r["errors"] == 0 and r["server_cpu_ms"] > 0, key
+            assert r["mode"].endswith(
+                ("stream, json", "stream, msgpack") if "stream" in key else ("http, json", "http, msgpack")
+            )
+    assert set(results["peers"]) == {"mlserver", "ray", "litserve", "pytriton"}
+    text = "\n".join(render(results, tmp_path / "no-peers"))
+    for block in results["peers"].values():
+        assert block["install"].startswith("no virtualenv") and block["install"] in text
+    assert "ipnet-traj, stream, columns, MessagePack" in text

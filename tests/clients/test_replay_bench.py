@@ -182,7 +182,7 @@ def test_bench_cli_open_loop_reports(server: tuple[Server, int]):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
-    assert r["mode"] == "open loop 10 Hz" and r["requests"] == 20 and r["errors"] == 0
+    assert r["mode"] == "open loop 10 Hz, http, json" and r["requests"] == 20 and r["errors"] == 0
     assert r["ok"] == 20 and 5 < r["requests_per_s"] <= 11
     assert (
         set(r["latency_ms"]) >= {"p50", "p95", "p99"} and 0 < r["latency_ms"]["p50"] <= r["latency_ms"]["p99"]
@@ -209,3 +209,60 @@ def test_bench_closed_loop_counts_errors(server: tuple[Server, int]):
     )
     assert bad.requests == 3 and bad.ok == 0 and bad.errors == 3
     assert bad.error_codes == {"too_many_observations": 3} and bad.latency_ms == {}
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+def test_bench_over_streams_in_both_encodings(server: tuple[Server, int], encoding: str):
+    srv, _ = server
+    closed = asyncio.run(
+        run_bench_async(
+            BenchConfig(
+                server=srv.url, route="ab", agents=5, rate_hz=None, concurrency=2, duration_s=1.0,
+                stream=True, encoding=encoding,
+            )
+        )
+    )  # fmt: skip
+    assert closed.mode == f"closed loop, stream, {encoding}"
+    assert closed.errors == 0 and closed.ok == closed.requests > 2
+    # the server timed every message on its own histogram: the route of the stream
+    assert closed.extra["server"]["requests"] == closed.requests
+    opened = asyncio.run(
+        run_bench_async(
+            BenchConfig(
+                server=srv.url, route="predict", agents=10, rate_hz=20, duration_s=1.0, stream=True,
+                encoding=encoding, layout="columns",
+            )
+        )
+    )  # fmt: skip
+    assert opened.requests == 20 and opened.ok == 20 and opened.latency_ms["p50"] > 0
+    # a rejected frame is an error reply on the open stream: counted by its code, the stream goes on
+    bad = asyncio.run(
+        run_bench_async(
+            BenchConfig(
+                server=srv.url, route="predict", agents=10_001, rate_hz=10, duration_s=0.3, stream=True,
+                encoding=encoding,
+            )
+        )
+    )  # fmt: skip
+    assert bad.requests == 3 and bad.error_codes == {"too_many_observations": 3}
+
+
+def test_replay_over_a_stream_gives_the_report(server: tuple[Server, int], small_csv: Path, tmp_path: Path):
+    srv, _ = server
+    # the same tracks under new ids: new agents on this server
+    renamed = tmp_path / "renamed.csv"
+    rows = list(csv.reader(small_csv.open()))
+    with renamed.open("w", newline="") as fh:
+        csv.writer(fh).writerows([rows[0], *([r[0], "streamed-" + r[1], *r[2:]] for r in rows[1:])])
+    with TrajpredClient(srv.url) as c:
+        before = c.ab_report().models["ipnet"].n
+    out = _run(
+        "replay", str(renamed), "--server", srv.url, "--stream", "--encoding", "msgpack", "--no-progress",
+        "--speed", "max",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr + srv.log()
+    assert "rejected: 0 requests" in out.stdout
+    n_obs = len(rows) - 1
+    assert re.search(rf"sent: {n_obs} observations in \d+ requests", out.stdout), out.stdout
+    with TrajpredClient(srv.url) as c:
+        assert c.ab_report().models["ipnet"].n > before  # its predictions were scored

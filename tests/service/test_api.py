@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from models.pipeline import load_predictors
-from service.api import _points_json, _points_json_spliced
+from service.answers import _points_json, _points_json_spliced
 from service.schemas import ABPredictResponse, AgentSummary, PredictResponse, TrajectoryColumns
 from tests.service.helpers import metric, obs
 from tests.support import Replay

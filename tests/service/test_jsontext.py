@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from service import jsontext
-from service.api import _points_json
+from service.answers import _points_json
 from service.jsontext import points_rows
 
 

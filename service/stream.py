@@ -1,0 +1,268 @@
+"""``WebSocket /v1/stream``: one long-lived connection per client, one reply per message, in order.
+
+``/v1/stream?route=predict|baseline|ab[&layout=points|columns]``. Each client message is the body of the
+HTTP route (``{"observations": [...]}``) and gets exactly one reply, in order: that route's answer, or its
+error body ``{"error": {...}}`` (a rejected message changes no state; the stream stays open). Text messages
+carry JSON and are answered in JSON; binary messages carry MessagePack and are answered in MessagePack.
+Validation, state, scoring, metrics and limits are those of the HTTP routes (the same data plane).
+
+Back-pressure: a connection has at most ``TRAJPRED_STREAM_MAX_INFLIGHT`` messages read and not yet answered;
+beyond that the server stops reading it (the client's sends then wait on TCP). Close codes:
+
+- 1008 (policy): no valid ``X-API-Key`` in the handshake when keys are set (the handshake is refused: the
+  close comes before the accept, which an ASGI server answers with HTTP 403), or an unknown
+  ``route``/``layout`` (after the handshake, with the reason);
+- 1009 (too big): a message larger than ``TRAJPRED_MAX_BODY_BYTES``;
+- 1013 (try again later): the server is starting, or has ``TRAJPRED_STREAM_MAX_CONNECTIONS`` streams open;
+- 1001 (going away): graceful shutdown, after every message already read has been answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import orjson
+from fastapi import WebSocket
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.websockets import WebSocketDisconnect
+
+from service.answers import Encoding, encode, predict_payload
+from service.engine import Obs
+from service.errors import MalformedRequest, ServiceError
+from service.schemas import PredictRequest
+from service.settings import Settings
+
+log = logging.getLogger("service.stream")
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_LATER = 1013
+ROUTES = {"predict": ["ipnet"], "baseline": ["baseline"], "ab": ["ipnet", "baseline"]}
+STREAM_ROUTE = "/v1/stream"
+
+
+@dataclass
+class _Message:
+    data: bytes | str
+    encoding: Encoding
+
+
+class StreamHub:
+    """The app's open streams: their count (bounded) and the shutdown signal they drain on."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.draining = asyncio.Event()
+
+    def drain(self) -> None:
+        """Graceful shutdown: every stream stops reading, answers what it read, and closes with 1001."""
+        self.draining.set()
+
+
+def _key_ok(websocket: WebSocket, keys: frozenset[str]) -> bool:
+    if not keys:
+        return True
+    given = websocket.headers.get("x-api-key")
+    ok = False
+    for k in keys:  # every key compared, as ApiKeyMiddleware does
+        ok |= given is not None and secrets.compare_digest(given.encode(), k.encode())
+    return ok
+
+
+async def serve_stream(websocket: WebSocket) -> None:
+    """The whole life of one stream (see the module docstring)."""
+    app = websocket.app
+    runtime = getattr(app.state, "runtime", None)
+    settings: Settings = app.state.settings
+    hub: StreamHub = app.state.streams
+    if not _key_ok(websocket, settings.api_key_set):
+        if runtime is not None:
+            runtime.metrics.rejected.labels(reason="unauthorized").inc()
+        # closed before it is accepted: the handshake is refused (an ASGI server answers it with HTTP 403)
+        await websocket.close(code=CLOSE_POLICY, reason="missing or invalid X-API-Key header")
+        return
+    # every other refusal is told after the handshake, so that the client reads its close code and reason
+    # (a close before accept reaches the client as a bare HTTP 403)
+    refusal = _refusal(websocket, runtime, hub)
+    await websocket.accept()
+    if refusal is not None:
+        code, reason, error_code = refusal
+        if runtime is not None:
+            counter = runtime.metrics.rejected if code == CLOSE_POLICY else runtime.metrics.server_errors
+            counter.labels(reason=error_code).inc()
+        await websocket.close(code=code, reason=reason)
+        return
+    assert runtime is not None  # a refusal otherwise
+    hub.open += 1
+    runtime.metrics.streams_open.set(hub.open)
+    try:
+        route = websocket.query_params.get("route", "predict")
+        layout = websocket.query_params.get("layout", "points")
+        await _Session(websocket, runtime, hub, ROUTES[route], layout).run()
+    finally:
+        hub.open -= 1
+        runtime.metrics.streams_open.set(hub.open)
+
+
+def _refusal(websocket: WebSocket, runtime: Any, hub: StreamHub) -> tuple[int, str, str] | None:
+    """Why this stream is refused after its handshake (close code, reason, the error code counted as the
+    HTTP routes count it), or None."""
+    route = websocket.query_params.get("route", "predict")
+    layout = websocket.query_params.get("layout", "points")
+    if route not in ROUTES:
+        return CLOSE_POLICY, f"route: {route!r} is not one of predict, baseline, ab", "invalid_request"
+    if layout not in ("points", "columns"):
+        return CLOSE_POLICY, f"layout: {layout!r} is not one of points, columns", "invalid_request"
+    if runtime is None or runtime.stopping or hub.draining.is_set():
+        return CLOSE_TRY_LATER, "the service is starting or stopping", "not_ready"
+    if hub.open >= runtime.settings.stream_max_connections:
+        reason = f"{hub.open} streams open: the maximum (TRAJPRED_STREAM_MAX_CONNECTIONS)"
+        return CLOSE_TRY_LATER, reason, "overloaded"
+    return None
+
+
+class _Session:
+    """One accepted stream: a reader that takes messages while fewer than ``stream_max_inflight`` are
+    unanswered, and a worker that answers them one at a time, in order."""
+
+    def __init__(
+        self, websocket: WebSocket, runtime: Any, hub: StreamHub, roles: list[str], layout: Any
+    ) -> None:
+        self.ws = websocket
+        self.runtime = runtime
+        self.hub = hub
+        self.roles = roles
+        self.layout = layout
+        self.max_bytes = runtime.settings.max_body_bytes
+        # a message holds a credit from before it is read until its answer is sent: with none left the
+        # reader does not read, and the client's sends wait on TCP (back-pressure)
+        self.credits = asyncio.Semaphore(runtime.settings.stream_max_inflight)
+        self.inbox: asyncio.Queue[_Message | None] = asyncio.Queue()
+        self.close_code: int | None = CLOSE_GOING_AWAY
+        self.close_reason = ""
+
+    async def run(self) -> None:
+        reader = asyncio.create_task(self._read())
+        drained = asyncio.create_task(self.hub.draining.wait())
+        worker = asyncio.create_task(self._answer())
+        try:
+            done, _ = await asyncio.wait({reader, drained}, return_when=asyncio.FIRST_COMPLETED)
+            if drained in done and not reader.done():
+                # shutting down: read nothing more, answer what was read
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+                self.close_reason = "the server is shutting down"
+            await worker
+        finally:
+            for task in (reader, drained, worker):
+                task.cancel()
+            # read and never answered (the client left): no longer in flight
+            while not self.inbox.empty():
+                if self.inbox.get_nowait() is not None:
+                    self.runtime.metrics.stream_messages_inflight.dec()
+        if self.close_code is not None:
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                await self.ws.close(code=self.close_code, reason=self.close_reason)
+
+    async def _read(self) -> None:
+        gauge = self.runtime.metrics.stream_messages_inflight
+        try:
+            while True:
+                await self.credits.acquire()
+                try:
+                    message = await self.ws.receive()
+                except BaseException:
+                    self.credits.release()
+                    raise
+                if message["type"] == "websocket.disconnect":
+                    self.close_code = None  # the client closed: nothing to send
+                    self.credits.release()
+                    break
+                data: bytes | str | None = message.get("bytes")
+                encoding: Encoding = "msgpack"
+                if data is None:
+                    data, encoding = message.get("text") or "", "json"
+                if len(data) > self.max_bytes:
+                    self.close_code = CLOSE_TOO_BIG
+                    self.close_reason = (
+                        f"message larger than {self.max_bytes} bytes (TRAJPRED_MAX_BODY_BYTES)"
+                    )
+                    self.runtime.metrics.rejected.labels(reason="payload_too_large").inc()
+                    self.credits.release()
+                    break
+                gauge.inc()
+                self.inbox.put_nowait(_Message(data, encoding))
+        finally:
+            self.inbox.put_nowait(None)  # the worker answers what was read, then ends
+
+    async def _answer(self) -> None:
+        gauge = self.runtime.metrics.stream_messages_inflight
+        while True:
+            msg = await self.inbox.get()
+            if msg is None:
+                return
+            try:
+                reply = await self._reply(msg)
+                if msg.encoding == "msgpack":
+                    await self.ws.send_bytes(reply)
+                else:
+                    await self.ws.send_text(reply.decode())
+                self.runtime.engine.answer_sent()  # as the HTTP routes do once their answer is handed over
+            except (WebSocketDisconnect, RuntimeError):
+                self.close_code = None  # the client is gone
+                return
+            finally:
+                gauge.dec()
+                self.credits.release()
+
+    async def _reply(self, msg: _Message) -> bytes:
+        metrics = self.runtime.metrics
+        start = time.perf_counter()
+        try:
+            body = _decode(msg)
+            try:
+                request = PredictRequest.model_validate(body)
+            except ValidationError as e:
+                # the HTTP routes' mapping of the same errors (service.app imports this module: imported here)
+                from service.app import from_validation_error
+
+                raise from_validation_error(RequestValidationError(e.errors())) from None
+            observations = [
+                Obs(i, o.agent_id, o.timestamp, o.x, o.y, o.agent_type)
+                for i, o in enumerate(request.observations)
+            ]
+            engine = self.runtime.engine
+            out = await engine.predict(observations, self.roles)
+            payload = predict_payload(engine, out, self.roles, self.layout, msg.encoding)
+        except ServiceError as err:
+            counter = metrics.rejected if err.status < 500 else metrics.server_errors
+            counter.labels(reason=err.code).inc()
+            payload = {"error": err.to_dict()}
+        except Exception:
+            log.exception("unhandled error on a stream message")
+            internal = ServiceError("internal error")
+            metrics.server_errors.labels(reason=internal.code).inc()
+            payload = {"error": internal.to_dict()}
+        finally:
+            metrics.request_duration.labels(route=STREAM_ROUTE).observe(time.perf_counter() - start)
+        return encode(payload, msg.encoding)
+
+
+def _decode(msg: _Message) -> Any:
+    try:
+        if msg.encoding == "msgpack":
+            return msgpack.unpackb(msg.data, raw=False, strict_map_key=True)
+        return orjson.loads(msg.data)
+    except (ValueError, msgpack.UnpackException) as e:  # orjson's errors are ValueErrors
+        kind = "MessagePack" if msg.encoding == "msgpack" else "JSON"
+        raise MalformedRequest(f"malformed {kind}: {e}", field="body") from None
