@@ -415,7 +415,7 @@ def _profile(plan: Plan, tmp: Path) -> tuple[str, dict[str, dict[str, float]]]:
 
 
 def _targets(results: dict[str, Any]) -> list[str]:
-    """One row per target of the issue, computed from this run's results."""
+    """One row per performance target, computed from this run's results."""
     routes: dict[str, dict[int, BenchResult]] = results["routes"]
     rows: list[tuple[str, str, bool]] = []
     ping = routes["ping"][100].requests_per_s
@@ -488,7 +488,7 @@ def render(results: dict[str, Any], command: str) -> str:
         results["lscpu"],
         "```",
         "",
-        "## Targets of issue 5",
+        "## Targets",
         "",
         "| target | measured | met |",
         "|---|---|---|",

@@ -345,7 +345,9 @@ def render(results: dict[str, Any], peers_dir: Path) -> list[str]:
     for name, block in results["peers"].items():
         lines.append(f"**{block['label']}** ({block['how']}): {block['install']}.")
         if "error" in block:
-            lines += ["", f"It did not run: `{block['error'][-400:]}`", ""]
+            # the last exception line of its log says why; the whole tail is in the JSON results
+            errors = [ln.strip() for ln in block["error"].splitlines() if "Error" in ln or "Exception" in ln]
+            lines += ["", f"It did not start: `{errors[-1] if errors else block['error'][-200:]}`", ""]
             continue
         if not any(str(a) in block for a in SIZES):
             lines.append("")

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -26,57 +27,67 @@ from service.errors import StoreUnavailable
 from service.state import VERSION_OFFSET, VERSION_SIZE
 from service.store import StateKey, StoreEvents, Write
 
-# KEYS: n state keys, then the index key of each, then the scoring log stream.
-# ARGV: n, ttl_ms, max_agents, then per key: expected version (8 bytes, "" = must be absent), record,
-#       agent id, state-key prefix of its model (for deleting evicted agents); then the scoring log entry
-#       ("" = none) and the log's retention in ms.
+# One atomic commit of a request's writes. Per-write values travel in a few blobs rather than as arguments
+# of their own: redis-py packs every argument in Python, and a 200-agent A/B frame had 2,400 of them.
+# KEYS: n state keys, then the index key of each of the m models written, then the scoring log stream.
+# ARGV: n, m, ttl_ms, max_agents;
+#       expected versions (n x VERSION_SIZE bytes, all zero = the key must be absent);
+#       records (concatenated) and their end offsets (n x uint32 LE);
+#       agent ids (concatenated) and their end offsets (n x uint32 LE);
+#       the model of each write (n bytes: 1..m);
+#       the scoring log entry ("" = none), the log's retention in ms;
+#       then the state-key prefix of each model (for deleting evicted agents).
 # Returns {0, i} on a version conflict at key i, else {1, idx1, ttl1, cap1, count1, idx2, ...}.
 _COMMIT_LUA = f"""
 local n = tonumber(ARGV[1])
-local ttl_ms = tonumber(ARGV[2])
-local max_agents = tonumber(ARGV[3])
+local m = tonumber(ARGV[2])
+local ttl_ms = tonumber(ARGV[3])
+local max_agents = tonumber(ARGV[4])
+local expected, records, record_ends = ARGV[5], ARGV[6], ARGV[7]
+local agents, agent_ends, models = ARGV[8], ARGV[9], ARGV[10]
+local absent = string.rep('\\0', {VERSION_SIZE})
 for i = 1, n do
-  local expected = ARGV[4 * i]
+  local want = string.sub(expected, (i - 1) * {VERSION_SIZE} + 1, i * {VERSION_SIZE})
   local cur = redis.call('GET', KEYS[i])
-  if expected == '' then
+  if want == absent then
     if cur then return {{0, i}} end
-  elseif (not cur) or string.sub(cur, {VERSION_OFFSET + 1}, {VERSION_OFFSET + VERSION_SIZE}) ~= expected then
+  elseif (not cur) or string.sub(cur, {VERSION_OFFSET + 1}, {VERSION_OFFSET + VERSION_SIZE}) ~= want then
     return {{0, i}}
   end
 end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local r0, a0 = 1, 1
 for i = 1, n do
-  redis.call('SET', KEYS[i], ARGV[4 * i + 1], 'PX', ttl_ms)
-  redis.call('ZADD', KEYS[n + i], now_ms, ARGV[4 * i + 2])
+  local r1 = struct.unpack('<I4', record_ends, 4 * i - 3)
+  local a1 = struct.unpack('<I4', agent_ends, 4 * i - 3)
+  redis.call('SET', KEYS[i], string.sub(records, r0, r1), 'PX', ttl_ms)
+  redis.call('ZADD', KEYS[n + string.byte(models, i)], now_ms, string.sub(agents, a0, a1))
+  r0, a0 = r1 + 1, a1 + 1
 end
-local entry = ARGV[4 * n + 4]
+local entry = ARGV[11]
 if entry ~= '' then
-  local oldest = now_ms - tonumber(ARGV[4 * n + 5])
-  redis.call('XADD', KEYS[2 * n + 1], 'MINID', '~', tostring(oldest), '*', 'e', entry)
+  local oldest = now_ms - tonumber(ARGV[12])
+  redis.call('XADD', KEYS[n + m + 1], 'MINID', '~', tostring(oldest), '*', 'e', entry)
 end
 local out = {{1}}
-local seen = {{}}
-for i = 1, n do
-  local idx = KEYS[n + i]
-  if not seen[idx] then
-    seen[idx] = true
-    -- members whose state key Redis already expired
-    local expired = redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. (now_ms - ttl_ms))
-    local over = redis.call('ZCARD', idx) - max_agents
-    local evicted = 0
-    if over > 0 then
-      local popped = redis.call('ZPOPMIN', idx, over)
-      for j = 1, #popped, 2 do
-        redis.call('DEL', ARGV[4 * i + 3] .. popped[j])
-        evicted = evicted + 1
-      end
+for j = 1, m do
+  local idx = KEYS[n + j]
+  -- members whose state key Redis already expired
+  local expired = redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. (now_ms - ttl_ms))
+  local over = redis.call('ZCARD', idx) - max_agents
+  local evicted = 0
+  if over > 0 then
+    local popped = redis.call('ZPOPMIN', idx, over)
+    for k = 1, #popped, 2 do
+      redis.call('DEL', ARGV[12 + j] .. popped[k])
+      evicted = evicted + 1
     end
-    table.insert(out, idx)
-    table.insert(out, expired)
-    table.insert(out, evicted)
-    table.insert(out, redis.call('ZCARD', idx))
   end
+  table.insert(out, idx)
+  table.insert(out, expired)
+  table.insert(out, evicted)
+  table.insert(out, redis.call('ZCARD', idx))
 end
 return out
 """
@@ -186,13 +197,26 @@ class RedisStore:
     async def commit(self, writes: Sequence[Write], log_entry: bytes | None = None) -> bool:
         if not writes:
             return True
-        keys = [self.key(*w.key) for w in writes] + [self.index_key(w.key[0]) for w in writes]
-        keys.append(self.log_key)
-        args: list[Any] = [len(writes), self.ttl_ms, self.max_agents]
-        for w in writes:
-            expected = w.expected.to_bytes(VERSION_SIZE, "little") if w.expected else b""
-            args += [expected, w.record, w.key[1], self.state_prefix(w.key[0])]
-        args += [log_entry or b"", self.log_retention_ms]
+        models = list(dict.fromkeys(w.key[0] for w in writes))
+        slot = {model: j + 1 for j, model in enumerate(models)}
+        keys = [self.key(*w.key) for w in writes] + [self.index_key(m) for m in models] + [self.log_key]
+        records = [w.record for w in writes]
+        agents = [w.key[1].encode() for w in writes]
+        args: list[Any] = [
+            len(writes),
+            len(models),
+            self.ttl_ms,
+            self.max_agents,
+            b"".join(w.expected.to_bytes(VERSION_SIZE, "little") for w in writes),
+            b"".join(records),
+            np.cumsum([len(r) for r in records], dtype="<u4").tobytes(),
+            b"".join(agents),
+            np.cumsum([len(a) for a in agents], dtype="<u4").tobytes(),
+            bytes(slot[w.key[0]] for w in writes),
+            log_entry or b"",
+            self.log_retention_ms,
+            *(self.state_prefix(m) for m in models),
+        ]
         try:
             out = await self._commit(keys=keys, args=args)
         except RedisError as e:

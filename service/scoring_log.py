@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import struct
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+import orjson
 
 from service.errors import StoreUnavailable
 from service.scoring import OnlineScorer
@@ -105,7 +105,7 @@ class ScoringEntry:
             "dt": self.step_s,
             "m": models,
         }
-        head = json.dumps(header, separators=(",", ":")).encode()
+        head = orjson.dumps(header)
         obs = np.array([o[1:] for o in self.observations], dtype="<f8").reshape(-1, 3)
         anchors = np.column_stack([np.asarray(self.anchor_t, dtype="<f8"), self.anchor_xy]).astype("<f8")
         parts = [_HEADER_LEN.pack(len(head)), head, struct.pack("<I", len(horizons)), obs.tobytes()]
@@ -121,7 +121,7 @@ class ScoringEntry:
         try:
             (n_head,) = _HEADER_LEN.unpack_from(data, 0)
             at = _HEADER_LEN.size
-            header = json.loads(data[at : at + n_head])
+            header = orjson.loads(data[at : at + n_head])
             at += n_head
             if header.get("v") != FORMAT_VERSION:
                 raise EntryDecodeError(f"format version {header.get('v')!r}, expected {FORMAT_VERSION}")
