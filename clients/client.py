@@ -135,6 +135,11 @@ def _layout_params(layout: Layout) -> dict[str, str] | None:
     return None if layout == "points" else {"layout": layout}
 
 
+def _report_params(agent_type: str | None, interval: str | None) -> dict[str, str] | None:
+    params = {k: v for k, v in (("agent_type", agent_type), ("interval", interval)) if v}
+    return params or None
+
+
 def _parse(response: httpx.Response, model: type[M]) -> M:
     return model.model_validate_json(response.content)
 
@@ -274,10 +279,12 @@ class TrajpredClient(_Base):
             self.base_url, self._headers(), route, layout, encoding, self.timeout.connect or 10.0
         )
 
-    def ab_report(self, agent_type: str | None = None) -> ABReport:
-        """``GET /v1/ab/report``: ADE/FDE of both models on identical matured predictions."""
-        params = {"agent_type": agent_type} if agent_type else None
-        return _parse(self.request("GET", "/v1/ab/report", params=params), ABReport)
+    def ab_report(self, agent_type: str | None = None, interval: str | None = None) -> ABReport:
+        """``GET /v1/ab/report``: ADE/FDE of both models on identical matured predictions (``interval``: only
+        those made at one stream rate, ``10hz``, ``5hz``, ``2hz``, ``slower`` or ``unknown``)."""
+        return _parse(
+            self.request("GET", "/v1/ab/report", params=_report_params(agent_type, interval)), ABReport
+        )
 
     def agent(self, agent_id: str) -> AgentSummary:
         """``GET /v1/agents/{agent_id}``: every model's state summary (404 -> ApiError)."""
@@ -410,9 +417,9 @@ class AsyncTrajpredClient(_Base):
         url = stream_url(self.base_url, route, layout)
         return AsyncTrajpredStream(url, self._headers(), route, encoding, self.timeout.connect or 10.0)
 
-    async def ab_report(self, agent_type: str | None = None) -> ABReport:
+    async def ab_report(self, agent_type: str | None = None, interval: str | None = None) -> ABReport:
         """``GET /v1/ab/report``."""
-        params = {"agent_type": agent_type} if agent_type else None
+        params = _report_params(agent_type, interval)
         return _parse(await self.request("GET", "/v1/ab/report", params=params), ABReport)
 
     async def agent(self, agent_id: str) -> AgentSummary:

@@ -64,6 +64,8 @@ def test_every_route_answers_typed(make_client: MakeClient, replay: Replay):
     report = c.ab_report()
     assert isinstance(report, ABReport) and set(report.models) == {"ipnet", "baseline"}
     assert c.ab_report(agent_type="pedestrian").agent_type == "pedestrian"
+    both_filters = c.ab_report(agent_type="vehicle", interval="10hz")
+    assert (both_filters.agent_type, both_filters.interval) == ("vehicle", "10hz")
     m = parse_metrics(c.metrics())
     assert m['trajpred_tracked_agents{model="ipnet"}'] == len(_agents(replay, 0) | _agents(replay, 1)) - 1
     assert retries == []  # nothing here is retryable
