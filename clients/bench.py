@@ -72,6 +72,7 @@ class BenchConfig:
     layout: str = "points"  # predict routes: "columns" asks for the compact trajectory layout
     encoding: str = "json"  # "msgpack": requests and answers in MessagePack
     stream: bool = False  # frames over WebSocket streams (/v1/stream), one per sender, not HTTP requests
+    wait_s: float = 30.0  # how long to wait for the server's /readyz before the run
 
 
 @dataclass
@@ -477,7 +478,7 @@ async def run_bench_async(cfg: BenchConfig, http: httpx.AsyncClient | None = Non
         http=http,
         max_connections=max(cfg.concurrency, 8) * 2,
     ) as client:
-        await client.wait_ready(30.0)
+        await client.wait_ready(cfg.wait_s)
         rss0, tracked0 = await server_memory(client)
         timing0 = server_timing(parse_metrics(await client.metrics()), timed_path)
         tally = _Tally()

@@ -32,7 +32,14 @@ from models.data import AGENT_TYPES
 from models.energy import EnergyMeter
 from models.kinematics import TYPE_INDEX, KinState
 from models.predictor import Predictor
-from service.errors import AnswerTooLarge, Conflict, InvalidRequest, NotFound, StaleObservation
+from service.errors import (
+    MAX_REPORTED_ISSUES,
+    AnswerTooLarge,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    StaleObservation,
+)
 from service.metrics import Metrics
 from service.scoring import OnlineScorer
 from service.scoring_log import LogFollower, ScoringEntry, SharedLog, frame_entry
@@ -44,7 +51,6 @@ log = logging.getLogger("service.engine")
 
 #: every model kind whose state an agent may hold (DELETE frees them all, even of a former baseline)
 ALL_MODEL_KINDS = ("ipnet", *BASELINE_NAMES)
-MAX_REPORTED_ISSUES = 20
 #: how long after an answer its accounting waits when requests are sparse: long enough for the client to have
 #: read the answer (on 100-agent frames at 10 Hz, 0 s instead put the p99 about 0.8 ms higher: 9.0-9.7 ms
 #: against 7.9-8.5 ms in three A/B rounds; the client and the server share the machine's cores). Requests that

@@ -7,7 +7,11 @@ index of the observation.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+#: issues named in one error answer (``details``); a request may have many more
+MAX_REPORTED_ISSUES = 20
 
 
 class ServiceError(Exception):
@@ -165,3 +169,65 @@ REJECTION_CODES = (
     "implausible_motion",
 )
 SERVER_ERROR_CODES = ("internal_error", "not_ready", "store_unavailable", "overloaded")
+
+
+# --- validation errors ---------------------------------------------------------------------------------
+_TYPE_CODES = {
+    "missing": "missing_field",
+    "extra_forbidden": "extra_field",
+    "finite_number": "not_finite",
+    "greater_than_equal": "out_of_range",
+    "greater_than": "out_of_range",
+    "less_than_equal": "out_of_range",
+    "less_than": "out_of_range",
+    "too_short": "empty_request",
+    "too_long": "too_many_observations",
+}
+
+
+def _code_for(err_type: str, field: str | None) -> str:
+    if err_type in _TYPE_CODES:
+        return _TYPE_CODES[err_type]
+    if err_type.startswith("string_") and field == "agent_id" and err_type != "string_type":
+        return "invalid_agent_id"
+    if err_type == "literal_error":
+        return "invalid_agent_type" if field == "agent_type" else "invalid_value"
+    if err_type.endswith("_type") or err_type.endswith("_parsing"):
+        return "invalid_type"
+    return "invalid_request"
+
+
+def from_validation_errors(errors: Sequence[Mapping[str, Any]]) -> ServiceError:
+    """Pydantic's errors (``ValidationError.errors()``, FastAPI's ``RequestValidationError.errors()``) -> one
+    :class:`ServiceError` naming field, index and reason: the HTTP routes and the stream map them alike."""
+    details: list[dict[str, Any]] = []
+    first: tuple[str, str | None, int | None] | None = None
+    for e in errors:
+        loc = list(e.get("loc", ()))
+        source = loc.pop(0) if loc and loc[0] in ("body", "query", "path", "header") else "body"
+        if e.get("type") == "json_invalid":
+            reason = (e.get("ctx") or {}).get("error", "invalid JSON")
+            pos = loc[0] if loc else "?"
+            return MalformedRequest(f"malformed JSON at character {pos}: {reason}", field="body")
+        index: int | None = None
+        if len(loc) >= 2 and loc[0] == "observations" and isinstance(loc[1], int):
+            index = loc[1]
+            field = ".".join(str(x) for x in loc[2:]) or "observations"
+        else:
+            field = ".".join(str(x) for x in loc) or source
+        msg = e.get("msg", "invalid")
+        where = f"observations[{index}].{field}" if index is not None else field
+        details.append({"field": field, "index": index, "message": f"{where}: {msg}"})
+        if first is None:
+            first = (e.get("type", ""), field, index)
+    assert first is not None
+    code = _code_for(first[0], first[1])
+    if code == "empty_request":
+        details[0]["message"] = "observations: at least one observation is required"
+    return InvalidRequest(
+        details[0]["message"],
+        field=first[1],
+        index=first[2],
+        code=code,
+        details=details[:MAX_REPORTED_ISSUES],
+    )

@@ -30,13 +30,12 @@ from typing import Any
 import msgpack
 import orjson
 from fastapi import WebSocket
-from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
 from service.answers import Encoding, encode, predict_payload
 from service.engine import Obs
-from service.errors import MalformedRequest, ServiceError
+from service.errors import MalformedRequest, ServiceError, from_validation_errors
 from service.schemas import PredictRequest
 from service.settings import Settings
 
@@ -233,10 +232,7 @@ class _Session:
             try:
                 request = PredictRequest.model_validate(body)
             except ValidationError as e:
-                # the HTTP routes' mapping of the same errors (service.app imports this module: imported here)
-                from service.app import from_validation_error
-
-                raise from_validation_error(RequestValidationError(e.errors())) from None
+                raise from_validation_errors(e.errors()) from None
             observations = [
                 Obs(i, o.agent_id, o.timestamp, o.x, o.y, o.agent_type)
                 for i, o in enumerate(request.observations)

@@ -72,3 +72,25 @@ def test_energy_command_gives_components_ratios_sweep_and_sources(data_root) -> 
         assert set(a) == {"value", "unit", "source"} and a["source"][:3] in ("[S]", "[D]", "[A]", "[M]"), name
     text = ipnet("energy", "--hold", "thermal")
     assert "2874" in text and "time_scale sweep" in text and "state hold between frames: thermal" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "says"),
+    [
+        (("evaluate", "--data", "README.md"), 2, "cannot detect data format"),
+        (("evaluate", "--data", "no/such/folder"), 2, "no/such/folder"),
+        (
+            ("bench", "--server", "http://127.0.0.1:9", "--duration", "1", "--wait", "1"),
+            1,
+            "not ready after 1.0 s",
+        ),
+        (("bench", "--server", "http://127.0.0.1:9", "--route", "ping", "--stream"), 2, "predict routes"),
+    ],
+)
+def test_a_failing_command_prints_one_error_line_and_its_status(args, status, says) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "service.cli", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == status, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], out.stderr
