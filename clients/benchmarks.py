@@ -25,7 +25,6 @@ import datetime as dt
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ import numpy as np
 from clients import peer_suite, scale_suite
 from clients.bench import BenchConfig, BenchResult, Fleet, run_bench_async, server_memory
 from clients.client import AsyncTrajpredClient, RetryPolicy
-from clients.processes import REDIS_NO_PERSISTENCE, start_redis, stop_process
+from clients.processes import free_port, redis_server, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = (1, 10, 100, 1000)
@@ -67,12 +66,6 @@ class Plan:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _sh(cmd: str) -> str:
     try:
         return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
@@ -90,7 +83,7 @@ def serve(env: dict[str, str], log: Path) -> Iterator[str]:
 @contextlib.contextmanager
 def serve_process(env: dict[str, str], log: Path) -> Iterator[tuple[str, int]]:
     """:func:`serve`, yielding the URL and the server's process id."""
-    port = _free_port()
+    port = free_port()
     full = {
         **os.environ,
         "TRAJPRED_LOG_LEVEL": "warning",
@@ -118,17 +111,6 @@ def serve_process(env: dict[str, str], log: Path) -> Iterator[tuple[str, int]]:
         yield url, proc.pid
     finally:
         stop_process(proc)
-
-
-@contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[tuple[str, int]]:
-    """A real redis-server on a free loopback port without persistence: (URL, port)."""
-    port = _free_port()
-    proc = start_redis(port, workdir, *REDIS_NO_PERSISTENCE)
-    try:
-        yield f"redis://127.0.0.1:{port}/0", port
-    finally:
-        stop_process(proc, 10)
 
 
 # --- 1 and 2: HTTP ------------------------------------------------------------------------------------
@@ -341,8 +323,8 @@ def bench_memory(weights_env: dict[str, str], plan: Plan, tmp: Path) -> dict[str
         out["memory"] = m
     import redis
 
-    with redis_server(tmp) as (rurl, port):
-        r = redis.Redis(host="127.0.0.1", port=port)
+    with redis_server(tmp) as rurl:
+        r = redis.Redis.from_url(rurl)
         env = {
             **weights_env,
             "TRAJPRED_MAX_AGENTS": cap,

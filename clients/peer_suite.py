@@ -25,7 +25,7 @@ import httpx
 import orjson
 
 from clients.bench import BenchConfig, Fleet, closed_loop_on_wire, run_bench_async
-from clients.processes import cpu_seconds, stop_process
+from clients.processes import cpu_seconds, free_port, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 #: what every peer's venv gets beside its server: what ``models.predictor`` imports (torch pinned to the
@@ -115,14 +115,6 @@ def ensure_venv(spec: PeerSpec, peers_dir: Path, install: bool) -> tuple[Path | 
     return python, "installed now"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def v2_body(fleet: Fleet, k: int) -> bytes:
     """The k-th frame as a V2 inference request: the same data and one ``orjson.dumps``, as ``Fleet.frame``."""
     t, x, y = fleet.positions(k)
@@ -165,7 +157,7 @@ def _wait_answering(url: str, path: str, body: bytes, proc: subprocess.Popen[byt
 def start_peer(spec: PeerSpec, python: Path, checkpoint: Path, tmp: Path) -> Iterator[RunningPeer]:
     """Start the peer's server (its venv's python, this repository on its path) and wait until it answers a
     frame; stop it (and its process tree) at the end."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
     log = tmp / f"{spec.name}.log"
     if spec.name == "mlserver":
@@ -173,8 +165,8 @@ def start_peer(spec: PeerSpec, python: Path, checkpoint: Path, tmp: Path) -> Ite
         (d / V2_MODEL).mkdir(parents=True, exist_ok=True)
         settings = {
             "http_port": port,
-            "grpc_port": _free_port(),
-            "metrics_port": _free_port(),
+            "grpc_port": free_port(),
+            "metrics_port": free_port(),
             "host": "127.0.0.1",
             "parallel_workers": 0,
         }
@@ -198,7 +190,7 @@ def start_peer(spec: PeerSpec, python: Path, checkpoint: Path, tmp: Path) -> Ite
             str(checkpoint),
         ]
         if spec.name == "pytriton":
-            cmd += ["--grpc-port", str(_free_port()), "--metrics-port", str(_free_port())]
+            cmd += ["--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
         cwd = REPO
     path = f"/v2/models/{V2_MODEL}/infer" if spec.protocol == "v2" else "/predict"
     body_of = v2_body if spec.protocol == "v2" else Fleet.frame

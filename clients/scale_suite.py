@@ -16,9 +16,8 @@ on the wire between perception and service and between service and Redis.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,29 +25,11 @@ import httpx
 import redis
 
 from clients.bench import BenchConfig, Fleet, run_bench_async
-from clients.processes import REDIS_NO_PERSISTENCE, cpu_seconds, start_redis, stop_process
+from clients.processes import cpu_seconds, redis_server
 
 FRAME_AGENTS = 200
 FLEET_UPDATES_PER_S = 1000 * 200 * 10
 SHARD_CPU_SHARE = 0.8
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _redis(workdir: Path) -> Iterator[str]:
-    port = _free_port()
-    proc = start_redis(port, workdir, *REDIS_NO_PERSISTENCE)
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        stop_process(proc, 10)
 
 
 def _redis_counters(url: str) -> dict[str, float]:
@@ -117,7 +98,7 @@ def bench_scale(
         )
         out["request_bytes_per_agent"] = len(Fleet(FRAME_AGENTS, "size-probe", 0.1).frame(0)) / FRAME_AGENTS
         out["answer_bytes_per_agent"] = _answer_bytes(url)
-    with _redis(tmp) as store:
+    with redis_server(tmp) as store:
         renv = {**env, "TRAJPRED_STORE": store}
         with (
             serve_process({**renv, "TRAJPRED_REDIS_KEY_PREFIX": "scale"}, tmp / "scale-r1.log") as (u1, p1),

@@ -190,19 +190,28 @@ def score_model(
 
 
 def evaluate_models(
-    tracks: list[Track], predictors: Mapping[str, Predictor | Sequence[Predictor]], proto: Protocol
+    tracks: list[Track],
+    predictors: Mapping[str, Predictor | Sequence[Predictor]],
+    proto: Protocol,
+    progress: bool = False,
 ) -> Evaluation:
-    """Every model (a predictor, or one per training seed) on the protocol's windows."""
+    """Every model (a predictor, or one per training seed) on the protocol's windows (``progress``: a bar on
+    stderr, one step per model)."""
+    from tqdm import tqdm
+
     windows = select_windows(tracks, proto)
     scenes = sorted({w.scene_id for w in windows})
     lookup = {s: i for i, s in enumerate(scenes)}
     scene_index = np.array([lookup[w.scene_id] for w in windows], dtype=np.int64)
-    scores = {
-        name: score_model(
+    scores = {}
+    bar = tqdm(
+        predictors.items(), desc=f"{len(windows)} windows", unit="model", disable=not progress, leave=False
+    )
+    for name, p in bar:
+        bar.set_postfix_str(name)
+        scores[name] = score_model(
             windows, [p] if isinstance(p, Predictor) else list(p), proto, scene_index, len(scenes)
         )
-        for name, p in predictors.items()
-    }
     return Evaluation(proto, windows, scenes, scene_index, scores)
 
 

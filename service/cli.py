@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated model names (models/catalog.py)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (on stderr)")
     _add_eval_args(p)
 
     p = sub.add_parser(
@@ -230,7 +231,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         moving_only=args.moving_only,
         perturbation=Perturbation(args.resample_hz, args.drop_rate, args.jitter_s, args.noise_m, args.seed),
     )
-    ev = evaluate_models(tracks, models, proto)
+    ev = evaluate_models(tracks, models, proto, progress=not args.no_progress)
     result = ev.to_dict()
     result["protocol"]["data"] = str(args.data)
     result["model_versions"] = {k: [p.version for p in ps] for k, ps in models.items()}

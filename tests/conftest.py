@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from clients.processes import redis_server
 from models.data import default_data_root
-from tests.support import AV2_LOG, Replay, redis_server, weights_dir
+from tests.support import AV2_LOG, Replay, weights_dir
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from clients.processes import REDIS_NO_PERSISTENCE, start_redis, stop_process
+from clients.processes import free_port, stop_process
 from models.checkpoint import WEIGHTS_DIR
 from models.data import Track, load_tracks
 
@@ -67,12 +66,6 @@ class Replay:
         return {"observations": self.frames[self.times[i]]}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait(check: Any, what: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -83,17 +76,6 @@ def _wait(check: Any, what: str, timeout_s: float, proc: subprocess.Popen[bytes]
                 return
         time.sleep(0.1)
     raise TimeoutError(f"{what} not ready after {timeout_s} s")
-
-
-@contextlib.contextmanager
-def redis_server(tmp: Path) -> Iterator[str]:
-    """A real redis-server on a free loopback port (no persistence); yields its URL."""
-    port = free_port()
-    proc = start_redis(port, tmp, *REDIS_NO_PERSISTENCE)
-    try:
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        stop_process(proc, 10)
 
 
 def ipnet_command() -> list[str]:

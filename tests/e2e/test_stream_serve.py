@@ -7,7 +7,6 @@ import asyncio
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,7 +15,7 @@ from websockets.exceptions import InvalidStatus
 from clients.client import ApiError, AsyncTrajpredClient, StreamClosed, TrajpredClient
 from clients.processes import REDIS_NO_PERSISTENCE, start_redis, stop_process
 from service.schemas import ABPredictResponse, PredictResponse
-from tests.support import Replay, Server, free_port, serve
+from tests.support import Replay, Server, _wait, free_port, serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -27,14 +26,6 @@ MAX_INFLIGHT = 2
 def _gauge(server: Server, name: str) -> float:
     text = server.client.get("/metrics").text
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
-
-
-def _until(check: Any, what: str, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_client_streams_in_both_encodings_and_needs_the_key(weights: Path, tmp_path: Path, replay: Replay):
@@ -85,7 +76,9 @@ def test_back_pressure_and_a_graceful_shutdown_answer_every_message_read(
             redis.send_signal(signal.SIGSTOP)
             for i in range(1, 7):
                 s.send(replay.body(i)["observations"])
-            _until(lambda: _gauge(server, "trajpred_stream_messages_inflight") == MAX_INFLIGHT, "the bound")
+            _wait(
+                lambda: _gauge(server, "trajpred_stream_messages_inflight") == MAX_INFLIGHT, "the bound", 15
+            )
             time.sleep(1.0)
             assert _gauge(server, "trajpred_stream_messages_inflight") == MAX_INFLIGHT  # reads nothing more
             redis.send_signal(signal.SIGCONT)
@@ -97,7 +90,9 @@ def test_back_pressure_and_a_graceful_shutdown_answer_every_message_read(
             redis.send_signal(signal.SIGSTOP)
             for i in range(7, 10):
                 s.send(replay.body(i)["observations"])
-            _until(lambda: _gauge(server, "trajpred_stream_messages_inflight") == MAX_INFLIGHT, "the bound")
+            _wait(
+                lambda: _gauge(server, "trajpred_stream_messages_inflight") == MAX_INFLIGHT, "the bound", 15
+            )
             server.proc.send_signal(signal.SIGTERM)
             time.sleep(1.0)
             redis.send_signal(signal.SIGCONT)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import redis
 
+from clients.processes import redis_server
 from service.app import create_app
 from service.metrics import Metrics
 from service.redis_store import RedisStore
@@ -21,7 +22,6 @@ from service.store import Write
 from tests.service.conftest import MakeClient
 from tests.service.helpers import metric, obs
 from tests.service.test_concurrency import _hammer
-from tests.support import redis_server
 
 
 def _prefix() -> str:

@@ -11,10 +11,11 @@ from typing import Any
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from clients.processes import redis_server
 from service import deps
 from tests.service.conftest import MakeClient
 from tests.service.helpers import obs
-from tests.support import REPO, redis_server
+from tests.support import REPO
 
 KEY = "k3y-correct-horse-battery"
 
