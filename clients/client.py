@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, ValidationError
 
 from clients.errors import ApiError
@@ -460,14 +461,11 @@ class AsyncTrajpredClient(_Base):
 
 
 def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text -> ``{"name{labels}": value}`` for the few gauges the tools read (no client library)."""
+    """Prometheus text (parsed by ``prometheus_client.parser``) -> ``{'name{label="value",...}': value}``, labels
+    in the order the exposition gives them."""
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        key, _, value = line.rpartition(" ")
-        try:
-            out[key] = float(value)
-        except ValueError:
-            continue
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sample.labels.items())
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = float(sample.value)
     return out

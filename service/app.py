@@ -40,6 +40,7 @@ from service.errors import (
     from_validation_errors,
 )
 from service.jsontext import available as json_writer_available
+from service.logs import RequestIdMiddleware
 from service.metrics import Metrics
 from service.settings import Settings
 from service.state import AgentState, StateDecodeError
@@ -517,7 +518,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v1)
     app.include_router(ops)
     app.include_router(streams)
-    # from the outside in: timing, the API key (from the headers, before a byte of the body is read), the
+    # from the outside in: the request id, timing, the API key (from the headers, before a byte of the body is read), the
     # body (read whole, within its deadline, before a processing slot is taken: a client that sends its body
     # slowly holds a connection, never a slot), the processing slots
     app.add_middleware(
@@ -532,4 +533,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_set)
     app.add_middleware(TimingMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer, refusals included, carries the id
     return app

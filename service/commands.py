@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.config
 from typing import Any
 
 
@@ -30,14 +31,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.logs import log_config
     from service.process import tune_allocator, tune_gc
     from service.protocol import draining_ws_protocol, guarded_protocol
     from service.settings import Settings
 
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs = log_config(settings.log_level, settings.log_format)
+    logging.config.dictConfig(logs)
     allocator = tune_allocator(settings.malloc_keep_mb)
     thresholds = tune_gc(settings.gc_gen0_threshold)
     logging.getLogger("service.process").info(
@@ -66,6 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=port,
         workers=1,
         log_level=settings.log_level,
+        log_config=logs,  # uvicorn's own lines in the same format, with the request id
         timeout_graceful_shutdown=30,
         access_log=settings.access_log,
         # named, not "auto": a missing dependency fails at start rather than silently serving slower

@@ -214,6 +214,11 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="log level of `ipnet serve`"
     )
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="`ipnet serve`: one JSON object per log line (time, level, logger, message, request_id), "
+        "or plain text",
+    )
     access_log: bool = Field(
         default=False,
         description="`ipnet serve`: one log line per request (uvicorn's access log). Off by default: request "

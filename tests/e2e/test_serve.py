@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import signal
 from pathlib import Path
 from typing import Any
@@ -129,20 +130,28 @@ def test_two_replicas_on_one_redis_match_one_server(
 
 
 def test_access_log_is_off_by_default_and_on_when_asked(weights: Path, tmp_path: Path):
-    # at log level info, where uvicorn would write its access line for every request
+    # at log level info, where uvicorn would write its access line for every request; JSON lines by default
     env = {"TRAJPRED_WEIGHTS_DIR": str(weights), "TRAJPRED_SNAPSHOT_PATH": "", "TRAJPRED_LOG_LEVEL": "info"}
     frame = {"observations": [{"agent_id": "log-0", "timestamp": 1.0, "x": 0.0, "y": 0.0}]}
     for access, log in (("", tmp_path / "default.log"), ("true", tmp_path / "on.log")):
         with serve({**env, "TRAJPRED_ACCESS_LOG": access} if access else env, log) as server:
-            _post(server, "/v1/predict", frame)
-            assert server.client.post("/v1/predict", json={"observations": []}).status_code == 422
-        text = log.read_text()
-        assert "Application startup complete" in text  # the server does log at this level
-        lines = [line for line in text.splitlines() if '"POST /v1/predict HTTP/1.1"' in line]
+            r = server.client.post("/v1/predict", json=frame, headers={"X-Request-ID": "req-ok"})
+            assert r.status_code == 200 and r.headers["x-request-id"] == "req-ok"
+            bad = server.client.post(
+                "/v1/predict", json={"observations": []}, headers={"X-Request-ID": "req-bad"}
+            )
+            assert bad.status_code == 422
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        assert any("Application startup complete" in x["message"] for x in lines)  # it logs at this level
+        assert all({"time", "level", "logger", "message"} <= set(x) for x in lines)
+        access_lines = [x for x in lines if '"POST /v1/predict HTTP/1.1"' in x["message"]]
         if access:
-            assert len(lines) == 2 and "200" in lines[0] and "422" in lines[1], text[-2000:]
+            assert [(x["request_id"], x["message"][-3:]) for x in access_lines] == [
+                ("req-ok", "200"),
+                ("req-bad", "422"),
+            ], access_lines
         else:
-            assert lines == [], lines
+            assert access_lines == [], access_lines
 
 
 def test_the_listener_opens_before_the_models_load_and_a_failed_startup_fails_liveness(
