@@ -34,6 +34,17 @@ def test_concurrent_updates_of_one_agent_are_all_kept(make_settings: Callable[..
 
     async def main() -> None:
         async with app.router.lifespan_context(app):
+            store = app.state.runtime.engine.store
+            real_load = store.load
+
+            async def load_then_yield(keys):  # type: ignore[no-untyped-def]
+                # the memory store answers without awaiting: yield here, as a network store would, so that
+                # racing requests do interleave between reading a state and committing its successor
+                records = await real_load(keys)
+                await asyncio.sleep(0.002)
+                return records
+
+            store.load = load_then_yield
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
                 ok, stale = await _hammer([c], "contended", 40, seed=1)
