@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from service.answers import MSGPACK, Encoding, encode, predict_payload
 from service.deps import AnswerEncodingDep, ApiKeyDep, EngineDep, MetricsDep, MetricsKeyDep, RuntimeDep
 from service.engine import Obs
-from service.errors import NotReady, ServiceError
+from service.errors import REJECTION_CODES, NotReady, ServiceError
 from service.schemas import (
     AGENT_ID_PATTERN,
     MAX_AGENT_ID_LENGTH,
@@ -48,7 +48,37 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         503: "not ready (starting, stopping), the state store is unavailable, or overloaded (queue full);"
         " Retry-After says when to retry",
     }
-    return {s: {"model": ErrorResponse, "description": text[s]} for s in statuses}
+    return {
+        s: {"model": ErrorResponse, "description": f"{text[s]} (`error.code`: {', '.join(_CODES[s])})"}
+        for s in statuses
+    }
+
+
+_NOT_422 = {
+    "malformed_json",
+    "unauthorized",
+    "not_found",
+    "body_timeout",
+    "stale_timestamp",
+    "write_conflict",
+    "payload_too_large",
+    "answer_too_large",
+    "route_not_found",
+    "method_not_allowed",
+    "http_error",
+}
+# every error code a status can carry (service/errors.py)
+_CODES: dict[int, list[str]] = {
+    400: ["malformed_json"],
+    401: ["unauthorized"],
+    404: ["not_found"],
+    408: ["body_timeout"],
+    409: ["stale_timestamp", "write_conflict"],
+    413: ["payload_too_large", "answer_too_large"],
+    422: [c for c in REJECTION_CODES if c not in _NOT_422],
+    500: ["internal_error"],
+    503: ["not_ready", "store_unavailable", "overloaded"],
+}
 
 
 PREDICT_ERRORS = _errors(400, 401, 408, 409, 413, 422, 500, 503)
@@ -149,7 +179,19 @@ async def _predict(
     )
 
 
-@v1.post("/predict", response_model=PredictResponse, responses=PREDICT_ERRORS, summary="IPNet prediction")
+_ANSWER = (
+    "one prediction per agent of the frame, from its newest observation (JSON, or MessagePack on request)"
+)
+
+
+@v1.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=PREDICT_ERRORS,
+    summary="IPNet prediction",
+    tags=["predict"],
+    response_description=_ANSWER,
+)
 async def predict(
     body: PredictRequest, engine: EngineDep, encoding: AnswerEncodingDep, layout: LayoutQuery = "points"
 ) -> Response:
@@ -157,7 +199,14 @@ async def predict(
     return await _predict(engine, body, ["ipnet"], layout, encoding)
 
 
-@v1.post("/baseline/predict", response_model=PredictResponse, responses=PREDICT_ERRORS, summary="Baseline")
+@v1.post(
+    "/baseline/predict",
+    response_model=PredictResponse,
+    responses=PREDICT_ERRORS,
+    summary="Baseline",
+    tags=["predict"],
+    response_description=_ANSWER,
+)
 async def baseline_predict(
     body: PredictRequest, engine: EngineDep, encoding: AnswerEncodingDep, layout: LayoutQuery = "points"
 ) -> Response:
@@ -165,7 +214,14 @@ async def baseline_predict(
     return await _predict(engine, body, ["baseline"], layout, encoding)
 
 
-@v1.post("/ab/predict", response_model=ABPredictResponse, responses=PREDICT_ERRORS, summary="Shadow A/B")
+@v1.post(
+    "/ab/predict",
+    response_model=ABPredictResponse,
+    responses=PREDICT_ERRORS,
+    summary="Shadow A/B",
+    tags=["predict"],
+    response_description="both models' predictions per agent, each model on its own state",
+)
 async def ab_predict(
     body: PredictRequest, engine: EngineDep, encoding: AnswerEncodingDep, layout: LayoutQuery = "points"
 ) -> Response:
@@ -180,7 +236,14 @@ async def stream(websocket: WebSocket) -> None:
     await serve_stream(websocket)
 
 
-@v1.get("/ab/report", response_model=ABReport, responses=_errors(401, 422, 500, 503), summary="A/B report")
+@v1.get(
+    "/ab/report",
+    response_model=ABReport,
+    responses=_errors(401, 422, 500, 503),
+    summary="A/B report",
+    tags=["report"],
+    response_description="the online comparison of both models on identical matured predictions",
+)
 async def ab_report(
     engine: EngineDep,
     agent_type: Annotated[AgentType | None, Query(description="only this agent type")] = None,
@@ -198,6 +261,8 @@ async def ab_report(
     response_model=AgentSummary,
     responses=_errors(401, 404, 422, 500, 503),
     summary="Agent state summary",
+    tags=["agents"],
+    response_description="every model's state of the agent",
 )
 async def agent_state(agent_id: AgentIdPath, engine: EngineDep) -> AgentSummary:
     """Steps, last timestamp, age and (IPNet) the neuron temperatures of every model's state."""
@@ -209,13 +274,21 @@ async def agent_state(agent_id: AgentIdPath, engine: EngineDep) -> AgentSummary:
     response_model=AgentDeleted,
     responses=_errors(401, 404, 422, 500, 503),
     summary="End of track",
+    tags=["agents"],
+    response_description="the models whose state of the agent was freed",
 )
 async def agent_delete(agent_id: AgentIdPath, engine: EngineDep) -> AgentDeleted:
     """Free the agent's state in every model."""
     return AgentDeleted(agent_id=agent_id, deleted=await engine.end_track(agent_id))
 
 
-@v1.post("/ping", responses=_errors(401, 408, 413, 500, 503), summary="Trivial route (benchmark ceiling)")
+@v1.post(
+    "/ping",
+    responses=_errors(401, 408, 413, 500, 503),
+    summary="Trivial route (benchmark ceiling)",
+    tags=["benchmark"],
+    response_description="the body's size in bytes",
+)
 async def ping(request: Request) -> dict[str, int]:
     """Read the body and answer its size: no parsing, no model, no state.
 
@@ -225,7 +298,9 @@ async def ping(request: Request) -> dict[str, int]:
     return {"bytes": len(await request.body())}
 
 
-@ops.get("/healthz", response_model=Health, responses=_errors(500, 503), summary="Liveness")
+@ops.get(
+    "/healthz", response_model=Health, responses=_errors(500, 503), summary="Liveness", tags=["operations"]
+)
 async def healthz(request: Request) -> Health:
     """The process answers; 503 once its startup has failed (restart it: it will never be ready)."""
     failed = getattr(request.app.state, "startup_error", None)
@@ -234,7 +309,9 @@ async def healthz(request: Request) -> Health:
     return Health(status="ok")
 
 
-@ops.get("/readyz", response_model=Readiness, responses=_errors(500, 503), summary="Readiness")
+@ops.get(
+    "/readyz", response_model=Readiness, responses=_errors(500, 503), summary="Readiness", tags=["operations"]
+)
 async def readyz(runtime: RuntimeDep) -> Readiness:
     """Ready once the models are loaded and warmed and the state store answers."""
     try:
@@ -257,6 +334,7 @@ async def readyz(runtime: RuntimeDep) -> Readiness:
         **_errors(500, 503),
     },
     summary="Prometheus metrics",
+    tags=["operations"],
     dependencies=[MetricsKeyDep],
 )
 async def metrics(m: MetricsDep, runtime: RuntimeDep) -> Response:

@@ -21,6 +21,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -505,7 +506,9 @@ def install_error_handlers(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new application; its lifespan loads the models and opens the store."""
     settings = settings or Settings()
-    app = FastAPI(
+    # FastAPI with /docs and /redoc served from the package's own copies of Swagger UI and ReDoc (under
+    # /static-offline-docs), not from a CDN: the docs work on a machine without the internet
+    app = FastAPIOffline(
         title="ipnet-traj",
         version="0.1.0",
         summary="Streaming trajectory prediction: IPNet (MTJ thermal memory) with a recurrent baseline, "

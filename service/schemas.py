@@ -56,7 +56,34 @@ class Observation(BaseModel):
 class PredictRequest(BaseModel):
     """A batch of observations; several per agent are applied in timestamp order."""
 
-    model_config = _STRICT
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        allow_inf_nan=False,
+        json_schema_extra={
+            "examples": [
+                {
+                    "observations": [
+                        {
+                            "agent_id": "veh-17",
+                            "timestamp": 1718000000.0,
+                            "x": 12.3,
+                            "y": -4.1,
+                            "agent_type": "vehicle",
+                        },
+                        {"agent_id": "veh-17", "timestamp": 1718000000.1, "x": 13.1, "y": -4.0},
+                        {
+                            "agent_id": "ped-3",
+                            "timestamp": 1718000000.1,
+                            "x": 2.0,
+                            "y": 7.5,
+                            "agent_type": "pedestrian",
+                        },
+                    ]
+                }
+            ]
+        },
+    )
 
     observations: list[Observation] = Field(min_length=1)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import orjson
 import pytest
@@ -292,3 +294,30 @@ def test_native_kernel_setting_picks_the_form_and_both_predict_alike(make_client
         for p, q in zip(pa, pb, strict=True):
             # float32 rounding apart (tests/models/test_native.py: within 1 mm), the answer rounded to 0.1 mm
             assert np.abs(_xy(p) - _xy(q)).max() <= 1.5e-3
+
+
+def test_the_docs_load_without_the_internet(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    scripts = re.findall(r'src="([^"]+)"', page.text) + re.findall(r'href="([^"]+\.css)"', page.text)
+    assert scripts and all(s.startswith("/") for s in scripts), scripts  # nothing from another host
+    for asset in scripts:
+        r = client.get(asset)
+        assert r.status_code == 200 and len(r.content) > 1000, asset
+    assert client.get("/redoc").status_code == 200
+
+
+def test_openapi_has_tags_examples_and_the_error_codes(client):
+    spec = client.get("/openapi.json").json()
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            assert op.get("tags"), (method, path)
+            assert op["responses"]["200"]["description"], (method, path)
+            for status, resp in op["responses"].items():
+                if "ErrorResponse" in str(resp):  # every error the service itself answers lists its codes
+                    assert "`error.code`:" in resp["description"], (method, path, status)
+    predict = spec["paths"]["/v1/predict"]["post"]
+    assert "stale_timestamp" in predict["responses"]["409"]["description"]
+    assert "implausible_motion" in predict["responses"]["422"]["description"]
+    (example,) = spec["components"]["schemas"]["PredictRequest"]["examples"]
+    assert client.post("/v1/predict", json=example).status_code == 200  # the documented example works
