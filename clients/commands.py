@@ -184,6 +184,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         except (httpx.HTTPError, TimeoutError, OSError, StreamClosed, InvalidHandshake) as e:
             print(f"error: {args.server}: {e}", file=sys.stderr)
             return 1
+    result.source = str(args.data)
     print(format_table(result))
     if args.json and result.report is not None:
         print(json.dumps(result.report.model_dump(), indent=2))

@@ -54,6 +54,10 @@ class ReplayResult:
     tracks: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     #: one prediction per model per plotted agent (made mid-track): model -> agent -> trajectory (n, 2)
     predictions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    #: the timestamp each plotted prediction was made at (its newest observation)
+    anchors: dict[str, float] = field(default_factory=dict)
+    #: what was replayed (a file or folder), for the plot's title
+    source: str = ""
 
 
 def perturb_track(tr: Track, pert: Perturbation, seed: int) -> Track:
@@ -182,7 +186,8 @@ def replay(
                 ("baseline", answer.predictions.baseline),
             ):
                 for p in preds:
-                    _keep_mid_track(result.predictions[role], p, seen, total_obs)
+                    if _keep_mid_track(result.predictions[role], p, seen, total_obs):
+                        result.anchors[p.agent_id] = p.timestamp
     result.elapsed_s = time.perf_counter() - start
     result.tracks = {
         a: (np.array([s[0] for s in v]), np.array([[s[1], s[2]] for s in v])) for a, v in seen.items()
@@ -196,12 +201,15 @@ def _keep_mid_track(
     p: Prediction,
     seen: dict[str, list[tuple[float, float, float]]],
     total_obs: dict[str, int],
-) -> None:
-    # the prediction made at the middle of the watched agent's track: enough history, future to compare
+) -> bool:
+    """Keep the prediction made at the middle of a watched agent's track (enough history, and a future to
+    compare with); True if this one was kept."""
     if p.agent_id not in total_obs or p.agent_id in store:
-        return
+        return False
     if len(seen[p.agent_id]) >= max(2, total_obs[p.agent_id] // 2):
         store[p.agent_id] = np.array([[x, y] for _, x, y in p.points()])
+        return True
+    return False
 
 
 def _fmt(v: float | None, spec: str = ".3f") -> str:
@@ -240,55 +248,104 @@ def format_table(result: ReplayResult) -> str:
     return "\n".join(lines)
 
 
+def _model_label(rep: ABReport | None, role: str) -> str:
+    if role == "ipnet":
+        return "IPNet"
+    name = rep.models[role].model if rep is not None and role in rep.models else role
+    return f"{name.upper()} baseline"
+
+
 def plot_replay(result: ReplayResult, out: Path) -> None:
-    """A PNG: watched agents' observed tracks with both models' predictions; error against horizon per model."""
+    """A PNG. Left: watched agents, each with its past track (solid), its future ground truth (dotted), the
+    point a prediction starts from (x) and both models' predictions from there. Right: the server's error
+    against horizon per model, with the number of scored predictions and the ADE's median and 90th percentile.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # no display: files only
     import matplotlib.pyplot as plt
 
-    fig, (ax_xy, ax_h) = plt.subplots(1, 2, figsize=(12, 5.5))
-    colors = {"ipnet": "tab:red", "baseline": "tab:blue"}
-    for i, (agent, (_, xy)) in enumerate(sorted(result.tracks.items())):
-        ax_xy.plot(xy[:, 0], xy[:, 1], "-", color="0.4", lw=1.2, label="observed" if i == 0 else None)
-        # baseline first and wider, so IPNet stays visible where the two nearly coincide
-        for role, style, lw in (("baseline", "-", 3.0), ("ipnet", "--", 1.5)):
+    rep = result.report
+    fig, (ax_xy, ax_h) = plt.subplots(1, 2, figsize=(13, 6))
+    # colour and line style both differ: the models stay apart in grey print and for colour-blind readers
+    styles = {"ipnet": ("tab:red", "-", "o"), "baseline": ("tab:blue", "--", "s")}
+    for i, (agent, (t, xy)) in enumerate(sorted(result.tracks.items())):
+        anchor = result.anchors.get(agent)
+        past = t <= anchor if anchor is not None else np.ones(len(t), dtype=bool)
+        first = i == 0
+        ax_xy.plot(
+            xy[past, 0],
+            xy[past, 1],
+            "-",
+            color="0.35",
+            lw=1.3,
+            label="track up to the prediction" if first else None,
+        )
+        if (~past).any():
+            future = np.concatenate([xy[past][-1:], xy[~past]])
+            ax_xy.plot(
+                future[:, 0],
+                future[:, 1],
+                ":",
+                color="black",
+                lw=1.5,
+                label="what happened next (ground truth)" if first else None,
+            )
+        if anchor is not None:
+            start = xy[past][-1]
+            ax_xy.plot(*start, "x", color="black", ms=8, mew=2, label="prediction starts" if first else None)
+        for role in ("baseline", "ipnet"):
             pred = result.predictions.get(role, {}).get(agent)
             if pred is not None:
+                color, line, marker = styles[role]
                 ax_xy.plot(
                     pred[:, 0],
                     pred[:, 1],
-                    style,
-                    color=colors[role],
-                    lw=lw,
-                    alpha=0.8,
-                    label=role if i == 0 else None,
+                    line,
+                    color=color,
+                    lw=2.0,
+                    marker=marker,
+                    ms=3,
+                    markevery=5,
+                    alpha=0.85,
+                    label=_model_label(rep, role) if first else None,
                 )
         ax_xy.annotate(agent[-8:], xy[0], fontsize=7, color="0.3")
-    ax_xy.set_title("observed tracks and predictions from mid-track")
+    ax_xy.set_title("tracks and one prediction per agent, made mid-track")
     ax_xy.set_xlabel("x (m)")
     ax_xy.set_ylabel("y (m)")
     ax_xy.set_aspect("equal", adjustable="datalim")
     ax_xy.legend(loc="best", fontsize=8)
-    rep = result.report
     if rep is not None:
         hs = sorted(rep.horizons_s, key=float)
         for role in ("ipnet", "baseline"):
             pts = [(float(h), getattr(rep.horizons_s[h], role)) for h in hs]
             pts = [(h, v) for h, v in pts if v is not None]
+            m = rep.models[role]
             if pts:
-                name = f"{role} ({rep.models[role].model})"
+                color, line, marker = styles[role]
+                spread = (
+                    f"; ADE median {m.ade_median_m:.2f}, p90 {m.ade_p90_m:.2f} m"
+                    if m.ade_median_m is not None and m.ade_p90_m is not None
+                    else ""
+                )
                 ax_h.plot(
-                    [0.0] + [p[0] for p in pts],
-                    [0.0] + [p[1] for p in pts],
-                    "o-",
-                    color=colors[role],
-                    label=name,
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    line,
+                    marker=marker,
+                    color=color,
+                    label=f"{_model_label(rep, role)} (n = {m.n}{spread})",
                 )
         red = "" if rep.ade_reduction is None else f"; ADE reduction {rep.ade_reduction:+.1%}"
-        ax_h.set_title(f"error vs horizon (/v1/ab/report{red})")
+        ax_h.set_title(f"mean error at each horizon (/v1/ab/report{red})")
+        versions = ", ".join(
+            f"{_model_label(rep, r)} {rep.models[r].model_version}" for r in ("ipnet", "baseline")
+        )
+        fig.suptitle(f"{result.source or 'replay'}: {versions}", fontsize=9)
     ax_h.set_xlabel("horizon (s)")
     ax_h.set_ylabel("mean displacement error (m)")
+    ax_h.set_ylim(bottom=0)
     ax_h.grid(alpha=0.3)
     ax_h.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
