@@ -2,11 +2,9 @@
 
 A 1,000-agent frame answers 30,000 points (3 s at 10 Hz). Written through Python objects (a bytes object
 per number, or a dict per point) that cost about 10 ms per frame, a third of the request; numpy cannot do
-better (a fixed-slot writer by table lookups was no faster: many passes over short columns; numbers in
-issue 5).
+better (a fixed-slot writer by table lookups was no faster: many passes over short columns).
 Here one C pass writes every row's text into one buffer. It replaced a numba loop of the same algorithm that
-took more than twice as long, timed side by side at 100 agents x 50 points (figures in the session-9
-closing note of issue 5).
+took more than twice as long, timed side by side at 100 agents x 50 points.
 
 The text is byte for byte what ``orjson.dumps`` gives for the list of ``{"timestamp", "x", "y"}`` dicts
 (``tests/service/test_jsontext.py`` checks it), because the numbers arrive rounded to a fixed number of
