@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from clients import peer_suite, scale_suite
+from clients import peer_suite, processes, scale_suite
 from clients.bench import BenchConfig, BenchResult, Fleet, run_bench_async, server_memory
 from clients.client import AsyncTrajpredClient, RetryPolicy
-from clients.processes import free_port, redis_server, stop_process
+from clients.processes import redis_server
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = (1, 10, 100, 1000)
@@ -83,34 +83,8 @@ def serve(env: dict[str, str], log: Path) -> Iterator[str]:
 @contextlib.contextmanager
 def serve_process(env: dict[str, str], log: Path) -> Iterator[tuple[str, int]]:
     """:func:`serve`, yielding the URL and the server's process id."""
-    port = free_port()
-    full = {
-        **os.environ,
-        "TRAJPRED_LOG_LEVEL": "warning",
-        "TRAJPRED_SNAPSHOT_PATH": "",
-        "OMP_NUM_THREADS": "1",
-    }
-    full.update(env)
-    full["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full.get("PYTHONPATH")]))
-    with log.open("ab") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO,
-            env=full,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-
-        async def ready() -> None:
-            async with AsyncTrajpredClient(url) as c:
-                await c.wait_ready(120.0)
-
-        asyncio.run(ready())
-        yield url, proc.pid
-    finally:
-        stop_process(proc)
+    with processes.serve(env, log) as server:
+        yield server.url, server.proc.pid
 
 
 # --- 1 and 2: HTTP ------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Child processes started and stopped the same way everywhere (benchmarks, soak script, tests)."""
+"""Child processes started and stopped the same way everywhere (benchmarks, soak script, tests): a real
+``ipnet serve``, a throwaway redis-server, and their CPU time."""
 
 from __future__ import annotations
 
@@ -8,9 +9,15 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
 
 #: redis-server options for a throwaway instance: nothing written to disk
 REDIS_NO_PERSISTENCE = ("--save", "", "--appendonly", "no")
@@ -109,3 +116,90 @@ def redis_server(workdir: Path) -> Iterator[str]:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         stop_process(proc, 10)
+
+
+def wait_until(
+    check: Callable[[], Any], what: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Poll ``check`` until it is true (its exceptions count as not yet); TimeoutError after ``timeout_s``,
+    RuntimeError at once if ``proc`` exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready")
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} not ready after {timeout_s} s")
+
+
+def ipnet_command() -> list[str]:
+    """The installed ``ipnet`` console script beside this interpreter, else ``python -m service.cli``."""
+    script = Path(sys.executable).parent / "ipnet"
+    if script.is_file():
+        return [str(script)]
+    found = shutil.which("ipnet")
+    return [found] if found else [sys.executable, "-m", "service.cli"]
+
+
+class ServeProcess:
+    """A real ``ipnet serve`` on a free loopback port, this checkout on its path, its output in ``log_path``.
+
+    ``env`` is added to this process's environment over quiet defaults (log level warning, one torch thread,
+    no snapshot file).
+    """
+
+    DEFAULTS: ClassVar[dict[str, str]] = {
+        "TRAJPRED_LOG_LEVEL": "warning",
+        "OMP_NUM_THREADS": "1",
+        "TRAJPRED_SNAPSHOT_PATH": "",
+    }
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        full_env = {**os.environ, **self.DEFAULTS, **env}
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))
+        self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop())
+        self.proc = subprocess.Popen(
+            [*ipnet_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=REPO,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def wait_ready(self, timeout_s: float = 120) -> ServeProcess:
+        """Wait for ``/readyz`` to answer 200 (RuntimeError if the process exits first)."""
+        wait_until(
+            lambda: self.client.get("/readyz").status_code == 200,
+            f"ipnet serve ({self.log()})",
+            timeout_s,
+            self.proc,
+        )
+        return self
+
+    def log(self) -> str:
+        """The end of its output."""
+        return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int:
+        """Send ``sig`` and wait: the exit code."""
+        self.client.close()
+        try:
+            return stop_process(self.proc, timeout_s, sig)
+        finally:
+            self._log.close()
+
+
+@contextlib.contextmanager
+def serve(env: dict[str, str], log_path: Path) -> Iterator[ServeProcess]:
+    """Start ``ipnet serve``, wait until it is ready, and stop it (SIGTERM) at the end."""
+    server = ServeProcess(env, log_path)
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()

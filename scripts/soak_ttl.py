@@ -11,16 +11,15 @@ have expired, whatever the total number of agents.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from clients.processes import free_port, stop_process
+from clients.processes import ServeProcess, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -49,37 +48,22 @@ def main() -> int:
     ap.add_argument("--report-every", type=int, default=5, help="cohorts between report lines")
     args = ap.parse_args()
 
-    proc = None
+    server = None
     url = args.url
     if url is None:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
         env = {
-            **os.environ,
             "TRAJPRED_STATE_TTL_S": str(args.ttl),
             "TRAJPRED_EVICTION_INTERVAL_S": str(max(args.ttl / 4, 0.1)),
-            "TRAJPRED_SNAPSHOT_PATH": "",
-            "TRAJPRED_LOG_LEVEL": "warning",
-            "PYTHONPATH": str(REPO),
         }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO,
-            env=env,
-        )
+        server = ServeProcess(env, Path(tempfile.gettempdir()) / "soak_ttl-serve.log")
+        url = server.url
     client = httpx.Client(base_url=url, timeout=120)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if client.get("/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or (proc is not None and proc.poll() is not None):
-                print("server not ready", file=sys.stderr)
-                return 1
-            time.sleep(0.2)
+        try:
+            wait_until(lambda: client.get("/readyz").status_code == 200, f"{url}", 120)
+        except (TimeoutError, RuntimeError) as e:
+            print(f"server not ready: {e}", file=sys.stderr)
+            return 1
         start = time.monotonic()
         g = _gauges(client)
         print(f"{'t_s':>7} {'agents':>8} {'tracked':>8} {'ttl_evicted*':>12} {'rss_mb':>8}")
@@ -122,8 +106,8 @@ def main() -> int:
         return 0
     finally:
         client.close()
-        if proc is not None:
-            stop_process(proc)
+        if server is not None:
+            server.stop()
 
 
 if __name__ == "__main__":

@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import httpx
 import pytest
 
-from clients.processes import free_port, stop_process
+from clients.processes import REPO as REPO
+from clients.processes import ServeProcess, wait_until
+from clients.processes import free_port as free_port  # the tests' imports of these stay as they were
+from clients.processes import ipnet_command as ipnet_command
+from clients.processes import stop_process as stop_process
 from models.checkpoint import WEIGHTS_DIR
 from models.data import Track, load_tracks
 
-REPO = Path(__file__).resolve().parent.parent
 #: a Pittsburgh AV2 sensor log: 93 tracks (55 vehicles, 38 pedestrians), 156 frames at 10 Hz
 AV2_LOG = "adcf7d18-0510-35b0-a2fa-b4cea13a6d76"
 
@@ -66,72 +63,18 @@ class Replay:
         return {"observations": self.frames[self.times[i]]}
 
 
-def _wait(check: Any, what: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready")
-        with contextlib.suppress(Exception):
-            if check():
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} not ready after {timeout_s} s")
+_wait = wait_until  # the tests' name for it
 
 
-def ipnet_command() -> list[str]:
-    """The installed ``ipnet`` console script beside this interpreter, else ``python -m service.cli``."""
-    script = Path(sys.executable).parent / "ipnet"
-    if script.is_file():
-        return [str(script)]
-    found = shutil.which("ipnet")
-    return [found] if found else [sys.executable, "-m", "service.cli"]
+class Server(ServeProcess):
+    """A real ``ipnet serve`` for a test: a fresh ``/metrics`` on every read (the tests read counters right
+    after their requests) unless the test asks otherwise."""
 
-
-class Server:
-    """A real ``ipnet serve`` process on a free loopback port."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        # a fresh /metrics on every read (the tests read counters right after requests) unless a test asks
-        full_env = {
-            **os.environ,
-            "TRAJPRED_LOG_LEVEL": "warning",
-            "OMP_NUM_THREADS": "1",
-            "TRAJPRED_METRICS_CACHE_S": "0",
-            **env,
-        }
-        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))
-        self._log = open(log_path, "ab")  # noqa: SIM115 (closed in stop())
-        self.proc = subprocess.Popen(
-            [*ipnet_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=REPO,
-            env=full_env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        self.client = httpx.Client(base_url=self.url, timeout=30)
+    DEFAULTS: ClassVar[dict[str, str]] = {**ServeProcess.DEFAULTS, "TRAJPRED_METRICS_CACHE_S": "0"}
 
     def wait_ready(self, timeout_s: float = 90) -> Server:
-        _wait(
-            lambda: self.client.get("/readyz").status_code == 200,
-            f"ipnet serve ({self.log()})",
-            timeout_s,
-            self.proc,
-        )
+        super().wait_ready(timeout_s)
         return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
-
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> int:
-        """Send ``sig`` and wait: the exit code."""
-        self.client.close()
-        try:
-            return stop_process(self.proc, timeout_s, sig)
-        finally:
-            self._log.close()
 
 
 @contextlib.contextmanager
