@@ -196,9 +196,11 @@ class ServeProcess:
 
 
 @contextlib.contextmanager
-def serve(env: dict[str, str], log_path: Path) -> Iterator[ServeProcess]:
-    """Start ``ipnet serve``, wait until it is ready, and stop it (SIGTERM) at the end."""
-    server = ServeProcess(env, log_path)
+def serve(
+    env: dict[str, str], log_path: Path, kind: type[ServeProcess] = ServeProcess
+) -> Iterator[ServeProcess]:
+    """Start ``ipnet serve`` (a ``kind``), wait until it is ready, and stop it (SIGTERM) at the end."""
+    server = kind(env, log_path)
     try:
         yield server.wait_ready()
     finally:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import pytest
 
+from clients import processes
 from clients.processes import REPO as REPO
 from clients.processes import ServeProcess, wait_until
 from clients.processes import free_port as free_port  # the tests' imports of these stay as they were
@@ -77,11 +77,6 @@ class Server(ServeProcess):
         return self
 
 
-@contextlib.contextmanager
-def serve(env: dict[str, str], log_path: Path) -> Iterator[Server]:
-    """Start ``ipnet serve`` and stop it (SIGTERM) at the end."""
-    server = Server(env, log_path)
-    try:
-        yield server.wait_ready()
-    finally:
-        server.stop()
+def serve(env: dict[str, str], log_path: Path) -> contextlib.AbstractContextManager[Server]:
+    """Start ``ipnet serve`` (a test :class:`Server`) and stop it (SIGTERM) at the end."""
+    return cast("contextlib.AbstractContextManager[Server]", processes.serve(env, log_path, Server))
