@@ -22,10 +22,14 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+from models.agent_types import AGENT_TYPES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "AGENT_TYPES",
@@ -42,8 +46,17 @@ __all__ = [
     "map_agent_type",
 ]
 
-AGENT_TYPES = ("vehicle", "pedestrian", "cyclist", "unknown")
 FORMATS = ("csv", "av2", "ethucy", "lyft")
+
+
+def _pandas() -> Any:
+    """pandas, imported by the loaders that use it: the serving path imports this module (through the model
+    catalog) but never loads data, and the service does not need the data extra."""
+    import pandas
+
+    return pandas
+
+
 CSV_REQUIRED_COLUMNS = ("scene_id", "agent_id", "agent_type", "t_s", "x_m", "y_m")
 
 #: AV2 motion-forecasting scenarios are sampled at exactly 10 Hz (t = timestep * 0.1).
@@ -207,6 +220,7 @@ def _build_tracks(
     row_label: str = "row",
 ) -> list[Track]:
     """Group rows by (scene, agent), sort by t, reject duplicate times, vote the agent type."""
+    pd = _pandas()
     n = len(t)
     if rows is None:
         rows = np.arange(1, n + 1)
@@ -290,6 +304,7 @@ def _check_finite(path: Path, df: pd.DataFrame, columns: Sequence[str], row_offs
 
 
 def _numeric_column(path: Path, values: pd.Series, column: str) -> np.ndarray:
+    pd = _pandas()
     num = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     bad = np.flatnonzero(~np.isfinite(num))
     if bad.size:
@@ -306,6 +321,7 @@ def _numeric_column(path: Path, values: pd.Series, column: str) -> np.ndarray:
 
 
 def _load_one_csv(path: Path) -> list[Track]:
+    pd = _pandas()
     try:
         with path.open("r", newline="", encoding="utf-8-sig") as fh:
             header = next(csv.reader(fh), None)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from models.data import AGENT_TYPES
+from models.agent_types import AGENT_TYPES
 
 HEADING_MIN_SPEED_MPS = 0.5  # below this the displacement direction is noise: keep the previous heading
 FEATURE_NAMES = (

@@ -29,6 +29,10 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any, 
     return f"warning: {message}\n"
 
 
+#: modules of the optional extras, and the extra that brings each
+_EXTRAS = {"pandas": "data", "pyarrow": "data", "zarr": "data", "numcodecs": "data", "matplotlib": "plot"}
+
+
 def _exit_status(e: BaseException) -> int | None:
     """2 for a usage error, 1 for a failure of the environment, None for a bug (let it raise)."""
     from models.data import DataFormatError
@@ -56,6 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as e:
+        extra = _EXTRAS.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"error: this command needs the '{extra}' extra: pip install 'ipnet-traj[{extra}]'",
+            file=sys.stderr,
+        )
+        return 1
     except Exception as e:
         status = _exit_status(e)
         if status is None:

@@ -28,7 +28,7 @@ import anyio.to_thread
 import numpy as np
 import torch
 
-from models.data import AGENT_TYPES
+from models.agent_types import AGENT_TYPES
 from models.energy import EnergyMeter
 from models.kinematics import TYPE_INDEX, KinState
 from models.predictor import Predictor
