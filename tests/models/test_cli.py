@@ -94,3 +94,18 @@ def test_a_failing_command_prints_one_error_line_and_its_status(args, status, sa
     assert out.returncode == status, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], out.stderr
+
+
+def test_a_command_without_its_extra_names_the_extra(tmp_path) -> None:
+    data = tmp_path / "frames.csv"
+    data.write_text("scene_id,agent_id,agent_type,t_s,x_m,y_m\ns,a,vehicle,0.0,0.0,0.0\n")
+    # pandas made unimportable, as in an install of the service alone (pip install ipnet-traj)
+    code = (
+        "import sys; sys.modules['pandas'] = None; from service.cli import main; "
+        f"sys.exit(main(['evaluate', '--data', {str(data)!r}, '--no-progress']))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.strip() == "error: this command needs the 'data' extra: pip install 'ipnet-traj[data]'"
