@@ -14,7 +14,6 @@ from fastapi.routing import APIRoute
 
 from service.answers import MSGPACK, Encoding, encode, predict_payload
 from service.deps import AnswerEncodingDep, ApiKeyDep, EngineDep, MetricsDep, MetricsKeyDep, RuntimeDep
-from service.engine import Obs
 from service.errors import REJECTION_CODES, NotReady, ServiceError
 from service.schemas import (
     AGENT_ID_PATTERN,
@@ -33,6 +32,7 @@ from service.schemas import (
     Readiness,
 )
 from service.stream import STREAM_ROUTE, serve_stream
+from service.validation import Obs
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -13,7 +13,6 @@ log (``service.scoring_log``). Nothing is written unless the whole request is ac
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import math
 import time
@@ -22,7 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import NamedTuple, cast
+from typing import cast
 
 import anyio.to_thread
 import numpy as np
@@ -33,7 +32,6 @@ from models.energy import EnergyMeter
 from models.kinematics import TYPE_INDEX, KinState
 from models.predictor import Predictor
 from service.errors import (
-    MAX_REPORTED_ISSUES,
     AnswerTooLarge,
     Conflict,
     InvalidRequest,
@@ -46,6 +44,7 @@ from service.scoring_log import LogFollower, ScoringEntry, SharedLog, frame_entr
 from service.settings import BASELINE_NAMES, Settings
 from service.state import AgentState, StateBatch, StateDecodeError, decode_batch, encode_batch, model_tag
 from service.store import StateKey, StateStore, Write
+from service.validation import MOTION_SLACK_M, FrameValidator, Obs
 
 log = logging.getLogger("service.engine")
 
@@ -60,26 +59,6 @@ ACCOUNTING_DELAY_S = 0.005
 #: answers' timestamps and intervals are rounded to microseconds (Unix-time float64 sums carry ~1e-7 s noise)
 TIME_DECIMALS = 6
 _EMPTY_KIN = KinState.empty(1).to_array()[0]  # the kinematic state of an agent never seen
-
-
-#: position noise allowed on top of the speed bound: two observations milliseconds apart may differ by a
-#: detection's noise, which no speed explains
-MOTION_SLACK_M = 10.0
-
-
-def _implausible(x0: float, y0: float, x1: float, y1: float, dt: float, max_speed: float) -> bool:
-    return math.hypot(x1 - x0, y1 - y0) > max_speed * dt + MOTION_SLACK_M
-
-
-class Obs(NamedTuple):
-    """A schema-valid observation and its index in the request (a tuple: a frame makes hundreds)."""
-
-    pos: int  # index of the observation in the request
-    agent_id: str
-    t: float
-    x: float
-    y: float
-    agent_type: str | None
 
 
 @dataclass
@@ -225,6 +204,7 @@ class Engine:
         self.metrics = metrics
         self.clock = clock
         self.locks = KeyLocks()
+        self.validator = FrameValidator(settings, clock)
         # committed requests whose metrics and scoring are still to do (see _after_commit)
         self._unaccounted: deque[
             tuple[Sequence[str], list[str], dict[str, list[Obs]], _Frame, dict[str, _Computed]]
@@ -266,101 +246,8 @@ class Engine:
 
     # --- validation -----------------------------------------------------------------------------------
     def validate(self, observations: Sequence[Obs]) -> dict[str, list[Obs]]:
-        """Settings-dependent checks of the whole request; returns observations grouped per agent.
-
-        Groups keep the order in which agents first appear; each group is sorted by timestamp.
-        """
-        s = self.settings
-        if len(observations) > s.max_observations:
-            raise InvalidRequest(
-                f"{len(observations)} observations in one request; the maximum is {s.max_observations}",
-                field="observations",
-                code="too_many_observations",
-            )
-        latest = self.clock() + s.max_future_s
-        if observations:
-            # the common case checked in three array passes; the loop below names what is wrong
-            _, ids, ts, xs, ys, _ = zip(*observations, strict=True)
-            bound = s.max_abs_coordinate_m
-            fine = not (
-                (np.abs(np.array(xs)) > bound).any()
-                or (np.abs(np.array(ys)) > bound).any()
-                or (np.array(ts) > latest).any()
-            )
-            if fine and len(set(ids)) == len(ids):  # one observation per agent: nothing within the request
-                return {o.agent_id: [o] for o in observations}  # one observation per agent: nothing to sort
-        issues: list[tuple[str, int, str, str]] = []
-        for o in observations:
-            for name, v in (("x", o.x), ("y", o.y)):
-                if abs(v) > s.max_abs_coordinate_m:
-                    issues.append(
-                        (
-                            name,
-                            o.pos,
-                            f"|{name}| = {abs(v):g} m exceeds {s.max_abs_coordinate_m:g} m",
-                            "coordinate_out_of_range",
-                        )
-                    )
-            if o.t > latest:
-                issues.append(
-                    (
-                        "timestamp",
-                        o.pos,
-                        f"timestamp {o.t:.3f} is more than {s.max_future_s:g} s in the future",
-                        "timestamp_in_future",
-                    )
-                )
-        groups: dict[str, list[Obs]] = {}
-        for o in observations:
-            groups.setdefault(o.agent_id, []).append(o)
-        for agent, group in groups.items():
-            group.sort(key=lambda o: o.t)
-            if len(group) > s.max_observations_per_agent:
-                over = group[s.max_observations_per_agent]
-                issues.append(
-                    (
-                        "agent_id",
-                        over.pos,
-                        f"agent {agent!r} has {len(group)} observations in one request; the maximum is "
-                        f"{s.max_observations_per_agent} (each is one model step in sequence)",
-                        "too_many_observations_per_agent",
-                    )
-                )
-            for a, b in itertools.pairwise(group):
-                if b.t > a.t and _implausible(a.x, a.y, b.x, b.y, b.t - a.t, s.max_speed_mps):
-                    issues.append(
-                        (
-                            "x",
-                            b.pos,
-                            f"agent {agent!r} moved {math.hypot(b.x - a.x, b.y - a.y):.1f} m in {b.t - a.t:g} s "
-                            f"(from observations[{a.pos}]): faster than {s.max_speed_mps:g} m/s",
-                            "implausible_motion",
-                        )
-                    )
-                if b.t == a.t:
-                    issues.append(
-                        (
-                            "timestamp",
-                            b.pos,
-                            f"agent {agent!r} has two observations at timestamp {b.t!r} "
-                            f"(indexes {a.pos} and {b.pos})",
-                            "duplicate_timestamp",
-                        )
-                    )
-        if issues:
-            issues.sort(key=lambda i: (i[1], i[0]))
-            first = issues[0]
-            raise InvalidRequest(
-                f"observations[{first[1]}].{first[0]}: {first[2]}",
-                field=first[0],
-                index=first[1],
-                code=first[3],
-                details=[
-                    {"field": f, "index": i, "message": f"observations[{i}].{f}: {m}"}
-                    for f, i, m, _ in issues[:MAX_REPORTED_ISSUES]
-                ],
-            )
-        return groups
+        """The request's settings-dependent checks (:class:`service.validation.FrameValidator`)."""
+        return self.validator(observations)
 
     # --- predict --------------------------------------------------------------------------------------
     async def predict(self, observations: Sequence[Obs], roles: Sequence[str]) -> dict[str, Predictions]:

@@ -34,10 +34,10 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
 from service.answers import Encoding, encode, predict_payload
-from service.engine import Obs
 from service.errors import MalformedRequest, ServiceError, from_validation_errors
 from service.schemas import PredictRequest
 from service.settings import Settings
+from service.validation import Obs
 
 log = logging.getLogger("service.stream")
 
