@@ -17,8 +17,9 @@ headers takes a minute; this file needs only ``math.h`` and builds in well under
 
 Each shared library is cached under ``IPNET_KERNEL_DIR`` (default ``$XDG_CACHE_HOME/ipnet-traj`` or
 ``~/.cache/ipnet-traj``), named by a hash of the source and the compiler flags, and written atomically, so
-concurrent processes share one build. Without a compiler, or with ``IPNET_NATIVE=0``, :func:`load` returns
-None and the caller keeps the torch form (one warning in the log).
+concurrent processes share one build. Without a compiler :func:`load` returns None and the caller keeps the
+torch form (one warning in the log). Whether to use them is the caller's choice (``InferenceStep(use_native=)``,
+the service's ``TRAJPRED_NATIVE_KERNEL``), not an environment switch of this module.
 """
 
 from __future__ import annotations
@@ -143,16 +144,9 @@ def build(directory: Path | None = None, source: CSource = MTJ) -> Path:
     return target
 
 
-def disabled() -> bool:
-    """``IPNET_NATIVE=0`` (or false/no/off): every compiled kernel off, their Python forms instead."""
-    return os.environ.get("IPNET_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
-
-
 def load_library(source: CSource, what: str, fallback: str) -> ctypes.CDLL | None:
     """``source`` built (or its cached build) and loaded; None, with one warning naming ``what`` and the
     ``fallback`` used instead, when it cannot be (no compiler, a failed build, an unsupported CPU)."""
-    if disabled():
-        return None
     if source.needs_x86_64_v3 and not _cpu_supported():
         log.warning("%s needs AVX2/FMA; using %s", what, fallback)
         return None
@@ -165,7 +159,7 @@ def load_library(source: CSource, what: str, fallback: str) -> ctypes.CDLL | Non
 
 @functools.cache
 def load() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
-    """The compiled ``mtj_frame`` function, or None (no compiler, unsupported CPU, or ``IPNET_NATIVE=0``)."""
+    """The compiled ``mtj_frame`` function, or None (no compiler, or an unsupported CPU)."""
     lib = load_library(MTJ, "IPNet's compiled MTJ kernel", "the torch form")
     if lib is None:
         return None

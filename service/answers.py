@@ -20,7 +20,7 @@ MSGPACK = "application/msgpack"
 _POINT_PARTS = (b'{"timestamp":', b',"x":', b',"y":', b"},", b"}")
 
 
-def _points_json(t: np.ndarray, x: np.ndarray, y: np.ndarray) -> list[orjson.Fragment]:
+def _points_json(t: np.ndarray, x: np.ndarray, y: np.ndarray, compiled: bool = True) -> list[orjson.Fragment]:
     """Each row's trajectory as the JSON of a list of ``{"timestamp", "x", "y"}`` points, one fragment per row.
 
     The compiled writer (``service.jsontext``) when every value is in its exact range, else this: orjson
@@ -28,7 +28,7 @@ def _points_json(t: np.ndarray, x: np.ndarray, y: np.ndarray) -> list[orjson.Fra
     no Python dict exists per point. Both are byte for byte what ``orjson.dumps`` gives for the list of
     dicts (``tests/service/test_api.py`` and ``test_jsontext.py`` check it).
     """
-    rows = points_rows(t, x, y, TIME_DECIMALS, POSITION_DECIMALS)
+    rows = points_rows(t, x, y, TIME_DECIMALS, POSITION_DECIMALS, compiled)
     if rows is not None:
         return [orjson.Fragment(r) for r in rows]
     return _points_json_spliced(t, x, y)
@@ -57,7 +57,9 @@ def _points_json_spliced(t: np.ndarray, x: np.ndarray, y: np.ndarray) -> list[or
     return [orjson.Fragment(b"[" + b"".join(parts[i * step : (i + 1) * step]) + b"]") for i in range(a)]
 
 
-def _predictions(p: Predictions, layout: Layout = "points", encoding: Encoding = "json") -> list[Any]:
+def _predictions(
+    p: Predictions, layout: Layout = "points", encoding: Encoding = "json", compiled: bool = True
+) -> list[Any]:
     """One model's answers as plain JSON data (the :class:`Prediction` schema), one dict per agent; with
     ``encoding="msgpack"`` each answer already encoded (:class:`RawMsgpack`).
 
@@ -85,7 +87,7 @@ def _predictions(p: Predictions, layout: Layout = "points", encoding: Encoding =
         # three numpy rows per agent, written by orjson directly
         trajectories = ({"timestamp": ts[i], "x": xs[i], "y": ys[i]} for i in range(len(p)))
     else:
-        trajectories = _points_json(ts, xs, ys)
+        trajectories = _points_json(ts, xs, ys, compiled)
     answers = [
         {
             "agent_id": agent,
@@ -193,11 +195,15 @@ def predict_payload(
 ) -> dict[str, Any]:
     """The answer of a predict route: one role's (``/v1/predict``, ``/v1/baseline/predict``) or both
     (``/v1/ab/predict``)."""
+    compiled = engine.settings.native_kernel  # TRAJPRED_NATIVE_KERNEL: the answer writer too
     refs = {}
     for role in roles:
         p = engine.predictors[engine.roles[role]]
         refs[role] = {"model": p.name, "model_version": p.version}
     if len(roles) == 1:
         (role,) = roles
-        return {**refs[role], "predictions": _predictions(out[role], layout, encoding)}
-    return {"models": refs, "predictions": {r: _predictions(out[r], layout, encoding) for r in roles}}
+        return {**refs[role], "predictions": _predictions(out[role], layout, encoding, compiled)}
+    return {
+        "models": refs,
+        "predictions": {r: _predictions(out[r], layout, encoding, compiled) for r in roles},
+    }

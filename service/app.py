@@ -73,7 +73,8 @@ def load_models(settings: Settings) -> dict[str, Predictor]:
         types = np.zeros(2, np.int64)
         r = p.step(KinState.empty(2), p.initial_memory(2), np.zeros((2, 2)), np.zeros(2), types)
         p.step(r.kin, r.memory, np.ones((2, 2)), np.full(2, 0.1), types)
-    json_writer_available()  # builds the answer writer now (or loads its cached build), not on a request
+    if settings.native_kernel:
+        json_writer_available()  # builds the answer writer now (or loads its cached build), not on a request
     return predictors
 
 
@@ -238,7 +239,7 @@ async def serving(app: FastAPI) -> AsyncIterator[None]:
             settings.baseline,
             predictors[settings.baseline].version,
             "redis" if settings.uses_redis else "memory",
-            "compiled" if json_writer_available() else "orjson",
+            "compiled" if settings.native_kernel and json_writer_available() else "orjson",
         )
         yield
         runtime.stopping = True

@@ -13,7 +13,8 @@ zeros dropped (one kept after the point), is the shortest text that reads back a
 is what orjson writes. Where that does not hold (a value not finite, above about 2e15 once scaled, or
 small enough for orjson's exponent notation), or not rounded as promised, :func:`points_rows` returns
 ``None`` and the caller writes the batch the slow way; so does it when the writer could not be built (no C
-compiler, or ``IPNET_NATIVE=0``: one warning at start-up).
+compiler: one warning at start-up) or is not wanted (``compiled=False``: the service's
+``TRAJPRED_NATIVE_KERNEL=false``).
 """
 
 from __future__ import annotations
@@ -53,13 +54,13 @@ def available() -> bool:
 
 
 def points_rows(
-    t: np.ndarray, x: np.ndarray, y: np.ndarray, t_decimals: int, xy_decimals: int
+    t: np.ndarray, x: np.ndarray, y: np.ndarray, t_decimals: int, xy_decimals: int, compiled: bool = True
 ) -> list[bytes] | None:
     """Row ``i`` as the JSON of the list ``[{"timestamp": t[i, k], "x": x[i, k], "y": y[i, k]}, ...]``.
 
     ``t``, ``x`` and ``y`` are ``(A, K)`` float64, rounded to ``t_decimals`` and ``xy_decimals``
     (1 to 16). ``None`` when some value is outside the range where the text is exactly orjson's, or
-    when the compiled writer is unavailable.
+    when the compiled writer is unavailable or not wanted (``compiled=False``).
     """
     if not (1 <= t_decimals <= 16 and 1 <= xy_decimals <= 16):
         raise ValueError("decimals must be within 1..16")
@@ -72,7 +73,7 @@ def points_rows(
         return []
     if k == 0:
         return [b"[]"] * a
-    w = _writer()
+    w = _writer() if compiled else None
     if w is None:
         return None
     t, x, y = (np.ascontiguousarray(v, dtype=np.float64) for v in (t, x, y))

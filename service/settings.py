@@ -40,8 +40,9 @@ class Settings(BaseSettings):
     torch_threads: int = Field(default=1, ge=1, le=64, description="intra-op threads of each batched forward")
     native_kernel: bool = Field(
         default=True,
-        description="IPNet's MTJ layer as one compiled pass (built by the system C compiler on first use, "
-        "cached); false, or no compiler: the torch form (slower, same predictions to float32 rounding)",
+        description="the compiled code of the serving path: IPNet's MTJ layer as one pass and the answer writer "
+        "(built by the system C compiler on first use, cached); false, or no compiler: the torch form and "
+        "orjson (slower; the same predictions to float32 rounding, the same answer bytes)",
     )
     inline_step_max_updates: int = Field(
         default=200,

@@ -206,9 +206,3 @@ def test_without_a_compiler_the_service_keeps_the_torch_form(
     step = InferenceStep(net, use_native=True)
     assert not step.native
     _compare(net, step)
-
-
-def test_ipnet_native_0_turns_the_kernel_off(monkeypatch: pytest.MonkeyPatch, fresh_load: None) -> None:
-    monkeypatch.setenv("IPNET_NATIVE", "0")
-    assert native.load() is None
-    assert not InferenceStep(_net(), use_native=True).native

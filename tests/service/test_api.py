@@ -282,7 +282,8 @@ def test_points_are_written_byte_for_byte_as_the_list_of_point_objects() -> None
 
 
 def test_native_kernel_setting_picks_the_form_and_both_predict_alike(make_client, replay):
-    """``TRAJPRED_NATIVE_KERNEL``: the compiled MTJ kernel (default) or the torch form, same predictions."""
+    """``TRAJPRED_NATIVE_KERNEL``: the compiled MTJ kernel and answer writer (default) or the torch form and
+    orjson, same predictions."""
     fast, slow = make_client(), make_client(native_kernel=False)
     infer = {c: c.app.state.runtime.predictors["ipnet"].infer for c in (fast, slow)}
     assert infer[fast].native and not infer[slow].native
