@@ -35,6 +35,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import WebSocketException
 
 from clients.client import ApiError, AsyncTrajpredClient, RetryPolicy, parse_metrics
+from clients.stream import stream_url
 
 __all__ = [
     "ROUTES",
@@ -298,9 +299,7 @@ class StreamWire:
     def __init__(
         self, url: str, api_key: str | None, timeout_s: float, route: str, layout: str, encoding: str
     ) -> None:
-        base = "ws" + url[len("http") :] if url.startswith("http") else url
-        query = f"route={route}" + ("" if layout == "points" else f"&layout={layout}")
-        self.url = f"{base.rstrip('/')}/v1/stream?{query}"
+        self.url = stream_url(url, route, layout)  # type: ignore[arg-type]  # checked by run_bench_async
         self.headers = {"X-API-Key": api_key} if api_key else {}
         self.timeout_s = timeout_s
         self.binary = encoding == "msgpack"

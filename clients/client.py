@@ -40,6 +40,7 @@ from clients.stream import (
     StreamClosed,
     StreamRoute,
     TrajpredStream,
+    observations_json,
     open_stream,
     stream_url,
 )
@@ -111,10 +112,6 @@ def _parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
-def _observations_json(observations: Iterable[ObservationLike]) -> list[Any]:
-    return [o.model_dump(exclude_none=True) if isinstance(o, Observation) else dict(o) for o in observations]
 
 
 def _agent_path(agent_id: str) -> str:
@@ -251,7 +248,7 @@ class TrajpredClient(_Base):
     def _post_frame(
         self, path: str, observations: Iterable[ObservationLike], layout: Layout
     ) -> httpx.Response:
-        body = json.dumps({"observations": _observations_json(observations)}).encode()
+        body = json.dumps({"observations": observations_json(observations)}).encode()
         return self.request("POST", path, body=body, params=_layout_params(layout))
 
     def predict(self, observations: Iterable[ObservationLike], layout: Layout = "points") -> PredictResponse:
@@ -390,7 +387,7 @@ class AsyncTrajpredClient(_Base):
     async def _post_frame(
         self, path: str, observations: Iterable[ObservationLike], layout: Layout
     ) -> httpx.Response:
-        body = json.dumps({"observations": _observations_json(observations)}).encode()
+        body = json.dumps({"observations": observations_json(observations)}).encode()
         return await self.request("POST", path, body=body, params=_layout_params(layout))
 
     async def predict(

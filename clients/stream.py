@@ -54,12 +54,13 @@ def stream_url(base_url: str, route: StreamRoute, layout: Layout) -> str:
     return f"{base}/v1/stream?{query}"
 
 
+def observations_json(observations: Iterable[Observation | Mapping[str, Any]]) -> list[Any]:
+    """Observations (schema objects or their JSON dicts) as a request body's JSON data."""
+    return [o.model_dump(exclude_none=True) if isinstance(o, Observation) else dict(o) for o in observations]
+
+
 def _frame(observations: Iterable[Observation | Mapping[str, Any]], encoding: Encoding) -> bytes | str:
-    body = {
-        "observations": [
-            o.model_dump(exclude_none=True) if isinstance(o, Observation) else dict(o) for o in observations
-        ]
-    }
+    body = {"observations": observations_json(observations)}
     if encoding == "msgpack":
         return bytes(msgpack.packb(body, use_bin_type=True))
     return orjson.dumps(body).decode()

@@ -31,7 +31,7 @@ import httpx
 
 #: (row label, indent, module, owner class or None, function name)
 SPANS: list[tuple[str, int, str, str | None, str]] = [
-    ("engine: validate the request", 1, "service.engine", "Engine", "validate"),
+    ("engine: validate the request", 1, "service.validation", "FrameValidator", "__call__"),
     ("engine: load states from the store", 1, "service.store", "MemoryStore", "load"),
     ("engine: decode state records", 1, "service.engine", "Engine", "_decode"),
     ("engine: batched model step (all models)", 1, "service.engine", "Engine", "_compute_all"),

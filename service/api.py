@@ -32,7 +32,7 @@ from service.schemas import (
     Readiness,
 )
 from service.stream import STREAM_ROUTE, serve_stream
-from service.validation import Obs
+from service.validation import observations_of
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -157,10 +157,6 @@ ops = APIRouter()
 streams = APIRouter()
 
 
-def _observations(body: PredictRequest) -> list[Obs]:
-    return [Obs(i, o.agent_id, o.timestamp, o.x, o.y, o.agent_type) for i, o in enumerate(body.observations)]
-
-
 LayoutQuery = Annotated[
     Layout,
     Query(
@@ -172,7 +168,7 @@ LayoutQuery = Annotated[
 async def _predict(
     engine: EngineDep, body: PredictRequest, roles: list[str], layout: Layout, encoding: Encoding
 ) -> Response:
-    out = await engine.predict(_observations(body), roles)
+    out = await engine.predict(observations_of(body), roles)
     payload = predict_payload(engine, out, roles, layout, encoding)
     return Response(
         encode(payload, encoding), media_type=MSGPACK if encoding == "msgpack" else "application/json"

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -29,7 +28,7 @@ from models.kinematics import KinState
 from models.predictor import Predictor
 from service import snapshot
 from service.api import ops, streams, v1
-from service.deps import Runtime
+from service.deps import Runtime, key_allowed
 from service.engine import Engine
 from service.errors import (
     BodyTimeout,
@@ -324,7 +323,7 @@ class BodyLimitMiddleware:
         err = err or PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes", field="body")
         metrics = _runtime_metrics(scope)
         if metrics is not None:
-            metrics.rejected.labels(reason=err.code).inc()
+            metrics.count_error(err)
         response = JSONResponse({"error": err.to_dict()}, status_code=err.status)
         await response(scope, _no_receive, send)
 
@@ -340,23 +339,20 @@ class ApiKeyMiddleware:
 
     def __init__(self, app: ASGIApp, keys: frozenset[str]) -> None:
         self.app = app
-        self.keys = [k.encode() for k in keys]
+        self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.keys or scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
         given = next((v for k, v in scope["headers"] if k == b"x-api-key"), None)
-        ok = False
-        for k in self.keys:  # every key compared: the time taken does not tell which prefix matched
-            ok |= given is not None and secrets.compare_digest(given, k)
-        if ok:
+        if key_allowed(given, self.keys):
             await self.app(scope, receive, send)
             return
         err = Unauthorized("missing or invalid X-API-Key header", field="X-API-Key")
         metrics = _runtime_metrics(scope)
         if metrics is not None:
-            metrics.rejected.labels(reason=err.code).inc()
+            metrics.count_error(err)
         response = JSONResponse(
             {"error": err.to_dict()}, status_code=err.status, headers={"WWW-Authenticate": "ApiKey"}
         )
@@ -427,7 +423,7 @@ class ConcurrencyLimitMiddleware:
         err = Overloaded(message)
         metrics = _runtime_metrics(scope)
         if metrics is not None:
-            metrics.server_errors.labels(reason=err.code).inc()
+            metrics.count_error(err)
         headers = {"Retry-After": str(self.retry_after_s)}
         response = JSONResponse({"error": err.to_dict()}, status_code=err.status, headers=headers)
         await response(scope, _no_receive, send)
@@ -459,10 +455,7 @@ class TimingMiddleware:
 def _error_response(request: Request, err: ServiceError) -> JSONResponse:
     metrics = _runtime_metrics(request.scope)
     if metrics is not None:
-        if 400 <= err.status < 500:
-            metrics.rejected.labels(reason=err.code).inc()
-        elif err.status >= 500:
-            metrics.server_errors.labels(reason=err.code).inc()
+        metrics.count_error(err)
     headers: dict[str, str] = {}
     if err.status == 401:
         headers["WWW-Authenticate"] = "ApiKey"

@@ -94,18 +94,25 @@ _api_key_header = APIKeyHeader(
 )
 
 
+def key_allowed(given: str | bytes | None, keys: frozenset[str]) -> bool:
+    """Whether ``given`` (an ``X-API-Key`` value) is one of ``keys``; any key when none is configured. Every key
+    is compared, so the time taken does not tell which prefix matched."""
+    if not keys:
+        return True
+    if given is None:
+        return False
+    raw = given.encode() if isinstance(given, str) else given
+    ok = False
+    for k in keys:
+        ok |= secrets.compare_digest(raw, k.encode())
+    return ok
+
+
 async def require_api_key(
     settings: SettingsDep, key: Annotated[str | None, Security(_api_key_header)]
 ) -> None:
     """Check ``X-API-Key`` against the configured keys (no keys configured: open)."""
-    keys = settings.api_key_set
-    if not keys:
-        return
-    # compare against every key so the time taken does not tell which prefix matched
-    ok = False
-    for k in keys:
-        ok |= key is not None and secrets.compare_digest(key.encode(), k.encode())
-    if not ok:
+    if not key_allowed(key, settings.api_key_set):
         raise Unauthorized("missing or invalid X-API-Key header", field="X-API-Key")
 
 

@@ -244,15 +244,10 @@ class Engine:
                     f"longest horizon {float(h[-1]):g} s"
                 )
 
-    # --- validation -----------------------------------------------------------------------------------
-    def validate(self, observations: Sequence[Obs]) -> dict[str, list[Obs]]:
-        """The request's settings-dependent checks (:class:`service.validation.FrameValidator`)."""
-        return self.validator(observations)
-
     # --- predict --------------------------------------------------------------------------------------
     async def predict(self, observations: Sequence[Obs], roles: Sequence[str]) -> dict[str, Predictions]:
         """Apply the observations to the state of each role's model; one prediction per agent and role."""
-        groups = self.validate(observations)
+        groups = self.validator(observations)
         models = [self.roles[r] for r in roles]
         agents = list(groups)
         points = len(agents) * len(models) * self._points_per_trajectory

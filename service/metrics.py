@@ -13,7 +13,7 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from service.errors import REJECTION_CODES, SERVER_ERROR_CODES
+from service.errors import REJECTION_CODES, SERVER_ERROR_CODES, ServiceError
 from service.protocol import REFUSAL_REASONS
 
 #: why an agent state is removed: ttl (idle), capacity (max agents), ended (DELETE)
@@ -243,6 +243,11 @@ class Metrics:
             self.server_errors.labels(reason=code)
         for reason in EVICTION_REASONS:
             self.evictions.labels(reason=reason)
+
+    def count_error(self, err: ServiceError) -> None:
+        """An error answered (HTTP or stream): 4xx in the rejected counter, 5xx in the server-error one."""
+        counter = self.rejected if err.status < 500 else self.server_errors
+        counter.labels(reason=err.code).inc()
 
     # StoreEvents
     def evicted(self, model: str, reason: str, n: int) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -34,10 +33,20 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
 from service.answers import Encoding, encode, predict_payload
-from service.errors import MalformedRequest, ServiceError, from_validation_errors
+from service.deps import key_allowed
+from service.errors import (
+    InvalidRequest,
+    MalformedRequest,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    ServiceError,
+    Unauthorized,
+    from_validation_errors,
+)
 from service.schemas import PredictRequest
 from service.settings import Settings
-from service.validation import Obs
+from service.validation import observations_of
 
 log = logging.getLogger("service.stream")
 
@@ -67,65 +76,52 @@ class StreamHub:
         self.draining.set()
 
 
-def _key_ok(websocket: WebSocket, keys: frozenset[str]) -> bool:
-    if not keys:
-        return True
-    given = websocket.headers.get("x-api-key")
-    ok = False
-    for k in keys:  # every key compared, as ApiKeyMiddleware does
-        ok |= given is not None and secrets.compare_digest(given.encode(), k.encode())
-    return ok
-
-
 async def serve_stream(websocket: WebSocket) -> None:
     """The whole life of one stream (see the module docstring)."""
     app = websocket.app
     runtime = getattr(app.state, "runtime", None)
     settings: Settings = app.state.settings
     hub: StreamHub = app.state.streams
-    if not _key_ok(websocket, settings.api_key_set):
+    if not key_allowed(websocket.headers.get("x-api-key"), settings.api_key_set):
         if runtime is not None:
-            runtime.metrics.rejected.labels(reason="unauthorized").inc()
+            runtime.metrics.count_error(Unauthorized("missing or invalid X-API-Key header"))
         # closed before it is accepted: the handshake is refused (an ASGI server answers it with HTTP 403)
         await websocket.close(code=CLOSE_POLICY, reason="missing or invalid X-API-Key header")
         return
+    route = websocket.query_params.get("route", "predict")
+    layout = websocket.query_params.get("layout", "points")
     # every other refusal is told after the handshake, so that the client reads its close code and reason
     # (a close before accept reaches the client as a bare HTTP 403)
-    refusal = _refusal(websocket, runtime, hub)
+    refusal = _refusal(route, layout, runtime, hub)
     await websocket.accept()
     if refusal is not None:
-        code, reason, error_code = refusal
+        code, err = refusal
         if runtime is not None:
-            counter = runtime.metrics.rejected if code == CLOSE_POLICY else runtime.metrics.server_errors
-            counter.labels(reason=error_code).inc()
-        await websocket.close(code=code, reason=reason)
+            runtime.metrics.count_error(err)
+        await websocket.close(code=code, reason=err.message)
         return
     assert runtime is not None  # a refusal otherwise
     hub.open += 1
     runtime.metrics.streams_open.set(hub.open)
     try:
-        route = websocket.query_params.get("route", "predict")
-        layout = websocket.query_params.get("layout", "points")
         await _Session(websocket, runtime, hub, ROUTES[route], layout).run()
     finally:
         hub.open -= 1
         runtime.metrics.streams_open.set(hub.open)
 
 
-def _refusal(websocket: WebSocket, runtime: Any, hub: StreamHub) -> tuple[int, str, str] | None:
-    """Why this stream is refused after its handshake (close code, reason, the error code counted as the
-    HTTP routes count it), or None."""
-    route = websocket.query_params.get("route", "predict")
-    layout = websocket.query_params.get("layout", "points")
+def _refusal(route: str, layout: str, runtime: Any, hub: StreamHub) -> tuple[int, ServiceError] | None:
+    """Why a stream is refused after its handshake (its close code, and the error counted as the HTTP routes
+    count it), or None."""
     if route not in ROUTES:
-        return CLOSE_POLICY, f"route: {route!r} is not one of predict, baseline, ab", "invalid_request"
+        return CLOSE_POLICY, InvalidRequest(f"route: {route!r} is not one of predict, baseline, ab")
     if layout not in ("points", "columns"):
-        return CLOSE_POLICY, f"layout: {layout!r} is not one of points, columns", "invalid_request"
+        return CLOSE_POLICY, InvalidRequest(f"layout: {layout!r} is not one of points, columns")
     if runtime is None or runtime.stopping or hub.draining.is_set():
-        return CLOSE_TRY_LATER, "the service is starting or stopping", "not_ready"
+        return CLOSE_TRY_LATER, NotReady("the service is starting or stopping")
     if hub.open >= runtime.settings.stream_max_connections:
         reason = f"{hub.open} streams open: the maximum (TRAJPRED_STREAM_MAX_CONNECTIONS)"
-        return CLOSE_TRY_LATER, reason, "overloaded"
+        return CLOSE_TRY_LATER, Overloaded(reason)
     return None
 
 
@@ -196,7 +192,7 @@ class _Session:
                     self.close_reason = (
                         f"message larger than {self.max_bytes} bytes (TRAJPRED_MAX_BODY_BYTES)"
                     )
-                    self.runtime.metrics.rejected.labels(reason="payload_too_large").inc()
+                    self.runtime.metrics.count_error(PayloadTooLarge(self.close_reason))
                     self.credits.release()
                     break
                 gauge.inc()
@@ -233,21 +229,16 @@ class _Session:
                 request = PredictRequest.model_validate(body)
             except ValidationError as e:
                 raise from_validation_errors(e.errors()) from None
-            observations = [
-                Obs(i, o.agent_id, o.timestamp, o.x, o.y, o.agent_type)
-                for i, o in enumerate(request.observations)
-            ]
             engine = self.runtime.engine
-            out = await engine.predict(observations, self.roles)
+            out = await engine.predict(observations_of(request), self.roles)
             payload = predict_payload(engine, out, self.roles, self.layout, msg.encoding)
         except ServiceError as err:
-            counter = metrics.rejected if err.status < 500 else metrics.server_errors
-            counter.labels(reason=err.code).inc()
+            metrics.count_error(err)
             payload = {"error": err.to_dict()}
         except Exception:
             log.exception("unhandled error on a stream message")
             internal = ServiceError("internal error")
-            metrics.server_errors.labels(reason=internal.code).inc()
+            metrics.count_error(internal)
             payload = {"error": internal.to_dict()}
         finally:
             metrics.request_duration.labels(route=STREAM_ROUTE).observe(time.perf_counter() - start)

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from service.errors import MAX_REPORTED_ISSUES, InvalidRequest
+from service.schemas import PredictRequest
 from service.settings import Settings
 
 #: position noise allowed on top of the speed bound: two observations milliseconds apart may differ by a
@@ -33,6 +34,11 @@ class Obs(NamedTuple):
     x: float
     y: float
     agent_type: str | None
+
+
+def observations_of(body: PredictRequest) -> list[Obs]:
+    """A schema-valid request's observations, each with its index in the request."""
+    return [Obs(i, o.agent_id, o.timestamp, o.x, o.y, o.agent_type) for i, o in enumerate(body.observations)]
 
 
 class FrameValidator:

@@ -72,10 +72,6 @@ class Server(ServeProcess):
 
     DEFAULTS: ClassVar[dict[str, str]] = {**ServeProcess.DEFAULTS, "TRAJPRED_METRICS_CACHE_S": "0"}
 
-    def wait_ready(self, timeout_s: float = 90) -> Server:
-        super().wait_ready(timeout_s)
-        return self
-
 
 def serve(env: dict[str, str], log_path: Path) -> contextlib.AbstractContextManager[Server]:
     """Start ``ipnet serve`` (a test :class:`Server`) and stop it (SIGTERM) at the end."""
