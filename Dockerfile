@@ -31,7 +31,7 @@ COPY models/ models/
 COPY service/ service/
 COPY clients/ clients/
 # torch==2.13.0 of pyproject.toml is already satisfied by the CPU build (2.13.0+cpu): pip keeps it.
-# A non-editable install: the served weights (package data models/weights/shipped/seed0/*.pt) go into site-packages;
+# A non-editable install: the served weights (package data models/weights/multimodal/seed0/*.pt) go into site-packages;
 # the check runs isolated (-I) so that it sees site-packages, not the sources in the working directory.
 RUN pip install --no-cache-dir . \
  && python -I -c "from models.checkpoint import shipped_path as p; import sys; m = [k for k in ('ipnet', 'gru', 'lstm', 'gru_nodt', 'ctgru') if not p(k).is_file()]; sys.exit(f'shipped weights missing: {m} (run ipnet train)' if m else 0)"

@@ -74,6 +74,7 @@ class BenchConfig:
     encoding: str = "json"  # "msgpack": requests and answers in MessagePack
     stream: bool = False  # frames over WebSocket streams (/v1/stream), one per sender, not HTTP requests
     wait_s: float = 30.0  # how long to wait for the server's /readyz before the run
+    modes: int | None = None  # predict routes: also the K most probable futures per agent (?modes=K)
 
 
 @dataclass
@@ -106,7 +107,8 @@ class BenchResult:
         lat = self.latency_ms
         lines = [
             f"route {self.route} ({ROUTES.get(self.route, self.route)}), {self.mode}, "
-            f"{self.agents_per_frame} agents/frame, concurrency {self.concurrency}, {self.duration_s:.1f} s",
+            f"{self.agents_per_frame} agents/frame, concurrency {self.concurrency}, {self.duration_s:.1f} s"
+            + (f", {self.extra['modes']} modes" if self.extra.get("modes") else ""),
             f"requests: {self.requests} ({self.ok} ok, {self.errors} errors"
             + (f": {self.error_codes}" if self.error_codes else "")
             + ")",
@@ -297,9 +299,16 @@ class StreamWire:
     reply to the oldest waiting post. An error reply is told from an answer by its first key."""
 
     def __init__(
-        self, url: str, api_key: str | None, timeout_s: float, route: str, layout: str, encoding: str
+        self,
+        url: str,
+        api_key: str | None,
+        timeout_s: float,
+        route: str,
+        layout: str,
+        encoding: str,
+        modes: int | None = None,
     ) -> None:
-        self.url = stream_url(url, route, layout)  # type: ignore[arg-type]  # checked by run_bench_async
+        self.url = stream_url(url, route, layout, modes)  # type: ignore[arg-type]  # checked by run_bench_async
         self.headers = {"X-API-Key": api_key} if api_key else {}
         self.timeout_s = timeout_s
         self.binary = encoding == "msgpack"
@@ -465,9 +474,16 @@ async def run_bench_async(cfg: BenchConfig, http: httpx.AsyncClient | None = Non
         http is not None or not cfg.server.startswith("http://")
     ):
         raise ValueError("--stream and --encoding msgpack need a plain http:// server (no injected client)")
+    if cfg.modes is not None and not 1 <= cfg.modes <= 6:
+        raise ValueError(f"modes must be within 1..6, got {cfg.modes}")
     path = ROUTES[cfg.route]
+    query = []
     if cfg.layout != "points" and cfg.route != "ping":
-        path += f"?layout={cfg.layout}"
+        query.append(f"layout={cfg.layout}")
+    if cfg.modes is not None and cfg.route != "ping":
+        query.append(f"modes={cfg.modes}")
+    if query:
+        path += "?" + "&".join(query)
     timed_path = "/v1/stream" if cfg.stream else path.split("?")[0]
     async with AsyncTrajpredClient(
         cfg.server,
@@ -494,7 +510,7 @@ async def run_bench_async(cfg: BenchConfig, http: httpx.AsyncClient | None = Non
             n = 1 if cfg.rate_hz is not None else cfg.concurrency
             for _ in range(n):
                 stream = StreamWire(
-                    cfg.server, cfg.api_key, cfg.timeout_s, cfg.route, cfg.layout, cfg.encoding
+                    cfg.server, cfg.api_key, cfg.timeout_s, cfg.route, cfg.layout, cfg.encoding, cfg.modes
                 )
                 streams.append(await stream.open())
         send: Sender | list[Sender] = [w.post for w in streams] if streams else _sender(client, wire)
@@ -536,7 +552,7 @@ async def run_bench_async(cfg: BenchConfig, http: httpx.AsyncClient | None = Non
         tracked_agents=tracked1,
         rss_delta_bytes=rss_delta,
         bytes_per_tracked_agent=per_agent,
-        extra={"server": _server_delta(timing0, timing1)},
+        extra={"server": _server_delta(timing0, timing1), **({"modes": cfg.modes} if cfg.modes else {})},
     )
 
 

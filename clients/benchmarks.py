@@ -122,6 +122,29 @@ def bench_closed_1000_parallel(url: str, plan: Plan) -> BenchResult:
     return asyncio.run(run_bench_async(cfg))
 
 
+#: the K compared for the cost of several futures (the served models have 6)
+MODES_COMPARED = (None, 6)
+
+
+def bench_modes(url: str, plan: Plan) -> dict[str, dict[str, float]]:
+    """100-agent frames through ``/v1/predict`` and ``/v1/ab/predict``, closed loop, without ``?modes`` (the
+    single trajectory) and with ``?modes=6``, taking turns over three rounds; each keeps its fastest round."""
+    best: dict[str, dict[str, float]] = {}
+    for _ in range(3):
+        for route in ("predict", "ab"):
+            for k in MODES_COMPARED:
+                cfg = BenchConfig(
+                    server=url, route=route, agents=100, rate_hz=None, duration_s=plan.cell_s, modes=k
+                )
+                r = asyncio.run(run_bench_async(cfg))
+                key = f"{route}:{k or 1}"
+                row = {"requests_per_s": r.requests_per_s, "p50_ms": r.latency_ms.get("p50", 0.0)}
+                row["errors"] = float(r.errors)
+                if key not in best or row["requests_per_s"] > best[key]["requests_per_s"]:
+                    best[key] = row
+    return best
+
+
 def bench_open_loop(url: str, plan: Plan, route: str) -> BenchResult:
     cfg = BenchConfig(server=url, route=route, agents=100, rate_hz=10.0, duration_s=plan.open_loop_s)
     return asyncio.run(run_bench_async(cfg))
@@ -394,6 +417,11 @@ def _targets(results: dict[str, Any]) -> list[str]:
             rel <= 1,
         )
     )
+    modes = results.get("modes")
+    if modes:
+        cost = modes["predict:1"]["requests_per_s"] / modes["predict:6"]["requests_per_s"]
+        rows.append(("`?modes=6` at most 1.5x the time of one future, 100-agent frames (`/v1/predict`)",
+                     f"{cost:.2f}x", cost <= 1.5))  # fmt: skip
     for store, m in results["memory"].items():
         b = m["bytes_per_agent"]
         rows.append((f"<= 2 KB state per tracked agent, {store} store", f"{b:,.0f} B", b <= 2048))
@@ -424,6 +452,30 @@ def _targets(results: dict[str, Any]) -> list[str]:
 
 
 ROUTES_DOC = {"predict": "/v1/predict", "baseline": "/v1/baseline/predict", "ab": "/v1/ab/predict"}
+
+
+def _modes_section(modes: dict[str, dict[str, float]], cell_s: float) -> list[str]:
+    """The cost of answering six futures beside the single trajectory."""
+    lines = [
+        "",
+        "## Several futures: `?modes=6` against the single trajectory (100-agent frames, closed loop)",
+        "",
+        "The served models always compute their 6 futures; `?modes=6` adds them to the answer (6 more "
+        "trajectories per agent, each point with its deviations) and to online scoring (min-of-K). Each cell "
+        f"runs {cell_s} s, the four take turns over three rounds and each keeps its fastest. Target: the time "
+        "of a request with `?modes=6` at most 1.5x that of one without.",
+        "",
+        "| route | one future: req/s (p50 ms) | `?modes=6`: req/s (p50 ms) | time ratio |",
+        "|---|---|---|---|",
+    ]
+    for route in ("predict", "ab"):
+        one, six = modes[f"{route}:1"], modes[f"{route}:6"]
+        lines.append(
+            f"| `{ROUTES_DOC[route]}` | {one['requests_per_s']:.1f} ({one['p50_ms']:.2f}) | "
+            f"{six['requests_per_s']:.1f} ({six['p50_ms']:.2f}) | "
+            f"{one['requests_per_s'] / six['requests_per_s']:.2f}x |"
+        )
+    return lines
 
 
 def render(results: dict[str, Any], command: str) -> str:
@@ -523,6 +575,8 @@ def render(results: dict[str, Any], command: str) -> str:
             f"| {route} | {r.requests} | {errs} | {lat.get('p50', 0):.2f} | {lat.get('p95', 0):.2f} | "
             f"{lat.get('p99', 0):.2f} | {lat.get('max', 0):.2f} | {server} |"
         )
+    if results.get("modes"):
+        lines += _modes_section(results["modes"], results["plan"]["cell_s"])
     steps = results["model_step"]
     lines += [
         "",
@@ -630,10 +684,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-peers", action="store_true", help="skip the transports and peers section")
     ap.add_argument("--no-scale", action="store_true", help="skip the scale-out section (needs redis-server)")
     ap.add_argument("--no-profile", action="store_true", help="skip the hot-path profile")
+    ap.add_argument(
+        "--modes-only",
+        action="store_true",
+        help="only the cost of ?modes=6 against one future (one server, about a minute); print its table",
+    )
     args = ap.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan()
     weights = os.environ.get("TRAJPRED_WEIGHTS_DIR")
     weights_env = {"TRAJPRED_WEIGHTS_DIR": weights} if weights else {}
+    if args.modes_only:
+        with (
+            tempfile.TemporaryDirectory(prefix="trajpred-bench-") as d,
+            serve(weights_env, Path(d) / "s.log") as url,
+        ):
+            modes = bench_modes(url, plan)
+        print("\n".join(_modes_section(modes, plan.cell_s)).strip())
+        return 0
     import torch
 
     results: dict[str, Any] = {
@@ -652,6 +719,7 @@ def main(argv: list[str] | None = None) -> int:
             results["routes"] = bench_routes(url, plan, log)
             results["parallel_1000"] = bench_closed_1000_parallel(url, plan)
             results["open_loop"] = {r: bench_open_loop(url, plan, r) for r in ("predict", "ab")}
+            results["modes"] = bench_modes(url, plan)
         print("model step...", file=sys.stderr, flush=True)
         results["model_step"] = bench_model_step(Path(weights) if weights else None, plan)
         results["idle_penalty"] = bench_idle_penalty(Path(weights) if weights else None)

@@ -92,8 +92,8 @@ class RetryPolicy:
         """Seconds to wait before re-send number ``attempt`` (1-based)."""
         hinted = _parse_retry_after(retry_after)
         if hinted is not None:
-            return min(hinted, self.max_backoff_s)
-        base = min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
+            return float(min(hinted, self.max_backoff_s))
+        base: float = min(self.backoff_s * 2.0 ** (attempt - 1), self.max_backoff_s)
         # jitter spreads the re-sends of many clients that failed together
         return base * (0.5 + random.random() / 2)
 
@@ -128,9 +128,12 @@ def _error_of(response: httpx.Response) -> ErrorBody | None:
         return None
 
 
-def _layout_params(layout: Layout) -> dict[str, str] | None:
-    # the default layout sends no query string: the URL stays what it was before the option existed
-    return None if layout == "points" else {"layout": layout}
+def _frame_params(layout: Layout, modes: int | None) -> dict[str, str] | None:
+    # the defaults send no query string: the URL stays what it was before the options existed
+    params: dict[str, str] = {} if layout == "points" else {"layout": layout}
+    if modes is not None:
+        params["modes"] = str(modes)
+    return params or None
 
 
 def _report_params(agent_type: str | None, interval: str | None) -> dict[str, str] | None:
@@ -246,35 +249,43 @@ class TrajpredClient(_Base):
             time.sleep(self._wait_for(attempt, outcome))
 
     def _post_frame(
-        self, path: str, observations: Iterable[ObservationLike], layout: Layout
+        self, path: str, observations: Iterable[ObservationLike], layout: Layout, modes: int | None
     ) -> httpx.Response:
         body = json.dumps({"observations": observations_json(observations)}).encode()
-        return self.request("POST", path, body=body, params=_layout_params(layout))
+        return self.request("POST", path, body=body, params=_frame_params(layout, modes))
 
-    def predict(self, observations: Iterable[ObservationLike], layout: Layout = "points") -> PredictResponse:
-        """``POST /v1/predict``: advance and predict with IPNet (``layout="columns"``: compact trajectories)."""
-        return _parse(self._post_frame("/v1/predict", observations, layout), PredictResponse)
+    def predict(
+        self, observations: Iterable[ObservationLike], layout: Layout = "points", modes: int | None = None
+    ) -> PredictResponse:
+        """``POST /v1/predict``: advance and predict with IPNet (``layout="columns"``: compact trajectories;
+        ``modes=K``: also the K most probable futures with their probabilities, in ``prediction.modes``)."""
+        return _parse(self._post_frame("/v1/predict", observations, layout, modes), PredictResponse)
 
     def baseline_predict(
-        self, observations: Iterable[ObservationLike], layout: Layout = "points"
+        self, observations: Iterable[ObservationLike], layout: Layout = "points", modes: int | None = None
     ) -> PredictResponse:
         """``POST /v1/baseline/predict``: the recurrent baseline on its own state."""
-        return _parse(self._post_frame("/v1/baseline/predict", observations, layout), PredictResponse)
+        return _parse(self._post_frame("/v1/baseline/predict", observations, layout, modes), PredictResponse)
 
     def ab_predict(
-        self, observations: Iterable[ObservationLike], layout: Layout = "points"
+        self, observations: Iterable[ObservationLike], layout: Layout = "points", modes: int | None = None
     ) -> ABPredictResponse:
         """``POST /v1/ab/predict``: both models (shadow A/B), both predictions per agent."""
-        return _parse(self._post_frame("/v1/ab/predict", observations, layout), ABPredictResponse)
+        return _parse(self._post_frame("/v1/ab/predict", observations, layout, modes), ABPredictResponse)
 
     def stream(
-        self, route: StreamRoute = "predict", layout: Layout = "points", encoding: Encoding = "json"
+        self,
+        route: StreamRoute = "predict",
+        layout: Layout = "points",
+        encoding: Encoding = "json",
+        modes: int | None = None,
     ) -> TrajpredStream:
         """Open ``/v1/stream`` (a WebSocket on the same host and key): ``with client.stream("ab") as s:
         s.predict(frame)``, or ``s.send`` / ``s.recv`` to keep several frames in flight. ``encoding`` is
-        ``"json"`` or ``"msgpack"``. A stream is never retried (``clients.stream``)."""
+        ``"json"`` or ``"msgpack"``; ``modes`` as for :meth:`predict`. A stream is never retried
+        (``clients.stream``)."""
         return open_stream(
-            self.base_url, self._headers(), route, layout, encoding, self.timeout.connect or 10.0
+            self.base_url, self._headers(), route, layout, encoding, self.timeout.connect or 10.0, modes
         )
 
     def ab_report(self, agent_type: str | None = None, interval: str | None = None) -> ABReport:
@@ -385,34 +396,41 @@ class AsyncTrajpredClient(_Base):
             await asyncio.sleep(self._wait_for(attempt, outcome))
 
     async def _post_frame(
-        self, path: str, observations: Iterable[ObservationLike], layout: Layout
+        self, path: str, observations: Iterable[ObservationLike], layout: Layout, modes: int | None
     ) -> httpx.Response:
         body = json.dumps({"observations": observations_json(observations)}).encode()
-        return await self.request("POST", path, body=body, params=_layout_params(layout))
+        return await self.request("POST", path, body=body, params=_frame_params(layout, modes))
 
     async def predict(
-        self, observations: Iterable[ObservationLike], layout: Layout = "points"
+        self, observations: Iterable[ObservationLike], layout: Layout = "points", modes: int | None = None
     ) -> PredictResponse:
         """``POST /v1/predict``."""
-        return _parse(await self._post_frame("/v1/predict", observations, layout), PredictResponse)
+        return _parse(await self._post_frame("/v1/predict", observations, layout, modes), PredictResponse)
 
     async def baseline_predict(
-        self, observations: Iterable[ObservationLike], layout: Layout = "points"
+        self, observations: Iterable[ObservationLike], layout: Layout = "points", modes: int | None = None
     ) -> PredictResponse:
         """``POST /v1/baseline/predict``."""
-        return _parse(await self._post_frame("/v1/baseline/predict", observations, layout), PredictResponse)
+        response = await self._post_frame("/v1/baseline/predict", observations, layout, modes)
+        return _parse(response, PredictResponse)
 
     async def ab_predict(
-        self, observations: Iterable[ObservationLike], layout: Layout = "points"
+        self, observations: Iterable[ObservationLike], layout: Layout = "points", modes: int | None = None
     ) -> ABPredictResponse:
         """``POST /v1/ab/predict``."""
-        return _parse(await self._post_frame("/v1/ab/predict", observations, layout), ABPredictResponse)
+        return _parse(
+            await self._post_frame("/v1/ab/predict", observations, layout, modes), ABPredictResponse
+        )
 
     def stream(
-        self, route: StreamRoute = "predict", layout: Layout = "points", encoding: Encoding = "json"
+        self,
+        route: StreamRoute = "predict",
+        layout: Layout = "points",
+        encoding: Encoding = "json",
+        modes: int | None = None,
     ) -> AsyncTrajpredStream:
         """Open ``/v1/stream``: ``async with client.stream("ab") as s: await s.predict(frame)``."""
-        url = stream_url(self.base_url, route, layout)
+        url = stream_url(self.base_url, route, layout, modes)
         return AsyncTrajpredStream(url, self._headers(), route, encoding, self.timeout.connect or 10.0)
 
     async def ab_report(self, agent_type: str | None = None, interval: str | None = None) -> ABReport:

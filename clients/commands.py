@@ -48,6 +48,13 @@ def _non_negative(value: str) -> float:
     return v
 
 
+def _modes(value: str) -> int:
+    k = int(value)
+    if not 1 <= k <= 6:
+        raise argparse.ArgumentTypeError(f"must be within 1..6, got {k}")
+    return k
+
+
 def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", required=True, help="base URL of the service, e.g. http://127.0.0.1:8000")
     p.add_argument(
@@ -93,6 +100,12 @@ def add_commands(sub: Any) -> None:
         default="json",
         choices=["json", "msgpack"],
         help="--stream: message encoding (default json)",
+    )
+    p.add_argument(
+        "--modes",
+        type=_modes,
+        default=None,
+        help="ask for the K most probable futures (1-6): the report adds min-of-K, the plot draws them",
     )
     p.add_argument("--json", action="store_true", help="also print the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -141,6 +154,9 @@ def add_commands(sub: Any) -> None:
         default=30.0,
         help="seconds to wait for the server to be ready (default 30)",
     )
+    b.add_argument(
+        "--modes", type=_modes, default=None, help="ask for the K most probable futures per agent (1-6)"
+    )
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     b.add_argument("--suite", action="store_true", help="run the benchmark suite (clients.benchmarks)")
     b.add_argument("--out", type=Path, default=None, help="--suite: write the Markdown report here")
@@ -177,6 +193,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 progress=not args.no_progress,
                 stream=args.stream,
                 encoding=args.encoding,
+                modes=args.modes,
             )
         except ApiError as e:
             print(f"error: the server answered {e}", file=sys.stderr)
@@ -221,6 +238,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         encoding=args.encoding,
         stream=args.stream,
         wait_s=args.wait,
+        modes=args.modes,
     )
     result = run_bench(cfg)  # a bad setting (ValueError) or a server that never answers: one error line
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.format())

@@ -39,7 +39,7 @@ import numpy as np
 from clients.benchmarks import serve_process
 
 KEY = "hostile-measure-key"
-WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "shipped" / "seed0"
+WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "multimodal" / "seed0"
 
 
 def rss_mb(pid: int) -> float:

@@ -229,7 +229,7 @@ OURS = (
 
 def _our_cell(
     url: str, pid: int, agents: int, cell_s: float, layout: str, encoding: str, stream: bool
-) -> dict:
+) -> dict[str, Any]:
     cfg = BenchConfig(
         server=url,
         route="baseline",

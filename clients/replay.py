@@ -25,9 +25,9 @@ from clients.client import ApiError, TrajpredClient
 from clients.stream import Encoding
 from models.data import Track, load_tracks
 from models.windows import Perturbation, median_dt, perturb_observed
-from service.schemas import ABPredictResponse, ABReport, Prediction
+from service.schemas import ABPredictResponse, ABReport, Prediction, TrajectoryColumns
 
-__all__ = ["Frame", "ReplayResult", "build_frames", "format_table", "plot_replay", "replay"]
+__all__ = ["Frame", "KeptPrediction", "ReplayResult", "build_frames", "format_table", "plot_replay", "replay"]
 
 
 @dataclass
@@ -36,6 +36,21 @@ class Frame:
 
     t: float
     observations: list[dict[str, Any]]
+
+
+@dataclass
+class KeptPrediction:
+    """One model's prediction for a plotted agent: its futures, most probable first."""
+
+    t: np.ndarray  # (n,) absolute timestamps of the points
+    modes: list[np.ndarray]  # (n, 2) world positions per future
+    probs: list[float]
+    std: np.ndarray | None  # (n, 2) std_x, std_y of the most probable future, metres (None: not served)
+
+    @property
+    def xy(self) -> np.ndarray:
+        """(n, 2) the most probable future (the single answer)."""
+        return self.modes[0]
 
 
 @dataclass
@@ -52,8 +67,8 @@ class ReplayResult:
     report: ABReport | None = None
     #: observed track per plotted agent: (t, xy)
     tracks: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    #: one prediction per model per plotted agent (made mid-track): model -> agent -> trajectory (n, 2)
-    predictions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    #: one prediction per model per plotted agent (made mid-track): model -> agent -> its futures
+    predictions: dict[str, dict[str, KeptPrediction]] = field(default_factory=dict)
     #: the timestamp each plotted prediction was made at (its newest observation)
     anchors: dict[str, float] = field(default_factory=dict)
     #: what was replayed (a file or folder), for the plot's title
@@ -135,6 +150,7 @@ def replay(
     progress: bool = True,
     stream: bool = False,
     encoding: Encoding = "json",
+    modes: int | None = None,
 ) -> ReplayResult:
     """Send every frame through ``/v1/ab/predict`` and fetch ``/v1/ab/report`` at the end.
 
@@ -144,6 +160,8 @@ def replay(
         speed: 1.0 = real time, 2.0 = twice as fast, None = as fast as the server answers.
         pert: stream degradation applied to each track before sending (seeded: reproducible).
         plot_agents: how many agents' tracks and predictions to keep for :func:`plot_replay`.
+        modes: ask for the K most probable futures of each prediction (``?modes=K``): the server then
+            scores min-of-K online, and the plot draws every future.
     """
     from tqdm import tqdm
 
@@ -158,9 +176,13 @@ def replay(
                 total_obs[o["agent_id"]] += 1
     result.predictions = {"ipnet": {}, "baseline": {}}
     opened = contextlib.ExitStack()
-    ab_predict: Callable[[list[dict[str, Any]]], ABPredictResponse] = client.ab_predict
+
+    def ab_predict(observations: list[dict[str, Any]]) -> ABPredictResponse:
+        return client.ab_predict(observations, modes=modes)
+
+    send: Callable[[list[dict[str, Any]]], ABPredictResponse] = ab_predict
     if stream:
-        ab_predict = opened.enter_context(client.stream("ab", encoding=encoding)).predict
+        send = opened.enter_context(client.stream("ab", encoding=encoding, modes=modes)).predict
     start = time.perf_counter()
     bar: Iterator[Frame] = tqdm(frames, desc="replay", unit="frame", disable=not progress, leave=False)
     with opened:
@@ -170,7 +192,7 @@ def replay(
             result.requests += 1
             result.observations += len(fr.observations)
             try:
-                answer = ab_predict(fr.observations)
+                answer = send(fr.observations)
             except ApiError as e:
                 # a rejected request changes nothing on the server: count it and go on with the stream
                 result.rejected_requests += 1
@@ -196,8 +218,35 @@ def replay(
     return result
 
 
+def _kept(p: Prediction) -> KeptPrediction:
+    points = p.points()
+    t = np.array([q[0] for q in points])
+    listed = p.modes or []
+    modes = [np.array([[x, y] for _, x, y in _points_of(m.trajectory)]) for m in listed] or [
+        np.array([[x, y] for _, x, y in points])
+    ]
+    probs = [m.probability for m in listed] or [1.0]
+    return KeptPrediction(t, modes, probs, _std_of(p.trajectory))
+
+
+def _points_of(trajectory: Any) -> list[tuple[float, float, float]]:
+    if isinstance(trajectory, TrajectoryColumns):
+        return list(zip(trajectory.timestamp, trajectory.x, trajectory.y, strict=True))
+    return [(q.timestamp, q.x, q.y) for q in trajectory]
+
+
+def _std_of(trajectory: Any) -> np.ndarray | None:
+    if isinstance(trajectory, TrajectoryColumns):
+        if trajectory.std_x is None or trajectory.std_y is None:
+            return None
+        return np.column_stack([trajectory.std_x, trajectory.std_y])
+    if not trajectory or trajectory[0].std_x is None:
+        return None
+    return np.array([[q.std_x, q.std_y] for q in trajectory])
+
+
 def _keep_mid_track(
-    store: dict[str, np.ndarray],
+    store: dict[str, KeptPrediction],
     p: Prediction,
     seen: dict[str, list[tuple[float, float, float]]],
     total_obs: dict[str, int],
@@ -207,7 +256,7 @@ def _keep_mid_track(
     if p.agent_id not in total_obs or p.agent_id in store:
         return False
     if len(seen[p.agent_id]) >= max(2, total_obs[p.agent_id] // 2):
-        store[p.agent_id] = np.array([[x, y] for _, x, y in p.points()])
+        store[p.agent_id] = _kept(p)
         return True
     return False
 
@@ -222,13 +271,28 @@ def format_table(result: ReplayResult) -> str:
     lines = []
     if rep is not None:
         hs = sorted(rep.horizons_s, key=float)
-        head = ["model", "version", "ADE m", "FDE m", *[f"@{h} s m" for h in hs], "n"]
+        head = ["model", "version", "ADE m", "FDE m", *[f"@{h} s m" for h in hs], "K", "minADE_K", "minFDE_K"]
+        head += ["miss", "cov95", "n"]
         rows = []
         for role in ("ipnet", "baseline"):
             m = rep.models[role]
             at = [_fmt(getattr(rep.horizons_s[h], role)) for h in hs]
-            rows.append([role, m.model_version, _fmt(m.ade_m), _fmt(m.fde_m), *at, str(m.n)])
-        rows.append(["n (scored)", "", "", "", *[str(rep.horizons_s[h].n) for h in hs], ""])
+            multi = [_fmt(m.k, "d"), _fmt(m.min_ade_k_m), _fmt(m.min_fde_k_m), _fmt(m.miss_rate_2m, ".1%")]
+            rows.append(
+                [
+                    role,
+                    m.model_version,
+                    _fmt(m.ade_m),
+                    _fmt(m.fde_m),
+                    *at,
+                    *multi,
+                    _fmt(m.coverage_95, ".1%"),
+                    str(m.n),
+                ]
+            )
+        rows.append(
+            ["n (scored)", "", "", "", *[str(rep.horizons_s[h].n) for h in hs], "", "", "", "", "", ""]
+        )
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
         for r in [head, *rows]:
             lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -257,7 +321,9 @@ def _model_label(rep: ABReport | None, role: str) -> str:
 
 def plot_replay(result: ReplayResult, out: Path) -> None:
     """A PNG. Left: watched agents, each with its past track (solid), its future ground truth (dotted), the
-    point a prediction starts from (x) and both models' predictions from there. Right: the server's error
+    point a prediction starts from (x) and both models' predictions from there: every future served (with
+    ``modes``), opacity by probability, and the 95% region of the most probable one at 1, 2 and 3 s (an
+    ellipse of ``sqrt(5.991)`` times ``std_x``, ``std_y``: its axes along x and y). Right: the server's error
     against horizon per model, with the number of scored predictions and the ADE's median and 90th percentile.
     """
     import matplotlib
@@ -298,18 +364,34 @@ def plot_replay(result: ReplayResult, out: Path) -> None:
             pred = result.predictions.get(role, {}).get(agent)
             if pred is not None:
                 color, line, marker = styles[role]
+                top = max(pred.probs)
+                for j in range(len(pred.modes) - 1, 0, -1):  # the less probable futures, faint
+                    ax_xy.plot(
+                        pred.modes[j][:, 0],
+                        pred.modes[j][:, 1],
+                        line,
+                        color=color,
+                        lw=1.2,
+                        alpha=0.15 + 0.6 * pred.probs[j] / top,
+                        label=f"{_model_label(rep, role)}: other futures (opacity: probability)"
+                        if first and j == 1
+                        else None,
+                    )
                 ax_xy.plot(
-                    pred[:, 0],
-                    pred[:, 1],
+                    pred.xy[:, 0],
+                    pred.xy[:, 1],
                     line,
                     color=color,
                     lw=2.0,
                     marker=marker,
                     ms=3,
                     markevery=5,
-                    alpha=0.85,
-                    label=_model_label(rep, role) if first else None,
+                    alpha=0.9,
+                    label=_model_label(rep, role) + (" (most probable)" if len(pred.modes) > 1 else "")
+                    if first
+                    else None,
                 )
+                _ellipses(ax_xy, pred, anchor, color, first and role == "ipnet")
         ax_xy.annotate(agent[-8:], xy[0], fontsize=7, color="0.3")
     ax_xy.set_title("tracks and one prediction per agent, made mid-track")
     ax_xy.set_xlabel("x (m)")
@@ -352,6 +434,32 @@ def plot_replay(result: ReplayResult, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
+
+
+def _ellipses(ax: Any, pred: KeptPrediction, anchor: float | None, color: str, label: bool) -> None:
+    """The most probable future's 95% region at 1, 2 and 3 s after the anchor (when it has deviations)."""
+    from matplotlib.patches import Ellipse
+
+    if pred.std is None or anchor is None:
+        return
+    scale = 2.0 * np.sqrt(5.991464547107979)  # full axes of the 95% ellipse, in deviations
+    for k, h in enumerate((1.0, 2.0, 3.0)):
+        j = int(np.argmin(np.abs(pred.t - anchor - h)))
+        if abs(pred.t[j] - anchor - h) > 0.06:
+            continue
+        (x, y), (sx, sy) = pred.xy[j], pred.std[j]
+        ax.add_patch(
+            Ellipse(
+                (x, y),
+                scale * sx,
+                scale * sy,
+                fill=False,
+                ls=":",
+                lw=1.0,
+                color=color,
+                label="95% region at 1, 2, 3 s" if label and k == 0 else None,
+            )
+        )
 
 
 def load(path: str | Path, fmt: str = "auto") -> list[Track]:

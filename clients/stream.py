@@ -44,13 +44,15 @@ class StreamClosed(Exception):
         self.reason = reason
 
 
-def stream_url(base_url: str, route: StreamRoute, layout: Layout) -> str:
+def stream_url(base_url: str, route: StreamRoute, layout: Layout, modes: int | None = None) -> str:
     """``http(s)://host:port`` -> ``ws(s)://host:port/v1/stream?route=...`` (``layout`` only when not the
-    default)."""
+    default, ``modes`` when given)."""
     base = base_url.rstrip("/")
     if base.startswith("http"):
         base = "ws" + base[len("http") :]
     query = f"route={route}" + ("" if layout == "points" else f"&layout={layout}")
+    if modes is not None:
+        query += f"&modes={modes}"
     return f"{base}/v1/stream?{query}"
 
 
@@ -183,10 +185,11 @@ def open_stream(
     layout: Layout,
     encoding: Encoding,
     open_timeout_s: float,
+    modes: int | None = None,
 ) -> TrajpredStream:
     """Connect a synchronous stream (the handshake is refused, ``InvalidStatus``, without a valid key)."""
     connection = connect(
-        stream_url(base_url, route, layout),
+        stream_url(base_url, route, layout, modes),
         additional_headers=headers,
         open_timeout=open_timeout_s,
         max_size=None,  # the server bounds the answer (413 answer_too_large), not the client

@@ -12,8 +12,9 @@ from models.nets import ModelConfig, TrajectoryNet
 
 #: every trained weight set: ``<recipe>/seed<k>/<name>.pt``
 WEIGHTS_ROOT = Path(__file__).resolve().parent / "weights"
-#: the weights the service serves: the shipped recipe's seed 0
-WEIGHTS_DIR = WEIGHTS_ROOT / "shipped" / "seed0"
+#: the weights the service serves: the multimodal models (K futures with probabilities and deviations) of
+#: the shipped recipe, seed 0
+WEIGHTS_DIR = WEIGHTS_ROOT / "multimodal" / "seed0"
 
 
 def recipe_dir(recipe: str) -> Path:
@@ -72,6 +73,8 @@ def _migrate(args: dict[str, Any], state: dict[str, torch.Tensor]) -> tuple[dict
     if isinstance(args.get("lateral"), bool):
         args["lateral"] = "dense" if args["lateral"] else "none"
     args.setdefault("drive", "sigmoid")
+    if "std_scale" not in state:  # written before the uncertainty calibration existed: no scaling
+        state = {**state, "std_scale": torch.ones(int(args.get("pred_steps", 50)))}
     if args["kind"] in ("gru", "lstm"):
         state = {
             ("cell." + k if k.startswith("cell.") and not k.startswith("cell.cell.") else k): v

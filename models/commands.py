@@ -32,7 +32,7 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_commands(sub: Any) -> None:
-    """``ipnet train``, ``evaluate``, ``energy``, ``card``."""
+    """``ipnet train``, ``evaluate``, ``calibrate``, ``energy``, ``card``."""
     p = sub.add_parser(
         "train",
         help="train IPNet, its baselines and its ablations on CPU",
@@ -61,6 +61,19 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--seeds", default="0", help="comma-separated training seeds (default 0)")
     p.add_argument("--epochs", type=int, default=None, help="override the epochs of the recipe")
     p.add_argument("--n-memory", type=int, default=None, help="neurons / hidden units (same for every model)")
+    p.add_argument(
+        "--modes",
+        type=int,
+        default=1,
+        help="futures per agent, with probabilities (default 1: a single trajectory); more than 1 also trains "
+        "deviations per point, calibrated on the validation split (the served weights: 6)",
+    )
+    p.add_argument(
+        "--uncertainty",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="deviations per point (default: on with more than one mode)",
+    )
     p.add_argument("--lr", type=float, default=None, help="override the learning rate of the recipe")
     p.add_argument(
         "--augment", action=argparse.BooleanOptionalAction, default=None, help="override: degraded streams"
@@ -69,7 +82,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "--out",
         required=True,
-        help="output folder (the served weights are models/weights/shipped; write elsewhere to keep them)",
+        help="output folder (the served weights are models/weights/multimodal; write elsewhere to keep them)",
     )
     p.add_argument("--data-root", default=None, help="folder of the shared data (default ../shared/data)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -92,16 +105,32 @@ def add_commands(sub: Any) -> None:
         "--weights",
         default=None,
         help="folder of <name>.pt files, or of seed*/ folders of them (every seed is evaluated); default: the "
-        "shipped recipe, models/weights/shipped",
+        "served set, models/weights/multimodal",
     )
     p.add_argument(
         "--models",
         default="ipnet,gru,lstm,gru_nodt,ctgru,cv,ca,ctrv",
         help="comma-separated model names (models/catalog.py)",
     )
+    p.add_argument(
+        "--k",
+        type=int,
+        default=6,
+        help="modes scored by minADE_K, minFDE_K, miss rate and brier-minFDE (default 6; capped at each "
+        "model's own)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (on stderr)")
     _add_eval_args(p)
+
+    p = sub.add_parser(
+        "calibrate",
+        help="fit the motion models' deviations on the validation split",
+        description="Fit the deviations (along and across the heading, per agent type and horizon) of CV, CA "
+        "and CTRV on the validation split, so that 95% of true points fall in their 95% ellipses, and write "
+        "models/weights/motion_deviations.json. Learned models are calibrated when they are trained.",
+    )
+    p.add_argument("--data-root", default=None, help="folder of the shared data (default ../shared/data)")
 
     p = sub.add_parser(
         "energy",
@@ -141,6 +170,7 @@ def add_commands(sub: Any) -> None:
     for name, handler in (
         ("train", cmd_train),
         ("evaluate", cmd_evaluate),
+        ("calibrate", cmd_calibrate),
         ("energy", cmd_energy),
         ("card", cmd_card),
     ):
@@ -173,11 +203,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     for field, value in (("epochs", args.epochs), ("lr", args.lr), ("augment", args.augment)):
         if value is not None:
             tcfg = replace(tcfg, **{field: value})
-    base = None
-    if args.n_memory is not None:
-        from models.nets import ModelConfig
+    from models.nets import ModelConfig
 
-        base = ModelConfig(n_memory=args.n_memory)
+    if args.modes < 1:
+        raise SystemExit(f"--modes must be at least 1, got {args.modes}")
+    uncertainty = args.modes > 1 if args.uncertainty is None else args.uncertainty
+    base = ModelConfig(modes=args.modes, uncertainty=uncertainty)
+    if args.n_memory is not None:
+        base = replace(base, n_memory=args.n_memory)
     names = list(LEARNED) if args.models == "all" else [k for k in args.models.split(",") if k]
     out = train_models(
         train,
@@ -193,9 +226,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     for key, info in out.items():
         print(
-            f"{key}: {info['path']}  version {info['version']}  val {info['val_loss_m']:.3f} m  "
+            f"{key}: {info['path']}  version {info['version']}  val loss {info['val_loss_m']:.3f}  "
             f"{info['train_seconds']:.0f} s"
         )
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from models.calibration import MOTION_DEVIATIONS, write_motion_deviations
+    from models.corpus import corpus, split_train_val
+
+    _, val = split_train_val(corpus("shipped", args.data_root))
+    doc = write_motion_deviations(val)
+    for kind, table in doc["models"].items():
+        v = table[0]  # vehicles
+        print(
+            f"{kind}: vehicle deviations at 1 / 3 / 5 s: along {v[9][0]:.2f} / {v[29][0]:.2f} / {v[49][0]:.2f} m,"
+            f" across {v[9][1]:.2f} / {v[29][1]:.2f} / {v[49][1]:.2f} m"
+        )
+    print(f"wrote {MOTION_DEVIATIONS}")
     return 0
 
 
@@ -217,7 +266,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         moving_only=args.moving_only,
         perturbation=Perturbation(args.resample_hz, args.drop_rate, args.jitter_s, args.noise_m, args.seed),
     )
-    ev = evaluate_models(tracks, models, proto, progress=not args.no_progress)
+    if args.k < 1:
+        raise SystemExit(f"--k must be at least 1, got {args.k}")
+    ev = evaluate_models(tracks, models, proto, progress=not args.no_progress, k=args.k)
     result = ev.to_dict()
     result["protocol"]["data"] = str(args.data)
     result["model_versions"] = {k: [p.version for p in ps] for k, ps in models.items()}

@@ -154,7 +154,6 @@ class InferenceStep:
         self.readout = _linear_parts(net.readout)
         self.d_embed = cfg.d_embed
         self.width = self.readout[0][1].shape[0]  # E + sensed signals
-        self.pred_steps = cfg.pred_steps
         self.native_mtj = _NativeMTJ.of(net, use_native)
 
     @property
@@ -201,7 +200,8 @@ class InferenceStep:
             dt_s: (B,) float64 seconds since the previous observation (0 for a track's first).
 
         Returns:
-            memory (B, memory_size), agent-frame correction (B, H, 2), energy (B,) joules.
+            memory (B, memory_size), the readout's output (B, head_size) (``TrajectoryNet.decode``), energy
+            (B,) joules.
         """
         block = torch.empty(feats.shape[0], self.width)  # [embedding | sensed memory]: the readout's input
         e = block[:, : self.d_embed]
@@ -213,4 +213,4 @@ class InferenceStep:
             h = torch.addmm(bias, h, weight_t)
             if k < len(rest) - 1:
                 h = F.gelu(h)
-        return memory, h.view(-1, self.pred_steps, 2), energy
+        return memory, h, energy

@@ -17,14 +17,17 @@ correction to constant velocity in the agent frame). Only the memory differs bet
   ``h' = a h + (1 - a) tanh(W e [+ U h])``, ``a = exp(-dt/tau)``. The control for "is it the physics, or any
   memory that fades over real time?".
 
-Every model exposes the same streaming step ``step(memory, features, dt) -> (memory, offsets, energy)``;
-``forward_sequence`` is a loop over that very step, so training and serving cannot disagree.
+Every model exposes the same streaming step ``step(memory, features, dt) -> (memory, head, energy)``;
+``forward_sequence`` is a loop over that very step, so training and serving cannot disagree. ``head`` is the
+readout's raw output; ``decode`` turns it into a ``Forecast``: K futures (corrections to constant velocity in
+the agent frame), their probabilities and, with ``uncertainty``, a standard deviation per point and axis.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -72,6 +75,10 @@ class ModelConfig:
     # memory fades over the physical time that passed, and a readout that never sees the interval cannot
     # misread a rate it was not trained at.
     interval_input: bool | None = None
+    # futures per observation (winner-takes-all training, a probability each); 1: a single trajectory
+    modes: int = 1
+    # a standard deviation per predicted point and agent-frame axis (Gaussian likelihood of the winning mode)
+    uncertainty: bool = False
     mtj: dict[str, float] = field(default_factory=lambda: MTJParams().to_dict())
 
     def __post_init__(self) -> None:
@@ -88,6 +95,14 @@ class ModelConfig:
             raise ValueError("the leaky control has no devices to couple: lateral is 'none' or 'dense'")
         if not self.tau_scale > 0:
             raise ValueError(f"tau_scale must be positive, got {self.tau_scale}")
+        if self.modes < 1:
+            raise ValueError(f"modes must be at least 1, got {self.modes}")
+
+    @property
+    def head_size(self) -> int:
+        """Floats of the readout's output: K x H x 2 offsets, [K x H x 2 log-deviations], [K mode logits]."""
+        per_mode = self.pred_steps * 2
+        return self.modes * per_mode * (2 if self.uncertainty else 1) + (self.modes if self.modes > 1 else 0)
 
     @property
     def sees_interval(self) -> bool:
@@ -121,6 +136,20 @@ class LearnedTimeConstants(nn.Module):
     def forward(self) -> Tensor:
         """(n,) time constants, in the units of ``lo`` and ``hi``."""
         return torch.exp(self.log_lo + (self.log_hi - self.log_lo) * torch.sigmoid(self.u))
+
+
+class Forecast(NamedTuple):
+    """A decoded readout (leading dims ``...``: batch, or batch and sequence).
+
+    offsets: (..., K, H, 2) agent-frame corrections to constant velocity per mode.
+    log_std: (..., K, H, 2) log standard deviation per point and axis (along, across), calibrated; None
+        without ``uncertainty``.
+    logits: (..., K) mode scores (softmax: probabilities); zeros for a single mode.
+    """
+
+    offsets: Tensor
+    log_std: Tensor | None
+    logits: Tensor
 
 
 class MTJNeuronLayer(nn.Module):
@@ -400,13 +429,22 @@ class TrajectoryNet(nn.Module):
             nn.GELU(),
             nn.Linear(cfg.d_readout, cfg.d_readout),
             nn.GELU(),
-            nn.Linear(cfg.d_readout, 2 * cfg.pred_steps),
+            nn.Linear(cfg.d_readout, cfg.head_size),
         )
-        # start at "no correction": the untrained model is constant velocity
+        # start at "no correction": the untrained model is constant velocity, with 1 m deviations. Several
+        # modes start a little apart (small random weights): identical modes would tie for every target and
+        # winner-takes-all would train one of them only
         last = self.readout[-1]
         assert isinstance(last, nn.Linear)
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
+        if cfg.modes > 1:
+            with torch.no_grad():
+                last.weight[: cfg.modes * cfg.pred_steps * 2].normal_(0.0, 0.01)
+        # per-horizon factor on the deviations, fitted after training on the validation split so that 95% of
+        # true points fall in the predicted 95% region (``models.calibration``); 1 until then
+        self.std_scale: Tensor
+        self.register_buffer("std_scale", torch.ones(cfg.pred_steps))
 
     @property
     def memory_size(self) -> int:
@@ -476,14 +514,28 @@ class TrajectoryNet(nn.Module):
             dt_s: (B,) seconds since the previous observation.
 
         Returns:
-            memory (B, memory_size), agent-frame correction to constant velocity (B, H, 2), and the
+            memory (B, memory_size), the readout's output (B, head_size) (``decode`` reads it), and the
             modeled physical energy of the memory update (B,) joules (IPNet only; zeros otherwise:
             the digital memory energy model is in ``models.energy``).
         """
         e = self.embed(feats)  # (B, E)
         memory, sensed_parts, energy = self.update(memory, e, dt_s)
         out = self.readout(torch.cat([e, *sensed_parts], dim=1))  # one concatenation: (B, E + sensed)
-        return memory, out.view(-1, self.cfg.pred_steps, 2), energy
+        return memory, out, energy
+
+    def decode(self, head: Tensor) -> Forecast:
+        """(..., head_size) readout output -> ``Forecast`` (deviations with the calibration applied)."""
+        cfg = self.cfg
+        lead = head.shape[:-1]
+        k, n = cfg.modes, cfg.modes * cfg.pred_steps * 2
+        offsets = head[..., :n].reshape(*lead, k, cfg.pred_steps, 2)
+        log_std = None
+        if cfg.uncertainty:
+            # clamped: 1 cm to 150 m, so one wild output cannot make the likelihood infinite
+            raw = head[..., n : 2 * n].reshape(*lead, k, cfg.pred_steps, 2).clamp(-4.6, 5.0)
+            log_std = raw + self.std_scale.log()[:, None]
+        logits = head[..., -k:] if k > 1 else head.new_zeros((*lead, 1))
+        return Forecast(offsets, log_std, logits)
 
     def forward_sequence(self, feats: Tensor, dt_s: Tensor, valid: Tensor) -> Tensor:
         """Run the streaming step over padded sequences (training and evaluation).
@@ -492,7 +544,7 @@ class TrajectoryNet(nn.Module):
             feats: (B, L, F); dt_s: (B, L); valid: (B, L) bool, True where an observation exists.
 
         Returns:
-            (B, L, H, 2) corrections at every step (garbage where not valid).
+            (B, L, head_size) readout outputs at every step (garbage where not valid; ``decode`` reads them).
         """
         b, seq_len, _ = feats.shape
         memory = self.initial_memory(b)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.calibration import fit_std_scale
 from models.catalog import model_config
 from models.checkpoint import recipe_dir, save_checkpoint, shipped_path
 from models.data import Track
@@ -45,6 +46,10 @@ def train_models(
         for name in names:
             trainer = Trainer(model_config(name, base_model), tcfg, progress=progress)
             net = trainer.fit(train, val)
+            if net.cfg.uncertainty and val:
+                # the deviations' per-horizon factors, fitted on the validation windows (models.calibration)
+                scale = fit_std_scale(Predictor(net, name, "calibrating", native=False), val)
+                net.std_scale.copy_(torch.from_numpy(scale).float())
             val_loss = min((h.get("val_loss_m", np.inf) for h in trainer.history), default=np.inf)
             path = out / f"seed{seed}" / f"{name}.pt"
             ckpt = save_checkpoint(
@@ -106,9 +111,9 @@ def load_model_set(
     """Every seed of each model: ``{name: [predictor per seed]}`` (motion models: one, they have no seed).
 
     A name whose checkpoint is missing in some seed folder is loaded from the folders that have it. Default
-    folder: the shipped recipe (``models/weights/shipped``, every seed).
+    folder: the served set (``models/weights/multimodal``, every seed).
     """
-    root = Path(weights_dir) if weights_dir else recipe_dir("shipped")
+    root = Path(weights_dir) if weights_dir else recipe_dir("multimodal")
     dirs = seed_dirs(root)
     out: dict[str, list[Predictor]] = {}
     for name in (n.strip() for n in names):

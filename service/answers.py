@@ -17,44 +17,72 @@ from service.schemas import POSITION_DECIMALS, Layout
 Encoding = Literal["json", "msgpack"]
 MSGPACK = "application/msgpack"
 
-_POINT_PARTS = (b'{"timestamp":', b',"x":', b',"y":', b"},", b"}")
+_KEYS = (b'{"timestamp":', b',"x":', b',"y":', b',"std_x":', b',"std_y":')
+Std = tuple[np.ndarray, np.ndarray] | None  # (std_x, std_y), each (A, P), or none
 
 
-def _points_json(t: np.ndarray, x: np.ndarray, y: np.ndarray, compiled: bool = True) -> list[orjson.Fragment]:
-    """Each row's trajectory as the JSON of a list of ``{"timestamp", "x", "y"}`` points, one fragment per row.
+def _points_json(
+    t: np.ndarray, x: np.ndarray, y: np.ndarray, compiled: bool = True, std: Std = None
+) -> list[orjson.Fragment]:
+    """Each row's trajectory as the JSON of a list of ``{"timestamp", "x", "y"[, "std_x", "std_y"]}`` points,
+    one fragment per row.
 
     The compiled writer (``service.jsontext``) when every value is in its exact range, else this: orjson
     writes every number of the batch in one call and the keys are spliced in by list slicing (C loops), so
     no Python dict exists per point. Both are byte for byte what ``orjson.dumps`` gives for the list of
     dicts (``tests/service/test_api.py`` and ``test_jsontext.py`` check it).
     """
-    rows = points_rows(t, x, y, TIME_DECIMALS, POSITION_DECIMALS, compiled)
+    rows = points_rows(t, x, y, TIME_DECIMALS, POSITION_DECIMALS, compiled, std)
     if rows is not None:
         return [orjson.Fragment(r) for r in rows]
-    return _points_json_spliced(t, x, y)
+    return _points_json_spliced(t, x, y, std)
 
 
-def _points_json_spliced(t: np.ndarray, x: np.ndarray, y: np.ndarray) -> list[orjson.Fragment]:
+def _points_json_spliced(
+    t: np.ndarray, x: np.ndarray, y: np.ndarray, std: Std = None
+) -> list[orjson.Fragment]:
     """:func:`_points_json` for any values (NaN as null, orjson's exponent notation): the slower way."""
     a, k = t.shape
     if a == 0 or k == 0:
         return [orjson.Fragment(b"[]") for _ in range(a)]
     n = a * k
-    nums = orjson.dumps(np.stack([t, x, y], axis=-1).ravel(), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(
-        b","
-    )
-    ts_key, x_key, y_key, close, last = _POINT_PARTS
-    parts: list[bytes] = [b""] * (7 * n)
-    parts[0::7] = [ts_key] * n
-    parts[1::7] = nums[0::3]
-    parts[2::7] = [x_key] * n
-    parts[3::7] = nums[1::3]
-    parts[4::7] = [y_key] * n
-    parts[5::7] = nums[2::3]
-    parts[6::7] = [close] * n
-    step = 7 * k
-    parts[step - 1 :: step] = [last] * a  # no comma after a row's last point
+    cols = [t, x, y, *(std or ())]
+    c = len(cols)
+    nums = orjson.dumps(np.stack(cols, axis=-1).ravel(), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
+    w = 2 * c + 1  # a key and a number per value, then the point's close
+    parts: list[bytes] = [b""] * (w * n)
+    for j in range(c):
+        parts[2 * j :: w] = [_KEYS[j]] * n
+        parts[2 * j + 1 :: w] = nums[j::c]
+    parts[w - 1 :: w] = [b"},"] * n
+    step = w * k
+    parts[step - 1 :: step] = [b"}"] * a  # no comma after a row's last point
     return [orjson.Fragment(b"[" + b"".join(parts[i * step : (i + 1) * step]) + b"]") for i in range(a)]
+
+
+def _trajectories(
+    t: np.ndarray, xy: np.ndarray, std: np.ndarray | None, layout: Layout, encoding: Encoding, compiled: bool
+) -> list[Any]:
+    """Each row's trajectory in the answer's layout and encoding: ``t`` (A, P), ``xy`` and ``std`` (A, P, 2).
+
+    Positions and deviations are rounded to 0.1 mm (far below any prediction error; full float64 digits made
+    the answer a third longer and slower to write and to parse)."""
+    xs = np.round(xy[..., 0], POSITION_DECIMALS)
+    ys = np.round(xy[..., 1], POSITION_DECIMALS)
+    sd: Std = None
+    if std is not None:
+        sd = (np.round(std[..., 0], POSITION_DECIMALS), np.round(std[..., 1], POSITION_DECIMALS))
+    if encoding == "msgpack":
+        return _msgpack_trajectories(t, xs, ys, layout, sd)
+    if layout == "columns":
+        # numpy rows per agent, written by orjson directly
+        if sd is None:
+            return [{"timestamp": t[i], "x": xs[i], "y": ys[i]} for i in range(len(t))]
+        return [
+            {"timestamp": t[i], "x": xs[i], "y": ys[i], "std_x": sd[0][i], "std_y": sd[1][i]}
+            for i in range(len(t))
+        ]
+    return _points_json(t, xs, ys, compiled, sd)
 
 
 def _predictions(
@@ -65,8 +93,7 @@ def _predictions(
 
     Built directly (not through pydantic) because a frame of a few hundred agents has thousands of points,
     and from whole-batch conversions rather than per agent; ``tests/service`` validates answers against the
-    response schemas. Positions are rounded to 0.1 mm (far below any prediction error; full float64 digits
-    made the answer a third longer and slower to write and to parse).
+    response schemas. With ``p.show_modes`` each answer also lists the served modes with their probabilities.
     """
     dts = [None if math.isnan(d) else d for d in p.dt_s.tolist()]
     heads = zip(
@@ -79,15 +106,20 @@ def _predictions(
         strict=True,
     )
     ts = np.ascontiguousarray(p.trajectory_t, dtype=np.float64)
-    xs = np.round(p.trajectory_xy[..., 0], POSITION_DECIMALS)
-    ys = np.round(p.trajectory_xy[..., 1], POSITION_DECIMALS)
-    if encoding == "msgpack":
-        trajectories: Any = _msgpack_trajectories(ts, xs, ys, layout)
-    elif layout == "columns":
-        # three numpy rows per agent, written by orjson directly
-        trajectories = ({"timestamp": ts[i], "x": xs[i], "y": ys[i]} for i in range(len(p)))
+    a, k = p.probs.shape
+    if p.show_modes:
+        # every mode's trajectory in one batch (row i * K + j: agent i's mode j); the first is the answer's
+        std = None if p.modes_std is None else p.modes_std.reshape(a * k, -1, 2)
+        flat = _trajectories(
+            np.repeat(ts, k, axis=0), p.modes_xy.reshape(a * k, -1, 2), std, layout, encoding, compiled
+        )
+        probs = p.probs.tolist()
+        modes: list[Any] = [
+            [{"probability": probs[i][j], "trajectory": flat[i * k + j]} for j in range(k)] for i in range(a)
+        ]
+        trajectories: list[Any] = flat[::k]
     else:
-        trajectories = _points_json(ts, xs, ys, compiled)
+        trajectories = _trajectories(ts, p.trajectory_xy, p.trajectory_std, layout, encoding, compiled)
     answers = [
         {
             "agent_id": agent,
@@ -100,14 +132,22 @@ def _predictions(
         }
         for (agent, stamp, steps, new, dt, kind), trajectory in zip(heads, trajectories, strict=True)
     ]
+    if p.show_modes:
+        for d, m in zip(answers, modes, strict=True):
+            d["modes"] = m
     if encoding == "msgpack":
         # each answer packed with a nil trajectory (its last value, one byte 0xc0) that the pre-encoded
-        # trajectory replaces
+        # trajectory replaces; the modes (after it) by _pack, their trajectories pre-encoded too
         packer = msgpack.Packer(use_bin_type=True)
         packed = []
         for d in answers:
             trajectory, d["trajectory"] = d["trajectory"], None
-            packed.append(RawMsgpack(packer.pack(d)[:-1] + trajectory))
+            listed = d.pop("modes", None)
+            head = packer.pack(d)[:-1] + trajectory
+            if listed is not None:
+                # one more key in the map: its header counts 7 keys (0x87), now 8
+                head = bytes((head[0] + 1,)) + head[1:] + _pack("modes") + _pack(listed)
+            packed.append(RawMsgpack(head))
         return packed
     return answers
 
@@ -122,46 +162,58 @@ def _array_header(n: int) -> bytes:
     return b"\xdc" + n.to_bytes(2, "big") if n < 2**16 else b"\xdd" + n.to_bytes(4, "big")
 
 
-# one point of the points layout, {"timestamp": t, "x": x, "y": y}, as MessagePack: a fixmap of 3, each key
-# a fixstr, each value a float 64 (0xcb, big-endian); every point of a batch written by numpy in one pass
-_POINT = np.dtype(
-    [("map", "u1"), ("kt", "S10"), ("ft", "u1"), ("t", ">f8"), ("kx", "S2"), ("fx", "u1"), ("x", ">f8"),
-     ("ky", "S2"), ("fy", "u1"), ("y", ">f8")]
+# one point of the points layout, {"timestamp": t, "x": x, "y": y[, "std_x": sx, "std_y": sy]}, as
+# MessagePack: a fixmap, each key a fixstr, each value a float 64 (0xcb, big-endian); every point of a batch
+# written by numpy in one pass
+_POINT_FIELDS = [("kt", "S10"), ("ft", "u1"), ("t", ">f8"), ("kx", "S2"), ("fx", "u1"), ("x", ">f8"),
+                 ("ky", "S2"), ("fy", "u1"), ("y", ">f8")]  # fmt: skip
+_POINT = np.dtype([("map", "u1"), *_POINT_FIELDS])
+_POINT_STD = np.dtype(
+    [("map", "u1"), *_POINT_FIELDS, ("ksx", "S6"), ("fsx", "u1"), ("sx", ">f8"), ("ksy", "S6"), ("fsy", "u1"),
+     ("sy", ">f8")]
 )  # fmt: skip
 _FLOAT = np.dtype([("f", "u1"), ("v", ">f8")])
+_COLUMN_KEYS = (b"\xa9timestamp", b"\xa1x", b"\xa1y", b"\xa5std_x", b"\xa5std_y")
 
 
-def _msgpack_trajectories(t: np.ndarray, x: np.ndarray, y: np.ndarray, layout: Layout) -> list[RawMsgpack]:
+def _msgpack_trajectories(
+    t: np.ndarray, x: np.ndarray, y: np.ndarray, layout: Layout, std: Std = None
+) -> list[RawMsgpack]:
     """Each row's trajectory as MessagePack, the same object as ``msgpack.packb`` of the JSON layout gives
     (``tests/service/test_stream.py`` checks it), built from whole-batch numpy records rather than a Python
     dict per point (several times faster for a frame of 100 agents)."""
     a, k = t.shape
+    values = (t, x, y, *(std or ()))
     if layout == "columns":
-        cols = np.empty((3, a, k), _FLOAT)
+        c = len(values)
+        cols = np.empty((c, a, k), _FLOAT)
         cols["f"] = 0xCB
-        cols["v"] = (t, x, y)
+        cols["v"] = values
         head = _array_header(k)
         rows = cols.tobytes()
         step, size = a * k * _FLOAT.itemsize, k * _FLOAT.itemsize
         return [
             RawMsgpack(
-                b"\x83\xa9timestamp"
-                + head
-                + rows[i * size : (i + 1) * size]
-                + b"\xa1x"
-                + head
-                + rows[step + i * size : step + (i + 1) * size]
-                + b"\xa1y"
-                + head
-                + rows[2 * step + i * size : 2 * step + (i + 1) * size]
+                bytes((0x80 | c,))
+                + b"".join(
+                    _COLUMN_KEYS[j] + head + rows[j * step + i * size : j * step + (i + 1) * size]
+                    for j in range(c)
+                )
             )
             for i in range(a)
         ]
-    points = np.empty((a, k), _POINT)
-    points["map"], points["ft"], points["fx"], points["fy"] = 0x83, 0xCB, 0xCB, 0xCB
+    dtype = _POINT if std is None else _POINT_STD
+    points = np.empty((a, k), dtype)
+    points["ft"], points["fx"], points["fy"] = 0xCB, 0xCB, 0xCB
     points["kt"], points["kx"], points["ky"] = b"\xa9timestamp", b"\xa1x", b"\xa1y"
     points["t"], points["x"], points["y"] = t, x, y
-    data, size, head = points.tobytes(), k * _POINT.itemsize, _array_header(k)
+    points["map"] = 0x83
+    if std is not None:
+        points["map"] = 0x85
+        points["fsx"], points["fsy"] = 0xCB, 0xCB
+        points["ksx"], points["ksy"] = b"\xa5std_x", b"\xa5std_y"
+        points["sx"], points["sy"] = std
+    data, size, head = points.tobytes(), k * dtype.itemsize, _array_header(k)
     return [RawMsgpack(head + data[i * size : (i + 1) * size]) for i in range(a)]
 
 

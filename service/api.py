@@ -32,7 +32,7 @@ from service.schemas import (
     Readiness,
 )
 from service.stream import STREAM_ROUTE, serve_stream
-from service.validation import observations_of
+from service.validation import MAX_MODES, observations_of
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -160,15 +160,33 @@ streams = APIRouter()
 LayoutQuery = Annotated[
     Layout,
     Query(
-        description="trajectory layout: 'points' (a list of {timestamp, x, y}) or 'columns' (three arrays)"
+        description="trajectory layout: 'points' (a list of {timestamp, x, y, std_x, std_y}) or 'columns' "
+        "(one array per field)"
+    ),
+]
+
+
+ModesQuery = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=MAX_MODES,
+        description="also answer the K most probable futures of each agent (at most the model's own: motion "
+        "baselines have one), each with its probability and per-point deviations; without it, the single "
+        "trajectory only",
     ),
 ]
 
 
 async def _predict(
-    engine: EngineDep, body: PredictRequest, roles: list[str], layout: Layout, encoding: Encoding
+    engine: EngineDep,
+    body: PredictRequest,
+    roles: list[str],
+    layout: Layout,
+    encoding: Encoding,
+    modes: int | None,
 ) -> Response:
-    out = await engine.predict(observations_of(body), roles)
+    out = await engine.predict(observations_of(body), roles, modes)
     payload = predict_payload(engine, out, roles, layout, encoding)
     return Response(
         encode(payload, encoding), media_type=MSGPACK if encoding == "msgpack" else "application/json"
@@ -189,10 +207,14 @@ _ANSWER = (
     response_description=_ANSWER,
 )
 async def predict(
-    body: PredictRequest, engine: EngineDep, encoding: AnswerEncodingDep, layout: LayoutQuery = "points"
+    body: PredictRequest,
+    engine: EngineDep,
+    encoding: AnswerEncodingDep,
+    layout: LayoutQuery = "points",
+    modes: ModesQuery = None,
 ) -> Response:
     """Advance each agent's IPNet state by its observations; one prediction per agent."""
-    return await _predict(engine, body, ["ipnet"], layout, encoding)
+    return await _predict(engine, body, ["ipnet"], layout, encoding, modes)
 
 
 @v1.post(
@@ -204,10 +226,14 @@ async def predict(
     response_description=_ANSWER,
 )
 async def baseline_predict(
-    body: PredictRequest, engine: EngineDep, encoding: AnswerEncodingDep, layout: LayoutQuery = "points"
+    body: PredictRequest,
+    engine: EngineDep,
+    encoding: AnswerEncodingDep,
+    layout: LayoutQuery = "points",
+    modes: ModesQuery = None,
 ) -> Response:
     """The recurrent baseline (``TRAJPRED_BASELINE``) on its own state."""
-    return await _predict(engine, body, ["baseline"], layout, encoding)
+    return await _predict(engine, body, ["baseline"], layout, encoding, modes)
 
 
 @v1.post(
@@ -219,15 +245,19 @@ async def baseline_predict(
     response_description="both models' predictions per agent, each model on its own state",
 )
 async def ab_predict(
-    body: PredictRequest, engine: EngineDep, encoding: AnswerEncodingDep, layout: LayoutQuery = "points"
+    body: PredictRequest,
+    engine: EngineDep,
+    encoding: AnswerEncodingDep,
+    layout: LayoutQuery = "points",
+    modes: ModesQuery = None,
 ) -> Response:
     """Both models advance their own state on the same observations; both predictions per agent."""
-    return await _predict(engine, body, ["ipnet", "baseline"], layout, encoding)
+    return await _predict(engine, body, ["ipnet", "baseline"], layout, encoding, modes)
 
 
 @streams.websocket(STREAM_ROUTE)
 async def stream(websocket: WebSocket) -> None:
-    """``/v1/stream?route=predict|baseline|ab&layout=points|columns``: one reply per message, in order
+    """``/v1/stream?route=predict|baseline|ab&layout=points|columns[&modes=K]``: one reply per message, in order
     (``service.stream``)."""
     await serve_stream(websocket)
 

@@ -62,12 +62,12 @@ def load_models(settings: Settings) -> dict[str, Predictor]:
     torch.set_num_threads(settings.torch_threads)
     names = ["ipnet", settings.baseline]
     for name in names:
-        path = shipped_path(name, settings.weights_dir)
+        path = shipped_path(name, settings.model_dir)
         if not is_motion(name) and not path.is_file():
             raise FileNotFoundError(
                 f"model weights {path} not found: train them with `ipnet train` or set TRAJPRED_WEIGHTS_DIR"
             )
-    predictors = load_predictors(names, settings.weights_dir, native=settings.native_kernel)
+    predictors = load_predictors(names, settings.model_dir, native=settings.native_kernel)
     for p in predictors.values():
         types = np.zeros(2, np.int64)
         r = p.step(KinState.empty(2), p.initial_memory(2), np.zeros((2, 2)), np.zeros(2), types)

@@ -75,11 +75,24 @@ class Predictions:
     new_track: np.ndarray  # (A,) bool
     dt_s: np.ndarray  # (A,) observed interval used, NaN for a track's first observation
     agent_types: list[str]
-    trajectory_t: np.ndarray  # (A, K) absolute seconds
-    trajectory_xy: np.ndarray  # (A, K, 2) metres
+    trajectory_t: np.ndarray  # (A, P) absolute seconds of the answer's points
+    modes_xy: np.ndarray  # (A, K, P, 2) metres, most probable mode first
+    modes_std: np.ndarray | None  # (A, K, P, 2) world-axis standard deviations, metres; None: not modeled
+    probs: np.ndarray  # (A, K) mode probabilities over the K served, descending
+    show_modes: bool  # whether the answer lists the modes (``?modes=K``) beside the single trajectory
 
     def __len__(self) -> int:
         return len(self.agent_ids)
+
+    @property
+    def trajectory_xy(self) -> np.ndarray:
+        """(A, P, 2) the single-trajectory answer: the most probable mode."""
+        return self.modes_xy[:, 0]
+
+    @property
+    def trajectory_std(self) -> np.ndarray | None:
+        """(A, P, 2) its standard deviations (x, y)."""
+        return None if self.modes_std is None else self.modes_std[:, 0]
 
 
 @dataclass
@@ -134,7 +147,10 @@ class _Computed:
     memory: np.ndarray  # (A, M)
     last_t: np.ndarray  # (A,)
     agent_type: np.ndarray  # (A,) TYPE_INDEX
-    trajectories: np.ndarray  # (A, H, 2) from each agent's newest observation
+    modes_xy: np.ndarray  # (A, K, H, 2) the K served futures from each agent's newest observation
+    probs: np.ndarray  # (A, K) their probabilities, renormalised over the K, descending
+    std: np.ndarray | None  # (A, K, H, 2) world-axis standard deviations; None: the model has none
+    std_agent: np.ndarray | None  # (A, H, 2) the most probable future's deviations along / across the heading
     new_track: np.ndarray  # (A,) bool
     rewound: np.ndarray  # (A,) bool: a track that had run ahead of the clock restarted earlier
     dt_s: np.ndarray  # (A,) float, NaN for a first observation
@@ -148,6 +164,34 @@ class _Computed:
     def steps(self) -> np.ndarray:
         """(A,) observations in each agent's current track."""
         return self.kin[:, 6].astype(np.int64)
+
+    @property
+    def trajectories(self) -> np.ndarray:
+        """(A, H, 2) the most probable future of each agent."""
+        return self.modes_xy[:, 0]
+
+
+def mode_trajectories(models: Sequence[str], computed: dict[str, _Computed]) -> dict[str, np.ndarray]:
+    """What online scoring keeps of each model's served futures: ``model`` -> the most probable (A, H, 2),
+    and ``model#j`` -> the j-th mode for the others served (``service.scoring.mode_of`` reads the names)."""
+    out: dict[str, np.ndarray] = {}
+    for m in models:
+        c = computed[m]
+        out[m] = c.modes_xy[:, 0]
+        for j in range(1, c.modes_xy.shape[1]):
+            out[f"{m}#{j}"] = c.modes_xy[:, j]
+    return out
+
+
+def deviation_frames(models: Sequence[str], computed: dict[str, _Computed]) -> dict[str, np.ndarray]:
+    """What online scoring needs to judge calibration, per model with deviations: (A, 1 + H, 2), each agent's
+    heading (row 0) and the most probable future's deviations along / across it (the 95% ellipse's axes)."""
+    out: dict[str, np.ndarray] = {}
+    for m in models:
+        c = computed[m]
+        if c.std_agent is not None:
+            out[m] = np.concatenate([c.kin[:, None, 4:6], c.std_agent], axis=1)
+    return out
 
 
 class KeyLocks:
@@ -245,16 +289,25 @@ class Engine:
                 )
 
     # --- predict --------------------------------------------------------------------------------------
-    async def predict(self, observations: Sequence[Obs], roles: Sequence[str]) -> dict[str, Predictions]:
-        """Apply the observations to the state of each role's model; one prediction per agent and role."""
+    async def predict(
+        self, observations: Sequence[Obs], roles: Sequence[str], modes: int | None = None
+    ) -> dict[str, Predictions]:
+        """Apply the observations to the state of each role's model; one prediction per agent and role.
+
+        ``modes``: also answer the K most probable futures (at most the model's own), with probabilities;
+        None: the single trajectory only. Either way the served futures are the ones scored online.
+        """
         groups = self.validator(observations)
+        self.validator.check_modes(modes)
         models = [self.roles[r] for r in roles]
         agents = list(groups)
-        points = len(agents) * len(models) * self._points_per_trajectory
+        # the single trajectory, and each of the K modes beside it
+        per_agent = self._points_per_trajectory * (1 + modes if modes else 1)
+        points = len(agents) * len(models) * per_agent
         if points > self.settings.max_answer_points:
             # refused before any work: an answer this large is tens of megabytes held until the client reads it
             raise AnswerTooLarge(
-                f"{len(agents)} agents x {len(models)} models x {self._points_per_trajectory} points = {points} "
+                f"{len(agents)} agents x {len(models)} models x {per_agent} points = {points} "
                 f"answer points; the maximum is {self.settings.max_answer_points}: send fewer agents per request",
                 field="observations",
             )
@@ -267,9 +320,13 @@ class Engine:
                 loaded = {m: self._decode(m, agents, raw[j * n : (j + 1) * n]) for j, m in enumerate(models)}
                 self._check_stale(models, agents, groups, frame, loaded)
                 if len(frame.t) * len(models) <= self.settings.inline_step_max_updates:
-                    computed = self._compute_all(models, frame, loaded)  # cheaper than the thread hop
+                    computed = self._compute_all(
+                        models, frame, loaded, modes or 1
+                    )  # cheaper than the thread hop
                 else:
-                    computed = await anyio.to_thread.run_sync(self._compute_all, models, frame, loaded)
+                    computed = await anyio.to_thread.run_sync(
+                        self._compute_all, models, frame, loaded, modes or 1
+                    )
                 writes = [
                     Write((m, a), expected, record)
                     for m in models
@@ -290,7 +347,7 @@ class Engine:
                     f"the agents' state kept changing in {self.settings.commit_retries} attempts; retry",
                     field="agent_id",
                 )
-        return self._after_commit(models, roles, agents, groups, frame, computed)
+        return self._after_commit(models, roles, agents, groups, frame, computed, modes is not None)
 
     def _decode(self, model: str, agents: list[str], raws: Sequence[bytes | None]) -> StateBatch:
         """The agents' states of one model; records of other weights or unreadable ones count as absent."""
@@ -360,16 +417,18 @@ class Engine:
                 )
 
     def _compute_all(
-        self, models: Sequence[str], frame: _Frame, loaded: dict[str, StateBatch]
+        self, models: Sequence[str], frame: _Frame, loaded: dict[str, StateBatch], modes: int
     ) -> dict[str, _Computed]:
         # torch's intra-op thread count behaves per OS thread under OpenMP: set it in the worker that runs
         if torch.get_num_threads() != self.settings.torch_threads:
             torch.set_num_threads(self.settings.torch_threads)
-        return {m: self._compute(m, frame, loaded[m]) for m in models}
+        return {m: self._compute(m, frame, loaded[m], modes) for m in models}
 
-    def _compute(self, model: str, frame: _Frame, state: StateBatch) -> _Computed:
-        """Blocking: every observation rank is one batched ``Predictor.step`` over the agents that have it."""
+    def _compute(self, model: str, frame: _Frame, state: StateBatch, modes: int = 1) -> _Computed:
+        """Blocking: every observation rank is one batched ``Predictor.step`` over the agents that have it;
+        the ``modes`` most probable futures (at most the model's own) are kept."""
         pred = self.predictors[model]
+        n_modes = min(modes, pred.n_modes)
         n_agents = len(state)
         kin_arr = state.kin.copy()
         memory = state.memory.copy()
@@ -379,7 +438,13 @@ class Engine:
         # one observation per agent (a perception frame): whole-array slices instead of index arrays, and
         # the step's trajectories taken as they are (fancy-indexed copies of ~0.5 MB at 1,000 agents)
         whole = frame.depth == 1
-        trajectories = np.empty(0) if whole else np.zeros((n_agents, len(pred.horizons_s), 2))
+        shape = (n_agents, n_modes, len(pred.horizons_s), 2)
+        modes_xy = np.empty(0) if whole else np.zeros(shape)
+        probs = np.empty(0) if whole else np.zeros((n_agents, n_modes))
+        std: np.ndarray | None = None if whole or not pred.has_uncertainty else np.zeros(shape)
+        std_agent: np.ndarray | None = (
+            None if whole or not pred.has_uncertainty else np.zeros(shape[:1] + shape[2:])
+        )
         new_track = np.zeros(n_agents, dtype=bool)
         rewound = np.zeros(n_agents, dtype=bool)
         dt_used = np.full(n_agents, np.nan)
@@ -413,16 +478,25 @@ class Engine:
                 rewound[frame.agent[at][reset & (kin_n_before > 0) & (gap <= 0)]] = True
                 new_tracks += int(reset.sum())
             dt = np.where(reset, 0.0, gap)
-            res = pred.step(kin, mem, xy, dt, types[idx])
+            res = pred.step(kin, mem, xy, dt, types[idx], n_modes)
             kin_arr[idx] = res.kin.to_array()
             memory[idx] = res.memory
             last_t[idx] = t
             dt_used[idx] = np.where(reset, np.nan, dt)
             intervals.append(dt[~reset])
+            p_k = res.probs[:, :n_modes]
+            p_k = p_k / p_k.sum(axis=1, keepdims=True)  # over the modes served
             if whole:
-                trajectories = res.trajectory
-            else:
-                trajectories[idx] = res.trajectory  # later ranks overwrite: the newest observation wins
+                modes_xy, probs = res.modes[:, :n_modes], p_k
+                std = None if res.std is None else res.std[:, :n_modes]
+                std_agent = None if res.std_agent is None else res.std_agent[:, 0]
+            else:  # later ranks overwrite: the newest observation wins
+                modes_xy[idx] = res.modes[:, :n_modes]
+                probs[idx] = p_k
+                if std is not None and res.std is not None:
+                    std[idx] = res.std[:, :n_modes]
+                if std_agent is not None and res.std_agent is not None:
+                    std_agent[idx] = res.std_agent[:, 0]
             batch_sizes.append(len(t))
             updates += len(t)
             if pred.is_thermal:  # the step reports the Joule heat of its neurons; their heat is restored next
@@ -436,7 +510,10 @@ class Engine:
             memory,
             last_t,
             types,
-            trajectories,
+            modes_xy,
+            probs,
+            std,
+            std_agent,
             new_track,
             rewound,
             dt_used,
@@ -455,6 +532,7 @@ class Engine:
         groups: dict[str, list[Obs]],
         frame: _Frame,
         computed: dict[str, _Computed],
+        show_modes: bool = False,
     ) -> dict[str, Predictions]:
         # The answers now; the accounting (metrics, online scoring) a little later, on the event loop: it
         # does not change the answer, so the client need not wait for it. Not at the next loop turn: the
@@ -464,7 +542,10 @@ class Engine:
         self._unaccounted.append((models, agents, groups, frame, computed))
         if len(self._unaccounted) == 1:
             asyncio.get_running_loop().call_later(ACCOUNTING_DELAY_S, self.flush)
-        return {role: self._answers(m, agents, computed[m]) for role, m in zip(roles, models, strict=True)}
+        return {
+            role: self._answers(m, agents, computed[m], show_modes)
+            for role, m in zip(roles, models, strict=True)
+        }
 
     def answer_sent(self) -> None:
         """An answer (of any route) has been handed to the transport; call from the event loop.
@@ -547,11 +628,12 @@ class Engine:
             np.minimum.reduce([computed[m].steps for m in models]).tolist(),
             [None if math.isnan(d) else d for d in first.dt_s.tolist()],
             horizons if same_grid else None,
-            {m: computed[m].trajectories for m in models},
+            mode_trajectories(models, computed),
             self.scorer.min_steps,
+            deviation_frames(models, computed),
         )
 
-    def _answers(self, model: str, agents: list[str], c: _Computed) -> Predictions:
+    def _answers(self, model: str, agents: list[str], c: _Computed, show_modes: bool = False) -> Predictions:
         h = self.predictors[model].horizons_s
         keep = h <= self.settings.prediction_horizon_s + 1e-9
         last_t = c.last_t
@@ -563,7 +645,10 @@ class Engine:
             dt_s=np.round(c.dt_s, TIME_DECIMALS),
             agent_types=[AGENT_TYPES[t] for t in c.agent_type.tolist()],
             trajectory_t=np.round(last_t[:, None] + h[keep][None, :], TIME_DECIMALS),
-            trajectory_xy=c.trajectories[:, keep],
+            modes_xy=c.modes_xy[:, :, keep],
+            modes_std=None if c.std is None else c.std[:, :, keep],
+            probs=c.probs,
+            show_modes=show_modes,
         )
 
     # --- agents ---------------------------------------------------------------------------------------

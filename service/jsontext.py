@@ -35,7 +35,21 @@ class _Writer:
     def __init__(self, lib: ctypes.CDLL) -> None:
         self.rows = lib.points_json_rows
         i64, ptr = ctypes.c_int64, ctypes.c_void_p
-        self.rows.argtypes = [ptr, ptr, ptr, i64, i64, ctypes.c_int, ctypes.c_int, ptr, ptr, ptr, ptr]
+        self.rows.argtypes = [
+            ptr,
+            ptr,
+            ptr,
+            ptr,
+            ptr,
+            i64,
+            i64,
+            ctypes.c_int,
+            ctypes.c_int,
+            ptr,
+            ptr,
+            ptr,
+            ptr,
+        ]
         self.rows.restype = i64
         lib.points_json_max_point.restype = i64
         self.max_point = int(lib.points_json_max_point())
@@ -54,20 +68,26 @@ def available() -> bool:
 
 
 def points_rows(
-    t: np.ndarray, x: np.ndarray, y: np.ndarray, t_decimals: int, xy_decimals: int, compiled: bool = True
+    t: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    t_decimals: int,
+    xy_decimals: int,
+    compiled: bool = True,
+    std: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[bytes] | None:
-    """Row ``i`` as the JSON of the list ``[{"timestamp": t[i, k], "x": x[i, k], "y": y[i, k]}, ...]``.
+    """Row ``i`` as the JSON of the list ``[{"timestamp": t[i, k], "x": x[i, k], "y": y[i, k]}, ...]``, each
+    point also with ``"std_x"``, ``"std_y"`` when ``std`` gives them.
 
-    ``t``, ``x`` and ``y`` are ``(A, K)`` float64, rounded to ``t_decimals`` and ``xy_decimals``
-    (1 to 16). ``None`` when some value is outside the range where the text is exactly orjson's, or
-    when the compiled writer is unavailable or not wanted (``compiled=False``).
+    ``t``, ``x``, ``y`` (and both arrays of ``std``) are ``(A, K)`` float64, rounded to ``t_decimals`` and
+    ``xy_decimals`` (1 to 16). ``None`` when some value is outside the range where the text is exactly
+    orjson's, or when the compiled writer is unavailable or not wanted (``compiled=False``).
     """
     if not (1 <= t_decimals <= 16 and 1 <= xy_decimals <= 16):
         raise ValueError("decimals must be within 1..16")
-    if not t.shape == x.shape == y.shape or t.ndim != 2:
-        raise ValueError(
-            f"t, x and y must be (A, K) arrays of one shape, not {t.shape}, {x.shape}, {y.shape}"
-        )
+    shapes = [v.shape for v in (t, x, y, *(std or ()))]
+    if len(set(shapes)) != 1 or t.ndim != 2:
+        raise ValueError(f"t, x, y (and std) must be (A, K) arrays of one shape, not {shapes}")
     a, k = t.shape
     if a == 0:
         return []
@@ -77,6 +97,7 @@ def points_rows(
     if w is None:
         return None
     t, x, y = (np.ascontiguousarray(v, dtype=np.float64) for v in (t, x, y))
+    sx, sy = (np.ascontiguousarray(v, dtype=np.float64) for v in std) if std is not None else (None, None)
     out = np.empty(a * (k * w.max_point + 2), np.uint8)
     ends = np.empty(a, np.int64)
     scratch = np.empty(2 * k, np.int64)  # where the previous row wrote each timestamp, and its length
@@ -84,6 +105,8 @@ def points_rows(
         t.ctypes.data,
         x.ctypes.data,
         y.ctypes.data,
+        None if sx is None else sx.ctypes.data,
+        None if sy is None else sy.ctypes.data,
         a,
         k,
         t_decimals,

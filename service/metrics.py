@@ -81,7 +81,7 @@ class BulkHistogram(Collector):
             cumulative = np.cumsum(counts)
             # bounds spelled like prometheus_client's ("1.0", not "1"): the same series as its Histogram
             buckets = [
-                (floatToGoString(b), float(c))
+                (str(floatToGoString(b)), float(c))  # type: ignore[no-untyped-call]
                 for b, c in zip(self.bounds.tolist(), cumulative[:-1], strict=True)
             ]
             buckets.append(("+Inf", float(cumulative[-1])))
@@ -152,6 +152,39 @@ class Metrics:
             buckets=ERROR_BUCKETS_M,
         )
         r.register(self.fde)
+        self.min_ade = BulkHistogram(
+            "trajpred_min_ade_meters",
+            "minADE_K of matured scored predictions: the lowest ADE among the K futures served (?modes=K; K = 1 "
+            "without it)",
+            labels=["model"],
+            buckets=ERROR_BUCKETS_M,
+        )
+        r.register(self.min_ade)
+        self.min_fde = BulkHistogram(
+            "trajpred_min_fde_meters",
+            "minFDE_K of matured scored predictions: the lowest FDE among the K futures served",
+            labels=["model"],
+            buckets=ERROR_BUCKETS_M,
+        )
+        r.register(self.min_fde)
+        self.misses = Counter(
+            "trajpred_misses_total",
+            "matured scored predictions whose minFDE_K exceeds 2 m (miss rate: this over the matured count)",
+            ["model"],
+            registry=r,
+        )
+        self.scored_points = Counter(
+            "trajpred_scored_points_total",
+            "observed points that scored the most probable future of a model with deviations",
+            ["model"],
+            registry=r,
+        )
+        self.covered_points = Counter(
+            "trajpred_covered_points_total",
+            "of trajpred_scored_points_total, those inside the predicted 95% region (calibrated: 95% of them)",
+            ["model"],
+            registry=r,
+        )
         self.memory_energy = Counter(
             "trajpred_memory_energy_joules",
             "modeled energy of every state update by component (models.energy): IPNet's drive heat, read-out, "

@@ -1,4 +1,5 @@
-/* The points layout of an answer as JSON text: every row's list of {"timestamp", "x", "y"} in one pass.
+/* The points layout of an answer as JSON text: every row's list of {"timestamp", "x", "y"} (and "std_x",
+   "std_y" when given) in one pass.
 
    service/jsontext.py calls it (through ctypes; models/native.py builds it) and says why; the tests hold
    it to orjson's bytes (tests/service/test_jsontext.py). No -ffast-math here: the exactness checks below
@@ -15,6 +16,8 @@ static const char PAIRS[] =
 static const char HEAD[] = "{\"timestamp\":";
 static const char X_KEY[] = ",\"x\":";
 static const char Y_KEY[] = ",\"y\":";
+static const char SX_KEY[] = ",\"std_x\":";
+static const char SY_KEY[] = ",\"std_y\":";
 #define MAX_SCALED 2251799813685248.0 /* 2**51: below it, rint(v * 10**d) is the integer np.round divided */
 
 /* n as exactly `width` decimal digits (zero-padded) ending at p + width, two at a time. */
@@ -68,12 +71,14 @@ static inline char *put(char *p, const char *text, size_t n) {
 }
 
 /* Rows of t, x, y ((a, k) row-major float64) back to back in out, row i ending at ends[i]; the length,
-   or -1. out holds a * (k * points_json_max_point() + 2) bytes; t_at and t_len k int64 each (scratch).
+   or -1. sx and sy (the same shape, rounded like x and y) are written as "std_x" and "std_y" after them, or
+   left out when NULL. out holds a * (k * points_json_max_point() + 2) bytes; t_at and t_len k int64 each
+   (scratch).
    A frame's agents mostly share their timestamps: one equal to the one above it in the previous row is
    copied from that row's text. */
-int64_t points_json_rows(const double *t, const double *x, const double *y, int64_t a, int64_t k,
-                         int t_decimals, int xy_decimals, char *out, int64_t *ends, int64_t *t_at,
-                         int64_t *t_len) {
+int64_t points_json_rows(const double *t, const double *x, const double *y, const double *sx,
+                         const double *sy, int64_t a, int64_t k, int t_decimals, int xy_decimals, char *out,
+                         int64_t *ends, int64_t *t_at, int64_t *t_len) {
     if (t_decimals < 1 || t_decimals > 16 || xy_decimals < 1 || xy_decimals > 16) return -1;
     double t_scale = 1.0, xy_scale = 1.0;
     uint64_t t_iscale = 1, xy_iscale = 1;
@@ -101,6 +106,12 @@ int64_t points_json_rows(const double *t, const double *x, const double *y, int6
             if (!(p = number(x[at], xy_decimals, xy_scale, xy_iscale, p))) return -1;
             p = put(p, Y_KEY, sizeof Y_KEY - 1);
             if (!(p = number(y[at], xy_decimals, xy_scale, xy_iscale, p))) return -1;
+            if (sx && sy) {
+                p = put(p, SX_KEY, sizeof SX_KEY - 1);
+                if (!(p = number(sx[at], xy_decimals, xy_scale, xy_iscale, p))) return -1;
+                p = put(p, SY_KEY, sizeof SY_KEY - 1);
+                if (!(p = number(sy[at], xy_decimals, xy_scale, xy_iscale, p))) return -1;
+            }
             *p++ = '}';
         }
         *p++ = ']';
@@ -109,8 +120,9 @@ int64_t points_json_rows(const double *t, const double *x, const double *y, int6
     return p - out;
 }
 
-/* Bytes one point takes at most: keys, braces, a comma, and three numbers of sign, 20 integer digits, a
+/* Bytes one point takes at most: keys, braces, a comma, and five numbers of sign, 20 integer digits, a
    point and 16 decimals. */
 int64_t points_json_max_point(void) {
-    return (int64_t)(sizeof HEAD - 1 + sizeof X_KEY - 1 + sizeof Y_KEY - 1 + 2 + 3 * (1 + 20 + 1 + 16));
+    return (int64_t)(sizeof HEAD - 1 + sizeof X_KEY - 1 + sizeof Y_KEY - 1 + sizeof SX_KEY - 1 +
+                     sizeof SY_KEY - 1 + 2 + 5 * (1 + 20 + 1 + 16));
 }

@@ -52,7 +52,7 @@ def tune_allocator(keep_mb: int) -> bool:
     )
     if not ok:
         log.warning("mallopt refused the allocator settings; glibc defaults stay")
-    return ok
+    return bool(ok)
 
 
 def tune_gc(gen0_threshold: int) -> tuple[int, int, int]:

@@ -88,18 +88,37 @@ class PredictRequest(BaseModel):
     observations: list[Observation] = Field(min_length=1)
 
 
+_STD = (
+    "standard deviation of the point along the world {} axis, metres (calibrated: 95% of true points fall in "
+    "the ellipse of the deviations along and across the heading; absent when the model has none)"
+)
+
+
 class TrajectoryPoint(BaseModel):
     timestamp: float = Field(description="absolute seconds: observation timestamp + horizon")
     x: float = Field(description="metres, world frame, rounded to 0.1 mm")
     y: float = Field(description="metres, world frame, rounded to 0.1 mm")
+    std_x: float | None = Field(None, description=_STD.format("x"))
+    std_y: float | None = Field(None, description=_STD.format("y"))
 
 
 class TrajectoryColumns(BaseModel):
-    """The predicted points as three equal-length arrays (``?layout=columns``)."""
+    """The predicted points as equal-length arrays (``?layout=columns``)."""
 
     timestamp: list[float] = Field(description="absolute seconds: observation timestamp + horizon")
     x: list[float] = Field(description="metres, world frame, rounded to 0.1 mm")
     y: list[float] = Field(description="metres, world frame, rounded to 0.1 mm")
+    std_x: list[float] | None = Field(None, description=_STD.format("x"))
+    std_y: list[float] | None = Field(None, description=_STD.format("y"))
+
+
+class Mode(BaseModel):
+    """One of the K most probable futures (``?modes=K``)."""
+
+    probability: float = Field(description="probability of this future among the K served (they sum to 1)")
+    trajectory: list[TrajectoryPoint] | TrajectoryColumns = Field(
+        description="as the prediction's trajectory"
+    )
 
 
 # how predict answers lay out each trajectory: a list of points (default) or three arrays (compact, faster)
@@ -116,7 +135,13 @@ class Prediction(BaseModel):
     dt_s: float | None = Field(description="observed interval used: seconds since the previous observation")
     agent_type: AgentType
     trajectory: list[TrajectoryPoint] | TrajectoryColumns = Field(
-        description="points in time order; with ?layout=columns, one object of three arrays"
+        description="the most probable future: points in time order; with ?layout=columns, one object of "
+        "arrays"
+    )
+    modes: list[Mode] | None = Field(
+        None,
+        description="with ?modes=K: the K most probable futures (at most the model's own), most probable first "
+        "(it is the trajectory above)",
     )
 
     def points(self) -> list[tuple[float, float, float]]:
@@ -155,6 +180,17 @@ class ModelScore(BaseModel):
     fde_m: float | None
     ade_median_m: float | None = Field(description="median ADE (within 2%: read off a log-spaced histogram)")
     ade_p90_m: float | None = Field(description="90th percentile of the ADE (within 2%)")
+    k: int | None = Field(
+        description="futures per prediction scored by the min-of-K figures: the K served (?modes=K, else 1); "
+        "null when the scored predictions were served with different K"
+    )
+    min_ade_k_m: float | None = Field(description="mean minADE_K: the lowest ADE among the K served futures")
+    min_fde_k_m: float | None = Field(description="mean minFDE_K: the lowest FDE among the K served futures")
+    miss_rate_2m: float | None = Field(description="share of scored predictions whose minFDE_K exceeds 2 m")
+    coverage_95: float | None = Field(
+        description="share of the scored points inside the most probable future's 95% region (calibrated: "
+        "0.95); null when the model has no deviations"
+    )
     n: int
 
 

@@ -22,6 +22,12 @@ The rules mirror the offline protocol of ``models.evaluate`` (``ipnet evaluate``
   a dropping stream shows up as its own series rather than blurring the average.
 - Memory is bounded: at most ``max_per_agent`` kept predictions per agent and ``max_total`` overall
   (the oldest go first), and predictions older than the horizon plus the state TTL are purged.
+- Several futures (``?modes=K``): the K served are kept (``model`` the most probable, ``model#j`` the others)
+  and scored together: ADE/FDE are the most probable one's, minADE_K / minFDE_K the lowest over the K (as
+  ``ipnet evaluate`` computes them), a miss a minFDE_K above ``MISS_THRESHOLD_M``.
+- Calibration: for a model with deviations, each scored point of the most probable future is inside its 95%
+  region or not (the ellipse of the deviations along and across the anchor's heading, interpolated in time
+  like the positions); the share inside is the online coverage (``coverage_95`` in ``ipnet evaluate``).
 - Replicas (``service.scoring_log``): every replica's scorer is fed the same log of all replicas' frames,
   so each holds the whole A/B report; a prediction is *own* on the replica that made it, and only own
   predictions feed this process's Prometheus series, so their sum over replicas counts each once.
@@ -52,6 +58,25 @@ INTERVAL_REGIMES: tuple[tuple[str, float], ...] = (
     ("slower", float("inf")),
 )
 REGIME_NAMES = tuple(name for name, _ in INTERVAL_REGIMES)
+#: a prediction whose minFDE_K exceeds this is a miss (Argoverse's threshold; ``models.evaluate`` uses it too)
+MISS_THRESHOLD_M = 2.0
+#: squared Mahalanobis radius of a 2-D Gaussian's 95% region (chi-square, 2 degrees of freedom)
+CHI2_2D_95 = 5.991464547107979
+
+
+def mode_of(key: str) -> str:
+    """The model a kept trajectory belongs to: ``ipnet`` for ``ipnet`` and for its other modes ``ipnet#j``."""
+    return key.split("#", 1)[0]
+
+
+def _dev(model: str) -> str:
+    """The batch key of a model's deviations along / across the heading ((K, H+1, 2), row 0 = the first)."""
+    return f"~dev:{model}"
+
+
+def _heading(model: str) -> str:
+    """The batch key of a model's headings at the anchors ((K, 2) unit vectors)."""
+    return f"~heading:{model}"
 
 
 def interval_regime(step_s: float | None) -> str:
@@ -126,6 +151,12 @@ class _Agg:
     fde: float = 0.0
     h_n: dict[str, int] = field(default_factory=dict)
     h_sum: dict[str, float] = field(default_factory=dict)
+    min_ade: float = 0.0  # sums of minADE_K, minFDE_K and misses over the n predictions
+    min_fde: float = 0.0
+    misses: int = 0
+    ks: set[int] = field(default_factory=set)  # the K the predictions were served with
+    points: int = 0  # scored points of the most probable futures with deviations, and those in the 95% region
+    covered: int = 0
     # ADE counts per bin of ADE_EDGES_M (first and last bins also hold what falls outside)
     ade_hist: np.ndarray = field(default_factory=lambda: np.zeros(len(ADE_EDGES_M) + 1, dtype=np.int64))
 
@@ -141,6 +172,31 @@ class _Agg:
         lo = ADE_EDGES_M[max(k - 1, 0)]
         hi = ADE_EDGES_M[min(k, len(ADE_EDGES_M) - 1)]
         return float(np.sqrt(lo * hi))
+
+
+def _joined(frames: list[dict[str, np.ndarray]], key: str) -> np.ndarray:
+    """One key's arrays of several frames' batches, back to back (a view when there is one frame)."""
+    parts = [b[key] for b in frames]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+class _Interp(NamedTuple):
+    """Where every observation falls on its prediction's grid, to interpolate any (rows, G, 2) values there as
+    ``np.interp`` does (the same formula, so the same floats)."""
+
+    i0: np.ndarray  # (R,) flat index of the grid point before each observation
+    i1: np.ndarray  # (R,) and after it
+    ie: np.ndarray  # (R,) the grid point np.interp answers itself (on a grid point, or beyond the ends)
+    dx: np.ndarray  # (R, 1) grid step around each observation
+    past: np.ndarray  # (R, 1) seconds from the grid point before
+    on_grid: np.ndarray  # (R, 1) bool: take ie
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        """(rows, G, 2) values -> (R, 2) at the observations."""
+        flat = values.reshape(-1, 2)  # (rows * G, 2)
+        f0 = np.take(flat, self.i0, axis=0)  # take: several times faster than fancy indexing here
+        v = (np.take(flat, self.i1, axis=0) - f0) / self.dx * self.past + f0  # slope * (x - x0) + f0
+        return np.where(self.on_grid, np.take(flat, self.ie, axis=0), v)
 
 
 class OnlineScorer:
@@ -184,6 +240,10 @@ class OnlineScorer:
         self._ade: dict[tuple[str, str], list[float]] = {}
         self._fde: dict[tuple[str, str], list[float]] = {}
         self._at_h: dict[tuple[str, str, str], list[float]] = {}
+        self._min_ade: dict[str, list[float]] = {}
+        self._min_fde: dict[str, list[float]] = {}
+        self._misses: dict[str, int] = {}
+        self._points: dict[str, tuple[int, int]] = {}  # model -> (scored points, inside the 95% region)
         self._outcomes: dict[str, Any] = {}  # outcome -> its counter child (labels() costs a lookup per call)
 
     @property
@@ -229,10 +289,12 @@ class OnlineScorer:
         trajectories: dict[str, np.ndarray],
         step_s: list[float | None],
         own: bool = True,
+        deviations: dict[str, np.ndarray] | None = None,
     ) -> None:
         """Keep the predictions of every row of a frame, as :meth:`add` does for one (``trajectories``:
         model -> (A, H, 2)); only kept rows cost array work, and with the stride most rows are not kept.
-        ``own``: made by this process (see the module docstring)."""
+        ``own``: made by this process (see the module docstring); ``deviations``: model -> (A, 1 + H, 2), the
+        heading at the anchor (row 0) and the most probable future's deviations along / across it."""
         if not trajectories:
             return
         kept = [
@@ -251,6 +313,10 @@ class OnlineScorer:
             m: np.concatenate([anchors, np.asarray(tr, np.float64)[kept]], axis=1)
             for m, tr in trajectories.items()
         }
+        for m, dev in (deviations or {}).items():
+            d = np.asarray(dev, np.float64)[kept]
+            batch[_heading(m)] = d[:, 0]
+            batch[_dev(m)] = np.concatenate([d[:, 1:2], d[:, 1:]], axis=1)  # the first deviation from time 0
         times = self._grid(horizons_s)
         paired = all(m in batch for m in self.ab_models)
         now = self.clock()
@@ -341,6 +407,17 @@ class OnlineScorer:
         for key3, values in self._at_h.items():
             met.displacement_error.observe_many(np.asarray(values), key3)
         self._at_h.clear()
+        for series1, hist1 in ((self._min_ade, met.min_ade), (self._min_fde, met.min_fde)):
+            for model, values in series1.items():
+                hist1.observe_many(np.asarray(values), model)
+            series1.clear()
+        for model, n in self._misses.items():
+            met.misses.labels(model=model).inc(n)  # also 0: the miss-rate series exists from the first maturity
+        self._misses.clear()
+        for model, (points, covered) in self._points.items():
+            met.scored_points.labels(model=model).inc(points)
+            met.covered_points.labels(model=model).inc(covered)
+        self._points.clear()
 
     def _settle(self, p: _Pending, track: _Track, t_new: float, due: list[_Due]) -> bool:
         """True when the observations so far reach ``p``'s horizon: then ``p`` is out of its track and in
@@ -372,7 +449,8 @@ class OnlineScorer:
         groups: dict[tuple[int, tuple[str, ...]], list[_Due]] = {}
         for d in due:
             groups.setdefault((id(d.p.times), tuple(d.p.batch)), []).append(d)
-        for (_, models), group in groups.items():
+        for (_, keys), group in groups.items():
+            models = tuple(k for k in keys if not k.startswith("~"))
             lens, rel = self._times(group)
             complete = self._complete(group, lens, rel)
             if not complete.all():
@@ -405,18 +483,25 @@ class OnlineScorer:
             exact = np.where(rel >= times[-1], g - 1, np.where(rel == x0, j, -1))
             exact = np.where(rel < times[0], 0, exact)
             base = np.repeat(np.array(rows, np.intp) * g, lens)  # (R,) each observation's prediction
-            i0, i1, ie = base + j, base + j + 1, base + np.maximum(exact, 0)
-            on_grid = (exact >= 0)[:, None]
+            interp = _Interp(
+                base + j, base + j + 1, base + np.maximum(exact, 0), dx, past, (exact >= 0)[:, None]
+            )
+            frames = [b for _, b in batches.values()]
             errs: dict[str, np.ndarray] = {}
+            inside: dict[str, np.ndarray] = {}
             for m in models:
-                parts = [b[m] for _, b in batches.values()]
-                joined = parts[0] if len(parts) == 1 else np.concatenate(parts)
-                flat = joined.reshape(-1, 2)  # (rows * G, 2)
-                f0 = np.take(flat, i0, axis=0)  # take: several times faster than fancy indexing here
-                v = (np.take(flat, i1, axis=0) - f0) / dx * past + f0  # np.interp's slope * (x - x0) + f0
-                v = np.where(on_grid, np.take(flat, ie, axis=0), v)
-                errs[m] = np.hypot(v[:, 0] - ox, v[:, 1] - oy)
-            self._book(group, models, rel, ends - lens, lens, errs)
+                v = interp(_joined(frames, m))
+                ex, ey = v[:, 0] - ox, v[:, 1] - oy
+                errs[m] = np.hypot(ex, ey)
+                if _dev(m) in keys:
+                    sd = interp(_joined(frames, _dev(m)))
+                    head = np.take(
+                        _joined(frames, _heading(m)), np.repeat(np.array(rows, np.intp), lens), axis=0
+                    )
+                    along = head[:, 0] * ex + head[:, 1] * ey
+                    across = -head[:, 1] * ex + head[:, 0] * ey
+                    inside[m] = (along / sd[:, 0]) ** 2 + (across / sd[:, 1]) ** 2 <= CHI2_2D_95
+            self._book(group, models, rel, ends - lens, lens, errs, inside)
 
     @staticmethod
     def _times(group: list[_Due]) -> tuple[np.ndarray, np.ndarray]:
@@ -444,7 +529,8 @@ class OnlineScorer:
         hi = np.repeat(1.5 * step + 1e-9, lens)
         regular = np.logical_and.reduceat((lo <= gap) & (gap <= hi), starts)
         tol = np.array([d.tol for d in group])
-        return regular & (rel[starts + lens - 1] <= self.horizon_s + tol + 1e-9)
+        complete: np.ndarray = regular & (rel[starts + lens - 1] <= self.horizon_s + tol + 1e-9)
+        return complete
 
     def _book(
         self,
@@ -454,6 +540,7 @@ class OnlineScorer:
         starts: np.ndarray,
         lens: np.ndarray,
         errs: dict[str, np.ndarray],
+        inside: dict[str, np.ndarray],
     ) -> None:
         """Histograms and A/B sums of a batch of matured predictions, by whole-batch array operations.
 
@@ -465,6 +552,10 @@ class OnlineScorer:
         ends = starts + lens
         ade = {m: np.add.reduceat(e, starts) / lens for m, e in errs.items()}
         fde = {m: e[ends - 1] for m, e in errs.items()}
+        bases = [m for m in models if mode_of(m) == m]
+        keys_of = {b: [k for k in models if mode_of(k) == b] for b in bases}
+        min_ade = {b: np.min([ade[k] for k in keys], axis=0) for b, keys in keys_of.items()}
+        min_fde = {b: np.min([fde[k] for k in keys], axis=0) for b, keys in keys_of.items()}
         tol = np.array([d.tol for d in group]) + 1e-9
         # report horizon label -> (index of the nearest observation, found within tol) per prediction
         at_h: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -485,9 +576,20 @@ class OnlineScorer:
                 own += 1
             if d.p.paired:
                 by_pair.setdefault((d.p.agent_type, regime), []).append(i)
+        # per prediction: its scored points inside the 95% region (models with deviations)
+        covered = {m: np.add.reduceat(flags.astype(np.intp), starts) for m, flags in inside.items()}
+        if own:
+            mine = np.array([i for i, d in enumerate(group) if d.p.own])
+            for b in bases:
+                self._min_ade.setdefault(b, []).extend(min_ade[b][mine].tolist())
+                self._min_fde.setdefault(b, []).extend(min_fde[b][mine].tolist())
+                self._misses[b] = self._misses.get(b, 0) + int((min_fde[b][mine] > MISS_THRESHOLD_M).sum())
+            for m, cov in covered.items():
+                n_pts, n_in = self._points.get(m, (0, 0))
+                self._points[m] = (n_pts + int(lens[mine].sum()), n_in + int(cov[mine].sum()))
         for regime, rows in by_regime.items():
             idx = np.array(rows)
-            for m in models:
+            for m in bases:
                 self._ade.setdefault((m, regime), []).extend(ade[m][idx].tolist())
                 self._fde.setdefault((m, regime), []).extend(fde[m][idx].tolist())
                 for label, (nearest, ok) in at_h.items():
@@ -502,6 +604,13 @@ class OnlineScorer:
                 agg.ade += float(ade[m][idx].sum())
                 agg.add_ade(ade[m][idx])
                 agg.fde += float(fde[m][idx].sum())
+                agg.min_ade += float(min_ade[m][idx].sum())
+                agg.min_fde += float(min_fde[m][idx].sum())
+                agg.misses += int((min_fde[m][idx] > MISS_THRESHOLD_M).sum())
+                agg.ks.add(len(keys_of[m]))
+                if m in covered:
+                    agg.points += int(lens[idx].sum())
+                    agg.covered += int(covered[m][idx].sum())
                 for label, (nearest, ok) in at_h.items():
                     sel = nearest[idx[ok[idx]]]
                     if sel.size:
@@ -572,6 +681,12 @@ class OnlineScorer:
                 dst.ade += src.ade
                 dst.fde += src.fde
                 dst.ade_hist += src.ade_hist
+                dst.min_ade += src.min_ade
+                dst.min_fde += src.min_fde
+                dst.misses += src.misses
+                dst.ks |= src.ks
+                dst.points += src.points
+                dst.covered += src.covered
                 for h in src.h_n:
                     dst.h_n[h] = dst.h_n.get(h, 0) + src.h_n[h]
                     dst.h_sum[h] = dst.h_sum.get(h, 0.0) + src.h_sum[h]
@@ -596,6 +711,13 @@ class OnlineScorer:
                 "fde_m": mean(agg.fde, agg.n),
                 "ade_median_m": agg.quantile(0.5),
                 "ade_p90_m": agg.quantile(0.9),
+                # over the K futures served (K = 1: the single trajectory's ADE and FDE); k is None when the
+                # predictions were served with different K
+                "k": next(iter(agg.ks)) if len(agg.ks) == 1 else None,
+                "min_ade_k_m": mean(agg.min_ade, agg.n),
+                "min_fde_k_m": mean(agg.min_fde, agg.n),
+                "miss_rate_2m": mean(float(agg.misses), agg.n),
+                "coverage_95": mean(float(agg.covered), agg.points),
                 "n": agg.n,
             }
 

@@ -31,7 +31,7 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -41,7 +41,7 @@ from service.scoring import OnlineScorer
 
 log = logging.getLogger("service.scoring_log")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _HEADER_LEN = struct.Struct("<I")
 #: trajectory points shipped past the scoring horizon (s): interpolation at an observation up to half an
 #: interval beyond the horizon needs the grid point after it
@@ -68,6 +68,8 @@ class ScoringEntry:
     step_s: list[float | None] = field(default_factory=list)
     horizons_s: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (H,)
     trajectories: dict[str, np.ndarray] = field(default_factory=dict)  # model -> (K, H, 2) world metres
+    # model -> (K, 1 + H, 2): the heading (row 0), then the deviations along / across it (models with them)
+    deviations: dict[str, np.ndarray] = field(default_factory=dict)
 
     def apply(self, scorer: OnlineScorer, own: bool) -> None:
         """Feed the entry to ``scorer``: forget ended tracks, score on the observations, keep the predictions."""
@@ -86,6 +88,7 @@ class ScoringEntry:
                 self.trajectories,
                 self.step_s,
                 own=own,
+                deviations=self.deviations,
             )
 
     # --- wire format: a JSON header, then little-endian arrays ------------------------------------------
@@ -94,7 +97,7 @@ class ScoringEntry:
         keep = self.horizons_s <= scoring_horizon_s + SHIPPED_BEYOND_HORIZON_S + 1e-9
         horizons = np.ascontiguousarray(self.horizons_s[keep], dtype="<f8")
         models = list(self.trajectories) if self.agents else []
-        header = {
+        header: dict[str, Any] = {
             "v": FORMAT_VERSION,
             "o": self.origin,
             "e": self.ended,
@@ -104,6 +107,7 @@ class ScoringEntry:
             "st": self.steps,
             "dt": self.step_s,
             "m": models,
+            "d": [m for m in self.deviations if m in models],
         }
         head = orjson.dumps(header)
         obs = np.array([o[1:] for o in self.observations], dtype="<f8").reshape(-1, 3)
@@ -113,6 +117,9 @@ class ScoringEntry:
         for m in models:
             offsets = self.trajectories[m][:, keep] - self.anchor_xy[:, None, :]
             parts.append(offsets.astype("<f4").tobytes())
+        for m in header["d"]:
+            dev = self.deviations[m]
+            parts.append(np.concatenate([dev[:, :1], dev[:, 1:][:, keep]], axis=1).astype("<f4").tobytes())
         return b"".join(parts)
 
     @classmethod
@@ -146,6 +153,10 @@ class ScoringEntry:
                 m: anchor_xy[:, None, :] + take(n_rows * n_h * 2, "<f4", (n_rows, n_h, 2)).astype(np.float64)
                 for m in models
             }
+            deviations = {
+                m: take(n_rows * (n_h + 1) * 2, "<f4", (n_rows, n_h + 1, 2)).astype(np.float64)
+                for m in header["d"]
+            }
             if at != len(data):
                 raise EntryDecodeError(f"{len(data) - at} bytes past the entry's end")
             return cls(
@@ -163,6 +174,7 @@ class ScoringEntry:
                 step_s=[None if d is None else float(d) for d in header["dt"]],
                 horizons_s=horizons,
                 trajectories=trajectories,
+                deviations=deviations,
             )
         except EntryDecodeError:
             raise
@@ -183,6 +195,7 @@ def frame_entry(
     horizons_s: np.ndarray | None,
     trajectories: dict[str, np.ndarray],
     min_steps: int,
+    deviations: dict[str, np.ndarray] | None = None,
 ) -> ScoringEntry:
     """The entry of one committed request; only rows with at least ``min_steps`` observations are kept
     (the scorer would drop the others), and none when the models predict on different grids."""
@@ -200,6 +213,7 @@ def frame_entry(
         step_s=[step_s[i] for i in rows],
         horizons_s=horizons_s if horizons_s is not None else np.zeros(0),
         trajectories={m: np.asarray(tr)[idx] for m, tr in trajectories.items()} if rows else {},
+        deviations={m: np.asarray(d)[idx] for m, d in (deviations or {}).items()} if rows else {},
     )
 
 

@@ -25,9 +25,25 @@ class Settings(BaseSettings):
     # --- models -------------------------------------------------------------------------------------
     weights_dir: Path | None = Field(
         default=None,
-        description="folder with ipnet.pt and the baseline's <name>.pt (default: the served set, "
-        "models/weights/shipped/seed0)",
+        description="folder with ipnet.pt and the baseline's <name>.pt (default: seed 0 of the set named by "
+        "model_set)",
     )
+    model_set: Literal["multimodal", "single"] = Field(
+        default="multimodal",
+        description="the shipped weights served when weights_dir is not set: 'multimodal' (6 futures with "
+        "probabilities and calibrated deviations; models/weights/multimodal/seed0) or 'single' (one trajectory "
+        "each, no deviations, a lower single-trajectory error; models/weights/shipped/seed0)",
+    )
+
+    @property
+    def model_dir(self) -> Path:
+        """The folder the models are loaded from."""
+        from models.checkpoint import recipe_dir
+
+        if self.weights_dir is not None:
+            return self.weights_dir
+        return recipe_dir("multimodal" if self.model_set == "multimodal" else "shipped") / "seed0"
+
     baseline: Literal["gru", "lstm", "gru_nodt", "ctgru", "cv", "ca", "ctrv"] = Field(
         default="gru", description="model behind /v1/baseline and the A/B (models/catalog.py)"
     )

@@ -1,7 +1,7 @@
 """``WebSocket /v1/stream``: one long-lived connection per client, one reply per message, in order.
 
-``/v1/stream?route=predict|baseline|ab[&layout=points|columns]``. Each client message is the body of the
-HTTP route (``{"observations": [...]}``) and gets exactly one reply, in order: that route's answer, or its
+``/v1/stream?route=predict|baseline|ab[&layout=points|columns][&modes=K]``. Each client message is the body
+of the HTTP route (``{"observations": [...]}``) and gets exactly one reply, in order: that route's answer, or its
 error body ``{"error": {...}}`` (a rejected message changes no state; the stream stays open). Text messages
 carry JSON and are answered in JSON; binary messages carry MessagePack and are answered in MessagePack.
 Validation, state, scoring, metrics and limits are those of the HTTP routes (the same data plane).
@@ -11,7 +11,7 @@ beyond that the server stops reading it (the client's sends then wait on TCP). C
 
 - 1008 (policy): no valid ``X-API-Key`` in the handshake when keys are set (the handshake is refused: the
   close comes before the accept, which an ASGI server answers with HTTP 403), or an unknown
-  ``route``/``layout`` (after the handshake, with the reason);
+  ``route``/``layout``/``modes`` (after the handshake, with the reason);
 - 1009 (too big): a message larger than ``TRAJPRED_MAX_BODY_BYTES``;
 - 1013 (try again later): the server is starting, or has ``TRAJPRED_STREAM_MAX_CONNECTIONS`` streams open;
 - 1001 (going away): graceful shutdown, after every message already read has been answered.
@@ -46,7 +46,7 @@ from service.errors import (
 )
 from service.schemas import PredictRequest
 from service.settings import Settings
-from service.validation import observations_of
+from service.validation import FrameValidator, observations_of
 
 log = logging.getLogger("service.stream")
 
@@ -90,9 +90,10 @@ async def serve_stream(websocket: WebSocket) -> None:
         return
     route = websocket.query_params.get("route", "predict")
     layout = websocket.query_params.get("layout", "points")
+    modes_text = websocket.query_params.get("modes")
     # every other refusal is told after the handshake, so that the client reads its close code and reason
     # (a close before accept reaches the client as a bare HTTP 403)
-    refusal = _refusal(route, layout, runtime, hub)
+    refusal, modes = _refusal(route, layout, modes_text, runtime, hub)
     await websocket.accept()
     if refusal is not None:
         code, err = refusal
@@ -104,25 +105,39 @@ async def serve_stream(websocket: WebSocket) -> None:
     hub.open += 1
     runtime.metrics.streams_open.set(hub.open)
     try:
-        await _Session(websocket, runtime, hub, ROUTES[route], layout).run()
+        await _Session(websocket, runtime, hub, ROUTES[route], layout, modes).run()
     finally:
         hub.open -= 1
         runtime.metrics.streams_open.set(hub.open)
 
 
-def _refusal(route: str, layout: str, runtime: Any, hub: StreamHub) -> tuple[int, ServiceError] | None:
+def _refusal(
+    route: str, layout: str, modes_text: str | None, runtime: Any, hub: StreamHub
+) -> tuple[tuple[int, ServiceError] | None, int | None]:
     """Why a stream is refused after its handshake (its close code, and the error counted as the HTTP routes
-    count it), or None."""
+    count it), or None; and the ``modes`` it asks for (None: the single trajectory)."""
     if route not in ROUTES:
-        return CLOSE_POLICY, InvalidRequest(f"route: {route!r} is not one of predict, baseline, ab")
+        return (CLOSE_POLICY, InvalidRequest(f"route: {route!r} is not one of predict, baseline, ab")), None
     if layout not in ("points", "columns"):
-        return CLOSE_POLICY, InvalidRequest(f"layout: {layout!r} is not one of points, columns")
+        return (CLOSE_POLICY, InvalidRequest(f"layout: {layout!r} is not one of points, columns")), None
+    modes = None
+    if modes_text is not None:
+        try:
+            modes = int(modes_text)
+            FrameValidator.check_modes(modes)
+        except ValueError:
+            bad = InvalidRequest(
+                f"modes: {modes_text!r} is not an integer", field="modes", code="invalid_type"
+            )
+            return (CLOSE_POLICY, bad), None
+        except InvalidRequest as err:
+            return (CLOSE_POLICY, err), None
     if runtime is None or runtime.stopping or hub.draining.is_set():
-        return CLOSE_TRY_LATER, NotReady("the service is starting or stopping")
+        return (CLOSE_TRY_LATER, NotReady("the service is starting or stopping")), None
     if hub.open >= runtime.settings.stream_max_connections:
         reason = f"{hub.open} streams open: the maximum (TRAJPRED_STREAM_MAX_CONNECTIONS)"
-        return CLOSE_TRY_LATER, Overloaded(reason)
-    return None
+        return (CLOSE_TRY_LATER, Overloaded(reason)), None
+    return None, modes
 
 
 class _Session:
@@ -130,13 +145,20 @@ class _Session:
     unanswered, and a worker that answers them one at a time, in order."""
 
     def __init__(
-        self, websocket: WebSocket, runtime: Any, hub: StreamHub, roles: list[str], layout: Any
+        self,
+        websocket: WebSocket,
+        runtime: Any,
+        hub: StreamHub,
+        roles: list[str],
+        layout: Any,
+        modes: int | None = None,
     ) -> None:
         self.ws = websocket
         self.runtime = runtime
         self.hub = hub
         self.roles = roles
         self.layout = layout
+        self.modes = modes
         self.max_bytes = runtime.settings.max_body_bytes
         # a message holds a credit from before it is read until its answer is sent: with none left the
         # reader does not read, and the client's sends wait on TCP (back-pressure)
@@ -230,7 +252,7 @@ class _Session:
             except ValidationError as e:
                 raise from_validation_errors(e.errors()) from None
             engine = self.runtime.engine
-            out = await engine.predict(observations_of(request), self.roles)
+            out = await engine.predict(observations_of(request), self.roles, self.modes)
             payload = predict_payload(engine, out, self.roles, self.layout, msg.encoding)
         except ServiceError as err:
             metrics.count_error(err)

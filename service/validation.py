@@ -19,6 +19,8 @@ from service.settings import Settings
 #: position noise allowed on top of the speed bound: two observations milliseconds apart may differ by a
 #: detection's noise, which no speed explains
 MOTION_SLACK_M = 10.0
+#: the most futures a request may ask for (``?modes=K``): what the served models are trained with
+MAX_MODES = 6
 
 
 def _implausible(x0: float, y0: float, x1: float, y1: float, dt: float, max_speed: float) -> bool:
@@ -47,6 +49,14 @@ class FrameValidator:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock
+
+    @staticmethod
+    def check_modes(modes: int | None) -> None:
+        """``?modes=K``: None (the single trajectory) or 1 <= K <= ``MAX_MODES``."""
+        if modes is not None and not 1 <= modes <= MAX_MODES:
+            raise InvalidRequest(
+                f"modes must be within 1..{MAX_MODES}, got {modes}", field="modes", code="out_of_range"
+            )
 
     def __call__(self, observations: Sequence[Obs]) -> dict[str, list[Obs]]:
         """Settings-dependent checks of the whole request; returns observations grouped per agent.

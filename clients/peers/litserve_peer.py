@@ -18,7 +18,7 @@ from fastapi import Response
 from clients.peers.state import GRUState, frame_arrays
 
 
-class GRUPeerAPI(ls.LitAPI):
+class GRUPeerAPI(ls.LitAPI):  # type: ignore[misc]  # LitServe is typed as Any here (its own virtualenv)
     def __init__(self, checkpoint: str) -> None:
         super().__init__()
         self.checkpoint = checkpoint
@@ -26,7 +26,7 @@ class GRUPeerAPI(ls.LitAPI):
     def setup(self, device: Any) -> None:
         self.state = GRUState(self.checkpoint)
 
-    def decode_request(self, request):  # unannotated: LitServe then passes the JSON body
+    def decode_request(self, request):  # type: ignore[no-untyped-def]  # unannotated: LitServe passes the JSON body
         return frame_arrays(request["observations"])
 
     def predict(self, frame: Any) -> Any:

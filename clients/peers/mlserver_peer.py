@@ -17,7 +17,7 @@ from mlserver.types import InferenceRequest, InferenceResponse
 from clients.peers.state import GRUState
 
 
-class GRUPeer(MLModel):
+class GRUPeer(MLModel):  # type: ignore[misc]  # MLServer is typed as Any here (its own virtualenv)
     """One process (``parallel_workers`` 0): the per-agent state lives in this model object."""
 
     async def load(self) -> bool:

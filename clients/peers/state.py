@@ -9,6 +9,7 @@ than the service.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ class GRUState:
         return np.ascontiguousarray(r.trajectory, dtype=np.float32)
 
 
-def frame_arrays(observations: list[dict]) -> tuple[list[str], np.ndarray, np.ndarray]:
+def frame_arrays(observations: list[dict[str, Any]]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """A frame body's observations (``{"agent_id", "timestamp", "x", "y"}``) as ids, times and positions."""
     ids = [o["agent_id"] for o in observations]
     t = np.array([o["timestamp"] for o in observations], dtype=np.float64)

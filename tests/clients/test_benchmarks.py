@@ -15,7 +15,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from clients.benchmarks import REPO, SIZES, Plan, _ratio_bound, bench_model_step
+from clients.benchmarks import (
+    REPO,
+    SIZES,
+    Plan,
+    _modes_section,
+    _ratio_bound,
+    bench_model_step,
+    bench_modes,
+    serve,
+)
 from clients.peer_suite import OURS, bench_peers, render
 from clients.processes import cpu_seconds, stop_process
 
@@ -32,6 +41,18 @@ def test_model_step_bench_times_the_memory_alone_inside_the_step() -> None:
     # IPNet's readout reads the embedding and the temperatures; the GRU's the embedding and its hidden state
     assert steps["ipnet"][1]["readout_inputs"] == steps["ipnet-torch"][1]["readout_inputs"] == 32 + 64
     assert steps["gru"][1]["readout_inputs"] == 32 + 64
+
+
+def test_the_modes_row_measures_both_routes_with_and_without_six_futures(
+    tmp_path: Path, weights: Path
+) -> None:
+    with serve({"TRAJPRED_WEIGHTS_DIR": str(weights)}, tmp_path / "serve.log") as url:
+        modes = bench_modes(url, Plan(cell_s=0.3))
+    assert set(modes) == {"predict:1", "predict:6", "ab:1", "ab:6"}
+    for key, row in modes.items():
+        assert row["requests_per_s"] > 0 and row["errors"] == 0, key
+    table = "\n".join(_modes_section(modes, 0.3))
+    assert "| `/v1/predict` |" in table and "| `/v1/ab/predict` |" in table
 
 
 def test_cpu_seconds_counts_a_process_and_its_live_children() -> None:

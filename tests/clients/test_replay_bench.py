@@ -266,3 +266,42 @@ def test_replay_over_a_stream_gives_the_report(server: tuple[Server, int], small
     assert re.search(rf"sent: {n_obs} observations in \d+ requests", out.stdout), out.stdout
     with TrajpredClient(srv.url) as c:
         assert c.ab_report().models["ipnet"].n > before  # its predictions were scored
+
+
+def test_replay_with_modes_scores_min_of_k_and_draws_the_futures(
+    server: tuple[Server, int], small_csv: Path, tmp_path: Path
+):
+    srv, _ = server
+    renamed = tmp_path / "renamed.csv"  # new agents on this server
+    rows = list(csv.reader(small_csv.open()))
+    with renamed.open("w", newline="") as fh:
+        csv.writer(fh).writerows([rows[0], *([r[0], "modes-" + r[1], *r[2:]] for r in rows[1:])])
+    png = tmp_path / "modes.png"
+    out = _run(
+        "replay", str(renamed), "--server", srv.url, "--modes", "3", "--plot", str(png), "--json",
+        "--no-progress",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr + srv.log()
+    report = ABReport.model_validate(
+        json.loads(out.stdout[out.stdout.index("{") : out.stdout.rindex("}") + 1])
+    )
+    for role in ("ipnet", "baseline"):
+        m = report.models[role]
+        assert m.min_ade_k_m is not None and m.ade_m is not None and m.min_ade_k_m <= m.ade_m
+        assert m.coverage_95 is not None and 0.5 < m.coverage_95 <= 1.0
+    header = next(line for line in out.stdout.splitlines() if line.startswith("model "))
+    assert header.split()[-6:] == ["K", "minADE_K", "minFDE_K", "miss", "cov95", "n"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    bad = _run("replay", str(renamed), "--server", srv.url, "--modes", "9")
+    assert bad.returncode == 2 and "--modes" in bad.stderr
+
+
+def test_bench_asks_for_modes(server: tuple[Server, int]):
+    srv, _ = server
+    out = _run(
+        "bench", "--server", srv.url, "--route", "predict", "--agents", "10", "--rate-hz", "10",
+        "--duration", "1", "--modes", "6", "--json",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["errors"] == 0 and r["ok"] == 10 and r["extra"]["modes"] == 6

@@ -86,7 +86,9 @@ def test_image_is_multi_stage_cpu_only_non_root_with_healthcheck_and_weights():
     copies = [a.split()[0] for i, a in ins if i == "COPY" and not a.startswith("--from=")]
     assert "models/" in copies
     package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    assert "weights/shipped/seed0/*.pt" in package_data["models"]
+    assert "weights/multimodal/seed0/*.pt" in package_data["models"]
+    assert "weights/shipped/seed0/*.pt" in package_data["models"]  # the single-trajectory set, on request
+    assert "weights/motion_deviations.json" in package_data["models"]
     assert any(i == "RUN" and "shipped weights missing" in a for i, a in ins)
 
 

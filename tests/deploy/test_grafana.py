@@ -48,6 +48,9 @@ REQUIRED_PANELS = [
         "interval regime",
         {"trajpred_ade_meters_sum", "trajpred_ade_meters_count"},
     ),
+    ("min-of-K errors", "minade_k", {"trajpred_min_ade_meters_sum", "trajpred_min_fde_meters_sum"}),
+    ("miss rate", "miss rate", {"trajpred_misses_total"}),
+    ("calibration over time", "coverage", {"trajpred_covered_points_total", "trajpred_scored_points_total"}),
 ]
 
 #: values standing in for the template variables and Grafana's built-ins when only syntax matters

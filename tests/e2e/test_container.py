@@ -28,6 +28,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from models.checkpoint import WEIGHTS_DIR
 from service.app import create_app
 from service.settings import Settings
 from tests.deploy.helpers import (
@@ -46,7 +47,7 @@ docker = pytest.importorskip("docker", reason="the Docker SDK for Python (pip in
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.container, pytest.mark.timeout(1800)]
 
 TAG = "ipnet-traj:test"
-SHIPPED = REPO / "models" / "weights" / "shipped" / "seed0"
+SHIPPED = WEIGHTS_DIR  # what the image serves
 TORCH_INDEX_PORT = 38513
 
 

@@ -14,7 +14,16 @@ import json
 import pytest
 
 from models import corpus
-from models.card import CARD_PATH, CLAIMS_PATH, CONDITIONS, HZ2
+from models.card import (
+    CARD_PATH,
+    CLAIMS_PATH,
+    CONDITIONS,
+    COVERAGE_RANGE,
+    HZ2,
+    MIN_FDE_SHARE,
+    MODES_K,
+    MULTIMODAL,
+)
 from models.checkpoint import recipe_dir
 from models.evaluate import Evaluation, Protocol, evaluate_models
 from models.pipeline import load_predictors
@@ -48,7 +57,16 @@ def _check(name: str, card: float, ci: list[float], seed0: float, threshold: flo
 
 def test_the_card_and_its_claims_come_from_one_run(claims) -> None:
     card = CARD_PATH.read_text()
-    assert set(claims) == {"unseen_rates", "shipped_10hz", "shipped_2hz", "no_heat_ablation", "gru_below_cv"}
+    assert set(claims) == {
+        "unseen_rates",
+        "shipped_10hz",
+        "shipped_2hz",
+        "no_heat_ablation",
+        "gru_below_cv",
+        "modes_min_fde",
+        "modes_brier",
+        "modes_coverage",
+    }
     for goal in claims.values():
         assert goal["measured"] in card and goal["text"] in card
 
@@ -83,3 +101,23 @@ def test_the_heat_carries_memory_and_the_gru_beats_cv_with_seed_0(claims, av2) -
     ev = _seed0(av2, "shipped", ["gru", "cv"], HZ2)
     red = 1 - ev.ade("gru") / ev.ade("cv")  # type: ignore[operator]
     _check("gru vs cv at 2 Hz", f["reduction"], f["ci95"], red, THRESHOLDS["gru_below_cv"])
+
+
+def test_the_served_models_futures_and_calibration_hold_with_seed_0(claims, av2) -> None:
+    """The served (multimodal) models' seed 0: the brier comparison keeps its sign where the card's interval
+    excludes zero, and the coverage and minFDE share stay on the side of their goal the card reports."""
+    f = claims["modes_brier"]["figures"]
+    models = load_predictors(["ipnet", f["baseline"]], recipe_dir(MULTIMODAL) / "seed0")
+    ev = evaluate_models(av2, models, Protocol(), k=MODES_K)
+    red = 1 - ev.scores["ipnet"].per_window["brier"].mean / ev.scores[f["baseline"]].per_window["brier"].mean
+    _check("brier-minFDE vs " + f["baseline"], f["reduction"], f["ci95"], red, None)
+    ip = ev.scores["ipnet"].per_window
+    share = ip["min_fde"].mean / ip["fde"].mean
+    assert (share <= MIN_FDE_SHARE) == claims["modes_min_fde"]["met"], share
+    lo, hi = COVERAGE_RANGE
+    for name in ("ipnet", f["baseline"]):
+        # calibrated on the validation split, not on AV2; seeds differ by a few hundredths (the card averages
+        # them), so seed 0 is held to the goal's range where the card reports it met
+        cover = ev.scores[name].per_window["coverage"].mean
+        if claims["modes_coverage"]["met"]:
+            assert lo <= cover <= hi, (name, cover)

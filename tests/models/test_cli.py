@@ -10,7 +10,9 @@ import sys
 
 import pytest
 
+from models.checkpoint import recipe_dir
 from models.data import load_tracks
+from models.pipeline import seed_dirs
 
 
 def ipnet(*args: str) -> str:
@@ -39,14 +41,18 @@ def interchange_csv(data_root, tmp_path):
 
 def test_evaluate_a_new_interchange_csv_with_shipped_weights(interchange_csv) -> None:
     res = json.loads(ipnet("evaluate", "--data", str(interchange_csv), "--json"))
-    # IPNet, every learned baseline (each seed of the shipped recipe) and the motion models
+    # IPNet, every learned baseline (each seed of the served set) and the motion models
     assert set(res["models"]) == {"ipnet", "gru", "lstm", "gru_nodt", "ctgru", "cv", "ca", "ctrv"}
     assert res["protocol"]["obs_s"] == 2.0 and res["protocol"]["agent_types"] == ["vehicle"]
     for name, m in res["models"].items():
         assert m["n_windows"] > 50, name
         assert math.isfinite(m["ade_m"]) and 0 < m["ade_m"] < m["fde_m"], name
         assert set(m["horizons_s"]) == {"1", "2", "3"}
-        assert m["n_seeds"] == (1 if name in ("cv", "ca", "ctrv") else 3), name
+        assert m["n_seeds"] == (
+            1 if name in ("cv", "ca", "ctrv") else len(seed_dirs(recipe_dir("multimodal")))
+        ), name
+        if name not in ("cv", "ca", "ctrv"):
+            assert m["k"] == 6 and m["min_fde_k_m"] < m["fde_m"] and 0.5 < m["coverage_95"] <= 1.0, name
         assert m["n_scenes"] == 1  # the whole CSV is one scene: the interval is over the seeds alone
         assert m["ade_ci95_m"][0] <= m["ade_m"] <= m["ade_ci95_m"][1], name
     assert res["ipnet_vs_best_baseline"]["baseline"] in ("gru", "lstm", "gru_nodt", "ctgru")

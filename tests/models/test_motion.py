@@ -72,6 +72,6 @@ def test_streaming_equals_the_evaluation(kind: str) -> None:
         res = pred.step(kin, mem, xy[k : k + 1], np.array([0.1 if k else 0.0]), np.array([0]))
         kin, mem = res.kin, res.memory
     w = Window("s", "a", "vehicle", t, xy, np.array([1.0, 2.0]), np.zeros((2, 2)))
-    offline = predict_windows(pred, [w], Protocol())[0]
+    offline = predict_windows(pred, [w], Protocol())[0].trajectory
     streamed = res.trajectory[0, [9, 19]]
     np.testing.assert_allclose(offline, streamed, atol=1e-4)

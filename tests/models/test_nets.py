@@ -34,10 +34,13 @@ def _random_tracks(n: int, seed: int = 0):
     return ts, xys, types
 
 
-def _trained_like(name: str) -> TrajectoryNet:
-    """A small net of a model name of the catalog (or of a bare kind) with every weight perturbed."""
+def _trained_like(name: str, modes: int = 1) -> TrajectoryNet:
+    """A small net of a model name of the catalog (or of a bare kind) with every weight perturbed; with
+    ``modes`` > 1 it has that many futures and deviations."""
     torch.manual_seed(1)
-    base = ModelConfig(n_memory=16, d_embed=8, d_readout=16, pred_steps=10)
+    base = ModelConfig(
+        n_memory=16, d_embed=8, d_readout=16, pred_steps=10, modes=modes, uncertainty=modes > 1
+    )
     net = TrajectoryNet(model_config(name, base) if name in CATALOG else replace(base, kind=name))
     # the readout starts at zero (pure constant velocity); perturb it so the memory matters
     with torch.no_grad():
@@ -46,22 +49,27 @@ def _trained_like(name: str) -> TrajectoryNet:
     return net.eval()
 
 
-@pytest.mark.parametrize("kind", LEARNED)
-def test_streaming_step_equals_sequence_forward(kind: str) -> None:
-    net = _trained_like(kind)
+@pytest.mark.parametrize(
+    ("kind", "modes"), [*((k, 1) for k in LEARNED), *((k, 6) for k in ("ipnet", "gru", "lstm", "ctgru"))]
+)
+def test_streaming_step_equals_sequence_forward(kind: str, modes: int) -> None:
+    """Every mode, its probability and its deviations: the serving step gives what the batched forward does."""
+    net = _trained_like(kind, modes)
+    with torch.no_grad():
+        net.std_scale.copy_(torch.linspace(0.5, 2.0, net.cfg.pred_steps))  # a calibration to carry
     ts, xys, types = _random_tracks(12)
     enc = encode_sequences(ts, xys, types)
     with torch.no_grad():
         seq = net.forward_sequence(
             torch.from_numpy(enc.feats), torch.from_numpy(enc.dt), torch.from_numpy(enc.valid)
         )
-    seq_last = seq[torch.arange(len(ts)), torch.from_numpy(enc.last_index)].numpy()
+    seq_last = seq[torch.arange(len(ts)), torch.from_numpy(enc.last_index)]
 
     # one observation at a time, agents in a different order each step, as a server would see them
     pred = Predictor(net, kind, "test")
     kin = KinState.empty(len(ts))
     mem = pred.initial_memory(len(ts))
-    last = [None] * len(ts)
+    last: list = [None] * len(ts)
     tindex = type_indices(types)
     for k in range(max(len(t) for t in ts)):
         idx = np.array([i for i in range(len(ts)) if k < len(ts[i])])
@@ -77,11 +85,27 @@ def test_streaming_step_equals_sequence_forward(kind: str) -> None:
         )
         mem[idx] = res.memory
         for j, i in enumerate(idx):
-            last[i] = res.trajectory[j]
+            last[i] = (res.modes[j], res.probs[j], None if res.std is None else res.std[j])
     from models.kinematics import cv_offsets, to_world
+    from models.predictor import repeat_kin, world_std
 
-    expected = to_world(enc.kin_last, cv_offsets(enc.kin_last, pred.horizons_s) + seq_last)
-    np.testing.assert_allclose(np.stack(last), expected, atol=1e-4)
+    b = len(ts)
+    fc = pred.decode(seq_last, b, tindex)  # the batched forward's last step, decoded and sorted
+    assert fc.corr.shape[1] == modes
+    prior = cv_offsets(enc.kin_last, pred.horizons_s)[:, None]
+    world = to_world(repeat_kin(enc.kin_last, modes), (prior + fc.corr).reshape(b * modes, -1, 2))
+    np.testing.assert_allclose(np.stack([m for m, _, _ in last]), world.reshape(b, modes, -1, 2), atol=1e-4)
+    probs = np.stack([p for _, p, _ in last])
+    np.testing.assert_allclose(probs, fc.probs, atol=1e-6)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-9)
+    assert (np.diff(probs, axis=1) <= 1e-12).all()  # most probable first
+    if modes == 1:
+        assert last[0][2] is None and fc.std is None
+    else:
+        assert fc.std is not None
+        np.testing.assert_allclose(
+            np.stack([s for _, _, s in last]), world_std(enc.kin_last, fc.std), rtol=1e-5
+        )
 
 
 @pytest.mark.parametrize("kind", LEARNED)
@@ -199,3 +223,21 @@ def test_every_catalog_name_builds_its_configuration() -> None:
     )
     with pytest.raises(ValueError, match="unknown lateral"):
         ModelConfig(lateral="sideways")
+
+
+def test_a_step_asked_for_fewer_modes_returns_the_most_probable_ones_unchanged() -> None:
+    net = _trained_like("ipnet", 6)
+    pred = Predictor(net, "ipnet", "test")
+    _, xys, types = _random_tracks(5)
+    tindex = type_indices(types)
+    kin, mem = KinState.empty(5), pred.initial_memory(5)
+    for k in range(4):
+        xy = np.stack([x[k] for x in xys])
+        full = pred.step(kin, mem, xy, np.full(5, 0.1 if k else 0.0), tindex)
+        two = pred.step(kin, mem, xy, np.full(5, 0.1 if k else 0.0), tindex, modes=2)
+        kin, mem = full.kin, full.memory
+    assert two.modes.shape[1] == 2 and two.std is not None and full.std is not None
+    np.testing.assert_array_equal(two.modes, full.modes[:, :2])
+    np.testing.assert_array_equal(two.probs, full.probs[:, :2])
+    np.testing.assert_array_equal(two.std, full.std[:, :2])
+    np.testing.assert_array_equal(two.memory, full.memory)

@@ -1,5 +1,6 @@
 """The shipped weights: every model of every recipe and seed, loadable safely, each trained on its recipe's
-corpus (data hash) with the recipe's budget; the service serves the shipped recipe's seed 0."""
+corpus (data hash) with the recipe's budget; the service serves seed 0 of the multimodal set (the shipped
+recipe, 6 futures, calibrated deviations)."""
 
 from __future__ import annotations
 
@@ -35,10 +36,24 @@ def test_every_recipe_holds_every_model_for_three_seeds_with_one_budget(data_roo
                 assert _plain(meta["train_config"]) == want, (recipe, name)
 
 
-def test_the_service_serves_seed_0_of_the_shipped_recipe() -> None:
-    assert recipe_dir("shipped") / "seed0" == WEIGHTS_DIR and recipe_dir("shipped").parent == WEIGHTS_ROOT
-    for name in ("ipnet", *LEARNED_BASELINES):
-        assert (WEIGHTS_DIR / f"{name}.pt").is_file(), name
+def test_the_service_serves_seed_0_of_the_multimodal_set(data_root) -> None:
+    assert (
+        recipe_dir("multimodal") / "seed0" == WEIGHTS_DIR and recipe_dir("multimodal").parent == WEIGHTS_ROOT
+    )
+    spec = RECIPES["shipped"]
+    digest = data_hash(split_train_val(corpus(spec.corpus, data_root))[0])
+    dirs = seed_dirs(recipe_dir("multimodal"))
+    assert [d.name for d in dirs][:2] == ["seed0", "seed1"]  # several seeds, every model in each
+    for d in dirs:
+        want = _plain(dataclasses.replace(spec.train, seed=int(d.name[4:])).to_dict())
+        for name in ("ipnet", *LEARNED_BASELINES):
+            net, meta = load_checkpoint(d / f"{name}.pt")
+            # the same readout for every model: 6 futures and deviations, the same recipe and budget
+            assert net.cfg == dataclasses.replace(model_config(name), modes=6, uncertainty=True), name
+            assert (meta["recipe"], meta["corpus"], meta["data_hash"]) == ("shipped", spec.corpus, digest)
+            assert _plain(meta["train_config"]) == want, name
+            # calibrated on the validation split: per-horizon factors, not the untouched ones
+            assert not bool((net.std_scale == 1.0).all()), name
 
 
 def test_the_pedestrian_folds_hold_out_their_scene(data_root) -> None:
@@ -49,3 +64,9 @@ def test_the_pedestrian_folds_hold_out_their_scene(data_root) -> None:
             net, meta = load_checkpoint(WEIGHTS_ROOT / "ethucy_loo" / scene / "seed0" / f"{name}.pt")
             assert meta["corpus"] == f"ethucy-loo:{scene}" and meta["data_hash"] == data_hash(train)
             assert net.cfg == model_config(name)
+        for name in ("ipnet", "gru", "lstm"):
+            net, meta = load_checkpoint(
+                WEIGHTS_ROOT / "multimodal_ethucy_loo" / scene / "seed0" / f"{name}.pt"
+            )
+            assert meta["corpus"] == f"ethucy-loo:{scene}" and meta["data_hash"] == data_hash(train)
+            assert net.cfg.modes == 6 and net.cfg.uncertainty

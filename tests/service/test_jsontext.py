@@ -48,6 +48,26 @@ def test_rows_are_orjsons_bytes(agents: int, k: int, spread: float, shared_t: bo
     assert points_rows(t, x, y, 6, 4) == _expected(t, x, y)
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+def test_rows_with_deviations_are_orjsons_bytes(compiled: bool):
+    rng = np.random.default_rng(5)
+    t, x, y = _batch(rng, 40, 30, True, 300.0)
+    sx, sy = (np.round(rng.gamma(2.0, 0.5, (40, 30)), 4) for _ in range(2))
+    sx[0, 0] = 0.0001
+    expected = [
+        orjson.dumps(
+            [
+                {"timestamp": a, "x": b, "y": c, "std_x": d, "std_y": e}
+                for a, b, c, d, e in zip(*r, strict=True)
+            ]
+        )
+        for r in zip(t.tolist(), x.tolist(), y.tolist(), sx.tolist(), sy.tolist(), strict=True)
+    ]
+    assert [orjson.dumps(f) for f in _points_json(t, x, y, compiled, (sx, sy))] == expected
+    if compiled:
+        assert points_rows(t, x, y, 6, 4, std=(sx, sy)) == expected
+
+
 def test_small_timestamps_and_the_exponent_threshold():
     # orjson writes 1e-5 as 0.00001 and anything smaller in exponent notation: the writer takes the former
     t = np.array([[0.00001, 0.000015, 0.1, 3.0]])

@@ -28,11 +28,16 @@ def test_the_curl_example_answers_the_documented_fields(client):
         # "one prediction per agent, from its newest observation"
         agents = list(dict.fromkeys(o["agent_id"] for o in body["observations"]))
         assert [p.agent_id for p in answer.predictions] == agents
-        documented = re.search(r"`predictions: \[\{([^}]*), trajectory: \[\{timestamp, x, y\}", README)
+        documented = re.search(r"`predictions: \[\{([^}]*),\s+trajectory: \[\{([^}]*)\}", README)
         assert documented is not None
         fields = [f.strip() for f in documented.group(1).split(",")] + ["trajectory"]
         assert list(r.json()["predictions"][0]) == fields
-        assert list(r.json()["predictions"][0]["trajectory"][0]) == ["timestamp", "x", "y"]
+        point = [f.strip() for f in documented.group(2).split(",")]
+        assert (
+            list(r.json()["predictions"][0]["trajectory"][0])
+            == point
+            == ["timestamp", "x", "y", "std_x", "std_y"]
+        )
         assert r.headers["x-request-id"]  # the documented request id
 
 

@@ -102,7 +102,11 @@ def test_a_scoring_entry_survives_its_wire_format():
         step_s=[0.1, None],
         horizons_s=horizons,
         trajectories={
-            m: rng.normal(size=(2, 50, 2)) * 30 + [[[2.0, 3.0]], [[-2.0, 5e5]]] for m in ("x", "y")
+            m: rng.normal(size=(2, 50, 2)) * 30 + [[[2.0, 3.0]], [[-2.0, 5e5]]] for m in ("x", "x#1", "y")
+        },
+        # the heading, then the deviations along / across it (models with deviations only)
+        deviations={
+            "x": np.concatenate([[[[1.0, 0.0]], [[0.6, 0.8]]], rng.gamma(2.0, 0.5, (2, 50, 2))], axis=1)
         },
     )
     back = ScoringEntry.decode(entry.encode(scoring_horizon_s=3.0))
@@ -117,6 +121,10 @@ def test_a_scoring_entry_survives_its_wire_format():
     assert np.array_equal(back.horizons_s, horizons[kept])
     for m, tr in entry.trajectories.items():
         assert np.abs(back.trajectories[m] - tr[:, kept]).max() < 1e-4  # float32 offsets from the anchor
+    assert set(back.deviations) == {"x"}
+    dev = entry.deviations["x"]
+    want = np.concatenate([dev[:, :1], dev[:, 1:][:, kept]], axis=1)
+    assert np.abs(back.deviations["x"] - want).max() < 1e-6
     with pytest.raises(EntryDecodeError):
         ScoringEntry.decode(entry.encode(3.0)[:-3])
     with pytest.raises(EntryDecodeError):

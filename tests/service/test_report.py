@@ -1,4 +1,5 @@
-"""A real log replayed through /v1/ab/predict: the online report and histograms match `ipnet evaluate`."""
+"""A real log replayed through /v1/ab/predict?modes=6: the online report and histograms (single answer and
+min-of-K) match `ipnet evaluate --k 6`."""
 
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ def _evaluate(capsys: pytest.CaptureFixture[str], data: Path, weights: Path, typ
             "0.1",
             "--agent-types",
             types,
+            "--k",
+            "6",
             "--json",
         ]
     )
@@ -45,7 +48,7 @@ def test_online_report_agrees_with_offline_evaluate(make_client, replay: Replay,
     # every prediction is scored online, to compare with every offline window (stride 0.1 s below)
     client = make_client(scoring_stride_s=0.0)
     for i in range(len(replay.times)):
-        r = client.post("/v1/ab/predict", json=replay.body(i))
+        r = client.post("/v1/ab/predict", json=replay.body(i), params={"modes": 6})
         assert r.status_code == 200, r.text
 
     report = ABReport.model_validate(client.get("/v1/ab/report", params={"agent_type": "vehicle"}).json())
@@ -59,6 +62,14 @@ def test_online_report_agrees_with_offline_evaluate(make_client, replay: Replay,
         assert online.n == off["n_windows"] > 100
         assert online.ade_m == pytest.approx(off["ade_m"], rel=REL_TOL)
         assert online.fde_m == pytest.approx(off["fde_m"], rel=REL_TOL)
+        # min-of-K over the 6 futures served, as `ipnet evaluate --k 6` computes them
+        assert online.k == off["k"] == 6
+        assert online.min_ade_k_m == pytest.approx(off["min_ade_k_m"], rel=REL_TOL)
+        assert online.min_fde_k_m == pytest.approx(off["min_fde_k_m"], rel=REL_TOL)
+        assert online.min_ade_k_m < online.ade_m
+        assert online.miss_rate_2m == pytest.approx(off["miss_rate_2m"], abs=0.03)
+        # the share of true points inside the single answer's 95% region
+        assert online.coverage_95 == pytest.approx(off["coverage_95"], abs=0.03)
         for h in ("1", "2", "3"):
             got = getattr(report.horizons_s[h], role)
             assert report.horizons_s[h].n == online.n
@@ -74,6 +85,19 @@ def test_online_report_agrees_with_offline_evaluate(make_client, replay: Replay,
             count = metric(client, f"{name}_count", model=model)
             assert count == off["n_windows"]
             assert metric(client, f"{name}_sum", model=model) / count == pytest.approx(off[key], rel=REL_TOL)
+        for name, key in (
+            ("trajpred_min_ade_meters", "min_ade_k_m"),
+            ("trajpred_min_fde_meters", "min_fde_k_m"),
+        ):
+            count = metric(client, f"{name}_count", model=model)
+            assert count == off["n_windows"]
+            assert metric(client, f"{name}_sum", model=model) / count == pytest.approx(off[key], rel=REL_TOL)
+        misses = metric(client, "trajpred_misses_total", model=model)
+        assert misses / off["n_windows"] == pytest.approx(off["miss_rate_2m"], abs=0.03)
+        inside = metric(client, "trajpred_covered_points_total", model=model)
+        assert inside / metric(client, "trajpred_scored_points_total", model=model) == pytest.approx(
+            off["coverage_95"], abs=0.03
+        )
         for h in ("1", "2", "3"):
             count = metric(client, "trajpred_displacement_error_meters_count", model=model, horizon_s=h)
             total = metric(client, "trajpred_displacement_error_meters_sum", model=model, horizon_s=h)

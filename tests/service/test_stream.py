@@ -226,21 +226,27 @@ def test_stream_and_http_frames_share_one_state(client, replay: Replay):
     assert np.all([p.dt_s is None or p.dt_s > 0 for p in answer.predictions])
 
 
+@pytest.mark.parametrize("with_std", [False, True])
 @pytest.mark.parametrize("layout", ["points", "columns"])
 @pytest.mark.parametrize(("agents", "points"), [(3, 31), (2, 15), (1, 70_000), (0, 31)])
-def test_msgpack_trajectories_are_byte_for_byte_what_msgpack_packs(layout: str, agents: int, points: int):
+def test_msgpack_trajectories_are_byte_for_byte_what_msgpack_packs(
+    layout: str, agents: int, points: int, with_std: bool
+):
     rng = np.random.default_rng(agents * points)
-    t, x, y = (rng.normal(size=(agents, points)) for _ in range(3))
+    t, x, y, sx, sy = (rng.normal(size=(agents, points)) for _ in range(5))
     if agents:
         x[0, 0], y[-1, -1] = np.nan, np.inf
-    rows = _msgpack_trajectories(t, x, y, layout)
+    rows = _msgpack_trajectories(t, x, y, layout, (sx, sy) if with_std else None)
     assert len(rows) == agents
     for i, raw in enumerate(rows):
         ti, xi, yi = t[i].tolist(), x[i].tolist(), y[i].tolist()
+        cols = {"timestamp": ti, "x": xi, "y": yi}
+        if with_std:
+            cols |= {"std_x": sx[i].tolist(), "std_y": sy[i].tolist()}
         if layout == "columns":
-            expected = {"timestamp": ti, "x": xi, "y": yi}
+            expected: object = cols
         else:
-            expected = [{"timestamp": a, "x": b, "y": c} for a, b, c in zip(ti, xi, yi, strict=True)]
+            expected = [dict(zip(cols, v, strict=True)) for v in zip(*cols.values(), strict=True)]
         assert bytes(raw) == msgpack.packb(expected, use_bin_type=True)
     payload = {"model": "m", "predictions": [{"agent_id": str(i), "dt_s": None, "trajectory": r} for i, r in
                                               enumerate(rows)]}  # fmt: skip
