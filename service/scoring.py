@@ -412,7 +412,8 @@ class OnlineScorer:
                 hist1.observe_many(np.asarray(values), model)
             series1.clear()
         for model, n in self._misses.items():
-            met.misses.labels(model=model).inc(n)  # also 0: the miss-rate series exists from the first maturity
+            # also 0: the miss-rate series exists from the first maturity on
+            met.misses.labels(model=model).inc(n)
         self._misses.clear()
         for model, (points, covered) in self._points.items():
             met.scored_points.labels(model=model).inc(points)
