@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from clients.settings import ClientSettings
 
 FORMATS = ("auto", "csv", "av2", "ethucy", "lyft")
 
@@ -59,7 +60,7 @@ def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server", required=True, help="base URL of the service, e.g. http://127.0.0.1:8000")
     p.add_argument(
         "--api-key",
-        default=os.environ.get("TRAJPRED_CLIENT_API_KEY"),
+        default=ClientSettings().api_key,
         help="X-API-Key (default $TRAJPRED_CLIENT_API_KEY)",
     )
     p.add_argument("--timeout", type=_rate, default=30.0, help="seconds per attempt (default 30)")
@@ -121,7 +122,7 @@ def add_commands(sub: Any) -> None:
     b.add_argument("--server", default=None, help="base URL of the service (not needed with --suite)")
     b.add_argument(
         "--api-key",
-        default=os.environ.get("TRAJPRED_CLIENT_API_KEY"),
+        default=ClientSettings().api_key,
         help="X-API-Key (default $TRAJPRED_CLIENT_API_KEY)",
     )
     b.add_argument("--route", default="predict", choices=["predict", "baseline", "ab", "ping"])

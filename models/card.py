@@ -10,11 +10,12 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import platform
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from models.agent_types import AGENT_TYPES
@@ -32,7 +33,7 @@ from models.energy import (
     report,
     time_scale_for_drive_ratio,
 )
-from models.evaluate import Evaluation, Protocol, evaluate_models
+from models.evaluate import Evaluation, ModelScore, Protocol, evaluate_models
 from models.motion import MotionConfig
 from models.pipeline import load_model_set, load_predictors, measured_drive, seed_dirs
 from models.predictor import Predictor
@@ -491,8 +492,11 @@ def multimodal_section(res: MultimodalResults) -> list[str]:
         f"point and axis), trained alike with the `shipped` recipe, {res.n_seeds} seeds (intervals over the AV2 "
         "logs and these seeds): winner-takes-all on the closest "
         "future, a cross-entropy on its index (weight 1.0, chosen over 0.1 on the validation split: "
-        "`python scripts/choose_cls_weight.py`), a Gaussian likelihood of the deviations with the mean held fixed "
-        "(weight 0.1, set, not tuned). After training, one factor per horizon scales "
+        "`python scripts/choose_loss_weight.py cls=0.1 cls=1.0`), the displacement of every future weighted by "
+        "its probability, which ties the single answer (the most probable future) to the truth (weight 0.2, "
+        "chosen over 0, 0.1 and 1.0 on the validation split, seeds 0 and 1: `python scripts/choose_loss_weight.py "
+        "[--seed 1] top1=0 top1=0.1 top1=0.2 top1=1.0`; `models/train.py` has the figures), a Gaussian likelihood "
+        "of the deviations with the mean held fixed (weight 0.1, set, not tuned). After training, one factor per horizon scales "
         "the deviations so that 95% of the validation split's points fall in the single answer's 95% ellipse "
         "(`models/calibration.py`); the motion models' deviations are fitted on the same split per agent type "
         "(`ipnet calibrate`). AV2 held out, vehicles, 2 s -> 3 s, K = 6; `ipnet evaluate --weights "
@@ -547,6 +551,31 @@ def multimodal_section(res: MultimodalResults) -> list[str]:
     return lines
 
 
+def _loo_rows(
+    loo_dir: Path, root: Path, script: str, cell: Callable[[ModelScore], tuple[float, ...]], k: int = 1
+) -> list[str] | str:
+    """The table rows of the ETH/UCY leave-one-scene-out folds under ``loo_dir`` (one per scene, each scored
+    by ``LOO_MODELS`` trained without it, at ``k`` futures; ``cell``: a model's figures) and their mean row;
+    or the line that says which ``script`` trains the missing fold weights."""
+    rows, sums, n = [], {m: np.zeros(0) for m in LOO_MODELS}, 0
+    for scene, files in ETHUCY_SPLITS.items():
+        folder = loo_dir / scene / "seed0"
+        if not all((folder / f"{m}.pt").exists() for m in LOO_MODELS if m != "cv"):
+            return f"(fold weights missing under {loo_dir}: run {script})"
+        res = evaluate_models(
+            ethucy_tracks(root, scenes=files), load_predictors(list(LOO_MODELS), folder), ETHUCY_PROTOCOL, k=k
+        )
+        cells = []
+        for m in LOO_MODELS:
+            vals = np.asarray(cell(res.scores[m]))
+            sums[m] = vals if n == 0 else sums[m] + vals
+            cells.append(" / ".join(f"{v:.2f}" for v in vals))
+        n += 1
+        rows.append(f"| {scene} | {res.n_windows} | " + " | ".join(cells) + " |")
+    mean = " | ".join("**" + " / ".join(f"{v / n:.2f}" for v in s) + "**" for s in sums.values())
+    return [*rows, f"| **mean** | | {mean} |"]
+
+
 def ethucy_multimodal_section(loo_dir: Path, root: Path) -> list[str]:
     lines = [
         "## Pedestrians, several futures: ETH/UCY leave-one-scene-out, K = 6",
@@ -561,33 +590,14 @@ def ethucy_multimodal_section(loo_dir: Path, root: Path) -> list[str]:
         + " |",
         "|---|---|" + "---|" * len(LOO_MODELS),
     ]
-    sums = {k: [0.0, 0.0, 0.0] for k in LOO_MODELS}
-    n = 0
-    for scene, files in ETHUCY_SPLITS.items():
-        folder = loo_dir / scene / "seed0"
-        if not all((folder / f"{k}.pt").exists() for k in LOO_MODELS if k != "cv"):
-            return [*lines[:2], f"(fold weights missing under {loo_dir}: run scripts/train_multimodal.sh)"]
-        res = evaluate_models(
-            ethucy_tracks(root, scenes=files),
-            load_predictors(list(LOO_MODELS), folder),
-            ETHUCY_PROTOCOL,
-            k=MODES_K,
-        )
-        cells = []
-        for k in LOO_MODELS:
-            d = res.scores[k].per_window
-            vals = (d["min_ade"].mean, d["min_fde"].mean, d["coverage"].mean)
-            for j, v in enumerate(vals):
-                sums[k][j] += v
-            cells.append(f"{vals[0]:.2f} / {vals[1]:.2f} / {vals[2]:.2f}")
-        n += 1
-        lines.append(f"| {scene} | {res.n_windows} | " + " | ".join(cells) + " |")
-    lines.append(
-        "| **mean** | | "
-        + " | ".join(f"**{s[0] / n:.2f} / {s[1] / n:.2f} / {s[2] / n:.2f}**" for s in sums.values())
-        + " |"
+    rows = _loo_rows(
+        loo_dir,
+        root,
+        "scripts/train_multimodal.sh",
+        lambda s: tuple(s.per_window[key].mean for key in ("min_ade", "min_fde", "coverage")),
+        k=MODES_K,
     )
-    return lines
+    return [*lines[:2], rows] if isinstance(rows, str) else [*lines, *rows]
 
 
 # --- pedestrians and energy ----------------------------------------------------------------------------
@@ -607,27 +617,8 @@ def ethucy_section(loo_dir: Path, root: Path) -> list[str]:
         "| scene | windows | " + " | ".join(f"`{k}` ADE / FDE" for k in LOO_MODELS) + " |",
         "|---|---|" + "---|" * len(LOO_MODELS),
     ]
-    sums = {k: [0.0, 0.0] for k in LOO_MODELS}
-    n = 0
-    for scene, files in ETHUCY_SPLITS.items():
-        folder = loo_dir / scene / "seed0"
-        if not all((folder / f"{k}.pt").exists() for k in LOO_MODELS if k != "cv"):
-            return [*lines[:2], f"(fold weights missing under {loo_dir}: run scripts/train_all.sh)"]
-        res = evaluate_models(
-            ethucy_tracks(root, scenes=files), load_predictors(list(LOO_MODELS), folder), ETHUCY_PROTOCOL
-        )
-        cells = []
-        for k in LOO_MODELS:
-            a, f = res.scores[k].ade.mean, res.scores[k].fde.mean
-            sums[k][0] += a
-            sums[k][1] += f
-            cells.append(f"{a:.2f} / {f:.2f}")
-        n += 1
-        lines.append(f"| {scene} | {res.n_windows} | " + " | ".join(cells) + " |")
-    lines.append(
-        "| **mean** | | " + " | ".join(f"**{s[0] / n:.2f} / {s[1] / n:.2f}**" for s in sums.values()) + " |"
-    )
-    return lines
+    rows = _loo_rows(loo_dir, root, "scripts/train_all.sh", lambda s: (s.ade.mean, s.fde.mean))
+    return [*lines[:2], rows] if isinstance(rows, str) else [*lines, *rows]
 
 
 def energy_section(served: dict[str, Predictor], av2: list[Track]) -> list[str]:

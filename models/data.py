@@ -9,8 +9,8 @@ An agent's type is decided by a vote over its rows (trackers such as Lyft's can 
 track from frame to frame): the mapped type with the most rows wins; ties go to the type that comes first
 in ``AGENT_TYPES`` (vehicle, pedestrian, cyclist, unknown), and static only wins an outright majority.
 
-The data root is never hard-coded: :func:`default_data_root` reads ``TRAJPRED_DATA_ROOT`` or falls back
-to ``<repo root>/../shared/data``.
+The data root is never hard-coded: :func:`default_data_root` is the library's setting ``TRAJPRED_DATA_ROOT``
+(``models.settings``), by default ``<repo root>/../shared/data``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models.agent_types import AGENT_TYPES
+from models.settings import LibrarySettings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -130,9 +131,8 @@ _NONE_CODE = len(AGENT_TYPES)  # vote code of static/ignored rows
 
 
 def default_data_root() -> Path:
-    """``$TRAJPRED_DATA_ROOT`` or ``<repo root>/../shared/data`` (repo root = parent of ``models/``)."""
-    repo_root = Path(__file__).resolve().parent.parent
-    return Path(os.environ.get("TRAJPRED_DATA_ROOT", repo_root.parent / "shared" / "data"))
+    """``$TRAJPRED_DATA_ROOT`` or ``<repo root>/../shared/data`` (``models.settings.LibrarySettings``)."""
+    return LibrarySettings().data_root
 
 
 class DataFormatError(ValueError):

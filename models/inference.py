@@ -19,7 +19,6 @@ holds this to it.
 
 from __future__ import annotations
 
-import ctypes
 import math
 
 import numpy as np
@@ -40,11 +39,12 @@ def _linear_parts(layers: nn.Sequential) -> list[tuple[Tensor, Tensor]]:
 class _NativeMTJ:
     """IPNet's memory update through the compiled kernel; None from :meth:`of` where it does not apply."""
 
-    def __init__(self, net: TrajectoryNet, fn: ctypes._CFuncPtr) -> None:  # type: ignore[name-defined]
+    def __init__(self, net: TrajectoryNet, ext: native.Extension) -> None:
         mtj = net.mtj
         assert mtj is not None and mtj.fused is not None
         p = mtj.params
-        self.fn = fn
+        self.fn = ext.lib.mtj_frame
+        ffi = self.ffi = ext.ffi
         self.params = p
         self.with_p = net.cfg.readout == "both"
         self.neg_inv_tau = -1.0 / float(mtj.tau_dev_s[0])
@@ -62,20 +62,22 @@ class _NativeMTJ:
         self.gamma = norm.weight.detach().contiguous()
         self.beta = norm.bias.detach().contiguous()
         f = mtj.fused
-        self.c_params = native.MTJParamsC(
-            t0=p.t0_k,
-            t_max=p.t_max_k,
-            c_ss=mtj.c_ss,
-            a=f.t_curie_pow,
-            c_i=f.c_i,
-            bl=SOFTPLUS_BETA * LOG2_E,
-            log2_rate=math.log2(f.rate),
-            kz=-f.c_delta * LOG2_E / SOFTPLUS_BETA**2,
-            log2e=LOG2_E,
-            ln_eps=norm.eps * (p.t_max_k - p.t0_k) ** 2,
-            clamp=int(mtj.needs_clamp),
+        self.c_params = ffi.new(
+            "mtj_params *",
+            {
+                "t0": p.t0_k,
+                "t_max": p.t_max_k,
+                "c_ss": mtj.c_ss,
+                "a": f.t_curie_pow,
+                "c_i": f.c_i,
+                "bl": SOFTPLUS_BETA * LOG2_E,
+                "log2_rate": math.log2(f.rate),
+                "kz": -f.c_delta * LOG2_E / SOFTPLUS_BETA**2,
+                "log2e": LOG2_E,
+                "ln_eps": norm.eps * (p.t_max_k - p.t0_k) ** 2,
+                "clamp": int(mtj.needs_clamp),
+            },
         )
-        self.c_params_ref = ctypes.byref(self.c_params)
         # energy of a frame = sum(d^2) v_max^2 duty / R_P x drive seconds (as MTJNeuronLayer.forward)
         self.energy_per_d2_s = p.v_max_v**2 * p.duty / p.r_p_ohm
 
@@ -87,8 +89,8 @@ class _NativeMTJ:
         cfg = net.cfg
         if cfg.tau != "single" or cfg.drive != "sigmoid" or cfg.lateral == "diffusion":
             return None  # the kernel takes one decay per agent and the one-polarity drive
-        fn = native.load()
-        return None if fn is None else _NativeMTJ(net, fn)
+        ext = native.load()
+        return None if ext is None else _NativeMTJ(net, ext)
 
     def __call__(
         self, temp: Tensor, e: Tensor, dt_s: np.ndarray, sensed: Tensor
@@ -115,24 +117,25 @@ class _NativeMTJ:
         out = torch.empty(b, n)
         d2_sum = np.empty(b, np.float32)
         stride = sensed.stride(0)
+        f32 = self.ffi.cast  # every array is float32 and contiguous along its rows (checked above)
         self.fn(
-            self.c_params_ref,
+            self.c_params,
             b,
             n,
-            pre.data_ptr(),
+            f32("float *", pre.data_ptr()),
             pre.stride(0),
-            temp.data_ptr(),
+            f32("float *", temp.data_ptr()),
             temp.stride(0),
-            decay.ctypes.data if decay is not None else None,
-            heat.ctypes.data,
-            self.gamma.data_ptr(),
-            self.beta.data_ptr(),
-            out.data_ptr(),
-            sensed.data_ptr() if self.with_p else None,
+            f32("float *", decay.ctypes.data) if decay is not None else self.ffi.NULL,
+            f32("float *", heat.ctypes.data),
+            f32("float *", self.gamma.data_ptr()),
+            f32("float *", self.beta.data_ptr()),
+            f32("float *", out.data_ptr()),
+            f32("float *", sensed.data_ptr()) if self.with_p else self.ffi.NULL,
             # float32: the normalised temperatures follow the N probabilities, or come alone
-            sensed.data_ptr() + (4 * n if self.with_p else 0),
+            f32("float *", sensed.data_ptr() + (4 * n if self.with_p else 0)),
             stride,
-            d2_sum.ctypes.data,
+            f32("float *", d2_sum.ctypes.data),
         )
         return out, d2_sum.astype(np.float64) * (self.energy_per_d2_s * drive_s)
 

@@ -2,7 +2,7 @@
 
    The same law as models/nets.py (MTJNeuronLayer.forward with FusedSwitching, then the readout's
    normalised temperatures of TrajectoryNet.update), written once more as a loop so that a compiler fuses the
-   twenty-odd elementwise tensor passes into one: models/native.py builds it and says why; the tests hold it
+   twenty-odd elementwise tensor passes into one: models/native.py loads it and says why; the tests hold it
    to the torch form. Built with -ffast-math, which lets the compiler call glibc's vector math (libmvec)
    for expf/exp2f/log1pf; every argument here is finite and bounded (temperatures in [T0, T_max]).
    Each transcendental has a loop of its own over a chunk of the row (kept in L1): fused into one loop body,
@@ -25,12 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct {
-    float t0, t_max, c_ss;
-    float a, c_i, bl, log2_rate, kz, log2e;
-    float ln_eps;
-    int32_t clamp;
-} mtj_params;
+#include "mtj_kernel.h"
 
 #define CHUNK 64
 

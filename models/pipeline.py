@@ -17,7 +17,7 @@ from models.energy import DriveFigures
 from models.motion import MOTION_KINDS, MotionConfig
 from models.nets import ModelConfig
 from models.predictor import Predictor
-from models.train import TrainConfig, Trainer, data_hash
+from models.train import TrainConfig, Trainer, data_hash, loss_weights
 from models.windows import encode_sequences
 
 
@@ -59,6 +59,7 @@ def train_models(
                     "name": name,
                     "recipe": recipe,
                     "train_config": tcfg.to_dict(),
+                    "loss_weights": loss_weights(),
                     "corpus": corpus_name,
                     "data_hash": digest,
                     "n_train_tracks": len(train),

@@ -7,7 +7,7 @@ The app runs in-process (its lifespan, ASGI transport, no sockets); the worker-t
 forward is made inline so every span is on one clock. Each named function is wrapped with a
 ``time.perf_counter`` span (no profiler: cProfile's per-call overhead inflated the many small Python calls
 of scoring several-fold and misattributed the request). Spans are inclusive; indented rows are part of the
-row above. The metrics and the online scoring of a request run just after its answer (``Engine.flush``, a
+row above. The metrics and the online scoring of a request run just after its answer (``service.accounting``, a
 loop callback; within the client call here). "framework" is the request total less the engine, the answer
 and that accounting: FastAPI routing, the middlewares, the body parse and validation, and the in-process
 transport. ``clients.benchmarks`` includes this output; the socket and HTTP parsing cost is what the
@@ -42,8 +42,14 @@ SPANS: list[tuple[str, int, str, str | None, str]] = [
     ("engine: answers (columnar Predictions)", 1, "service.engine", "Engine", "_answers"),
     ("answer as JSON data (answers._predictions)", 1, "service.answers", None, "_predictions"),
     ("JSON encoding (orjson)", 1, "service.api", None, "encode"),
-    ("accounting just after the answer (Engine.flush)", 1, "service.engine", "Engine", "flush"),
-    ("metrics and scoring of one request", 2, "service.engine", "Engine", "_account_now"),
+    (
+        "accounting just after the answer (AccountingSchedule.flush)",
+        1,
+        "service.accounting",
+        "AccountingSchedule",
+        "flush",
+    ),
+    ("metrics and scoring of one request (Accountant)", 2, "service.accounting", "Accountant", "__call__"),
     ("online scoring: score earlier predictions", 3, "service.scoring", "OnlineScorer", "observe_many"),
     ("online scoring: keep the new predictions", 3, "service.scoring", "OnlineScorer", "add_many"),
 ]
@@ -144,7 +150,7 @@ async def profile(route: str, agents: int, requests: int) -> tuple[str, dict[str
     ]
     for label, indent, *_ in SPANS:
         lines.append(f"| {'&nbsp;' * 4 * (indent - 1)}{label} | {ms(label):.2f} | {ms(label) / total:.0%} |")
-    flush = ms("accounting just after the answer (Engine.flush)")
+    flush = ms("accounting just after the answer (AccountingSchedule.flush)")
     rest = total - ms(TOTAL) - answer - flush
     lines.append(
         f"| framework: routing, middlewares, body parse + validation, transport | {rest:.2f} | {rest / total:.0%} |"

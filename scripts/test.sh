@@ -8,9 +8,10 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
-# the C compiler and libc headers that build IPNet's MTJ kernel and the answer writer (models/native.py); the
-# tests compare them to torch and to orjson
+# the C compiler, libc's and Python's headers that the package's install needs to build IPNet's MTJ kernel
+# and the answer writer (models/native_build.py); the tests compare them to torch and to orjson
 { command -v cc >/dev/null 2>&1 && [ -f /usr/include/math.h ]; } || need+=(gcc libc6-dev)
+[ -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] || need+=(python3-dev)
 # a Docker engine and debootstrap for tests/e2e/test_container.py (the image built and run for real, on base
 # images built from Debian packages by scripts/local_images.sh: no image registry is reachable here)
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)

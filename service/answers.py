@@ -10,7 +10,8 @@ import msgpack
 import numpy as np
 import orjson
 
-from service.engine import TIME_DECIMALS, Engine, Predictions
+from service.engine import TIME_DECIMALS, Engine
+from service.frames import Predictions
 from service.jsontext import points_rows
 from service.schemas import POSITION_DECIMALS, Layout
 

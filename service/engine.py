@@ -5,7 +5,7 @@ One request: validate it whole (bounds, duplicates) -> lock its agents in this p
 batched step per model and per observation rank (in a worker thread, unless the request is small enough
 that the hand-off would cost more) -> commit all new states conditionally on the versions loaded (retry
 from fresh state if another writer won) -> answer. Just after the answer, on the event loop and in commit
-order: metrics, scoring of earlier predictions, keeping the new ones (:meth:`Engine.flush`). With a shared
+order: metrics, scoring of earlier predictions, keeping the new ones (``service.accounting``). With a shared
 store the scoring entry is committed with the state instead, and every replica scores it from the store's
 log (``service.scoring_log``). Nothing is written unless the whole request is accepted.
 """
@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import cast
 
 import anyio.to_thread
@@ -31,6 +28,7 @@ from models.agent_types import AGENT_TYPES
 from models.energy import EnergyMeter
 from models.kinematics import TYPE_INDEX, KinState
 from models.predictor import Predictor
+from service.accounting import Accountant, AccountingSchedule
 from service.errors import (
     AnswerTooLarge,
     Conflict,
@@ -38,9 +36,10 @@ from service.errors import (
     NotFound,
     StaleObservation,
 )
+from service.frames import Committed, Computed, Frame, Predictions
 from service.metrics import Metrics
 from service.scoring import OnlineScorer
-from service.scoring_log import LogFollower, ScoringEntry, SharedLog, frame_entry
+from service.scoring_log import LogFollower, ScoringEntry, SharedLog
 from service.settings import BASELINE_NAMES, Settings
 from service.state import AgentState, StateBatch, StateDecodeError, decode_batch, encode_batch, model_tag
 from service.store import StateKey, StateStore, Write
@@ -50,148 +49,9 @@ log = logging.getLogger("service.engine")
 
 #: every model kind whose state an agent may hold (DELETE frees them all, even of a former baseline)
 ALL_MODEL_KINDS = ("ipnet", *BASELINE_NAMES)
-#: how long after an answer its accounting waits when requests are sparse: long enough for the client to have
-#: read the answer (on 100-agent frames at 10 Hz, 0 s instead put the p99 about 0.8 ms higher: 9.0-9.7 ms
-#: against 7.9-8.5 ms in three A/B rounds; the client and the server share the machine's cores). Requests that
-#: come back to back (answers less than this apart) are accounted right after their answer instead: waiting
-#: would land the work inside the next request (see Engine.answer_sent).
-ACCOUNTING_DELAY_S = 0.005
 #: answers' timestamps and intervals are rounded to microseconds (Unix-time float64 sums carry ~1e-7 s noise)
 TIME_DECIMALS = 6
 _EMPTY_KIN = KinState.empty(1).to_array()[0]  # the kinematic state of an agent never seen
-
-
-@dataclass
-class Predictions:
-    """One model's answers for the agents of a request, columnar: row ``i`` is ``agent_ids[i]``.
-
-    Columnar because a frame has hundreds of agents: the answer is built with a few array operations,
-    not an object per agent.
-    """
-
-    agent_ids: list[str]
-    timestamps: np.ndarray  # (A,) the newest observation's timestamp
-    steps: np.ndarray  # (A,) observations in the current track
-    new_track: np.ndarray  # (A,) bool
-    dt_s: np.ndarray  # (A,) observed interval used, NaN for a track's first observation
-    agent_types: list[str]
-    trajectory_t: np.ndarray  # (A, P) absolute seconds of the answer's points
-    modes_xy: np.ndarray  # (A, K, P, 2) metres, most probable mode first
-    modes_std: np.ndarray | None  # (A, K, P, 2) world-axis standard deviations, metres; None: not modeled
-    probs: np.ndarray  # (A, K) mode probabilities over the K served, descending
-    show_modes: bool  # whether the answer lists the modes (``?modes=K``) beside the single trajectory
-
-    def __len__(self) -> int:
-        return len(self.agent_ids)
-
-    @property
-    def trajectory_xy(self) -> np.ndarray:
-        """(A, P, 2) the single-trajectory answer: the most probable mode."""
-        return self.modes_xy[:, 0]
-
-    @property
-    def trajectory_std(self) -> np.ndarray | None:
-        """(A, P, 2) its standard deviations (x, y)."""
-        return None if self.modes_std is None else self.modes_std[:, 0]
-
-
-@dataclass
-class _Frame:
-    """The request's observations as columns, grouped per agent and ranked in time within each agent."""
-
-    agent: np.ndarray  # (O,) index into the request's agents
-    rank: np.ndarray  # (O,) 0 for an agent's oldest observation in this request
-    t: np.ndarray  # (O,)
-    xy: np.ndarray  # (O, 2)
-    agent_type: np.ndarray  # (O,) TYPE_INDEX, -1 where the observation names none
-    first_t: np.ndarray  # (A,) each agent's oldest timestamp in this request
-    depth: int  # most observations of one agent
-
-    @staticmethod
-    def of(agents: list[str], groups: dict[str, list[Obs]]) -> _Frame:
-        if agents and len(agents) == sum(map(len, groups.values())):
-            # one observation per agent (a perception frame): columns straight from the observations
-            _, _, ts, xs, ys, kinds = zip(*(groups[a][0] for a in agents), strict=True)
-            t = np.array(ts, dtype=np.float64)
-            n = len(agents)
-            return _Frame(
-                agent=np.arange(n, dtype=np.int64),
-                rank=np.zeros(n, dtype=np.int64),
-                t=t,
-                xy=np.column_stack([np.array(xs, dtype=np.float64), np.array(ys, dtype=np.float64)]),
-                agent_type=np.array([-1 if k is None else TYPE_INDEX[k] for k in kinds], dtype=np.int64),
-                first_t=t,
-                depth=1,
-            )
-        flat = [(i, k, o) for i, a in enumerate(agents) for k, o in enumerate(groups[a])]
-        t = np.array([o.t for _, _, o in flat])
-        return _Frame(
-            agent=np.array([i for i, _, _ in flat], dtype=np.int64),
-            rank=np.array([k for _, k, _ in flat], dtype=np.int64),
-            t=t,
-            xy=np.array([(o.x, o.y) for _, _, o in flat], dtype=np.float64).reshape(-1, 2),
-            agent_type=np.array(
-                [-1 if o.agent_type is None else TYPE_INDEX[o.agent_type] for _, _, o in flat], dtype=np.int64
-            ),
-            first_t=np.array([groups[a][0].t for a in agents]),
-            depth=max(len(g) for g in groups.values()),
-        )
-
-
-@dataclass
-class _Computed:
-    """Result of the batched steps of one model (built in a worker thread), one row per agent."""
-
-    records: list[bytes]  # the new state records, to commit
-    kin: np.ndarray  # (A, 7)
-    memory: np.ndarray  # (A, M)
-    last_t: np.ndarray  # (A,)
-    agent_type: np.ndarray  # (A,) TYPE_INDEX
-    modes_xy: np.ndarray  # (A, K, H, 2) the K served futures from each agent's newest observation
-    probs: np.ndarray  # (A, K) their probabilities, renormalised over the K, descending
-    std: np.ndarray | None  # (A, K, H, 2) world-axis standard deviations; None: the model has none
-    std_agent: np.ndarray | None  # (A, H, 2) the most probable future's deviations along / across the heading
-    new_track: np.ndarray  # (A,) bool
-    rewound: np.ndarray  # (A,) bool: a track that had run ahead of the clock restarted earlier
-    dt_s: np.ndarray  # (A,) float, NaN for a first observation
-    energy_j: dict[str, float]  # modeled joules by component (models.energy)
-    updates: int
-    batch_sizes: list[int]
-    new_tracks: int
-    intervals_s: np.ndarray  # observed intervals of every applied observation but a track's first
-
-    @property
-    def steps(self) -> np.ndarray:
-        """(A,) observations in each agent's current track."""
-        return self.kin[:, 6].astype(np.int64)
-
-    @property
-    def trajectories(self) -> np.ndarray:
-        """(A, H, 2) the most probable future of each agent."""
-        return self.modes_xy[:, 0]
-
-
-def mode_trajectories(models: Sequence[str], computed: dict[str, _Computed]) -> dict[str, np.ndarray]:
-    """What online scoring keeps of each model's served futures: ``model`` -> the most probable (A, H, 2),
-    and ``model#j`` -> the j-th mode for the others served (``service.scoring.mode_of`` reads the names)."""
-    out: dict[str, np.ndarray] = {}
-    for m in models:
-        c = computed[m]
-        out[m] = c.modes_xy[:, 0]
-        for j in range(1, c.modes_xy.shape[1]):
-            out[f"{m}#{j}"] = c.modes_xy[:, j]
-    return out
-
-
-def deviation_frames(models: Sequence[str], computed: dict[str, _Computed]) -> dict[str, np.ndarray]:
-    """What online scoring needs to judge calibration, per model with deviations: (A, 1 + H, 2), each agent's
-    heading (row 0) and the most probable future's deviations along / across it (the 95% ellipse's axes)."""
-    out: dict[str, np.ndarray] = {}
-    for m in models:
-        c = computed[m]
-        if c.std_agent is not None:
-            out[m] = np.concatenate([c.kin[:, None, 4:6], c.std_agent], axis=1)
-    return out
 
 
 class KeyLocks:
@@ -249,11 +109,6 @@ class Engine:
         self.clock = clock
         self.locks = KeyLocks()
         self.validator = FrameValidator(settings, clock)
-        # committed requests whose metrics and scoring are still to do (see _after_commit)
-        self._unaccounted: deque[
-            tuple[Sequence[str], list[str], dict[str, list[Obs]], _Frame, dict[str, _Computed]]
-        ] = deque()
-        self._last_answer_s = -math.inf  # monotonic time the previous answer was handed over (answer_sent)
         self.tags = {name: model_tag(p.version) for name, p in predictors.items()}
         self.meters = {name: EnergyMeter(p.net, p.cfg) for name, p in predictors.items()}
         any_model = next(iter(predictors.values()))
@@ -275,6 +130,9 @@ class Engine:
         )
         # this process, as the origin of its scoring entries: its own predictions feed its metrics
         self.origin = uuid.uuid4().hex[:16]
+        self.accountant = Accountant(metrics, self.scorer, predictors, self.origin, store.shared)
+        # committed requests whose metrics and scoring are still to do, run after their answers
+        self.accounting: AccountingSchedule[Committed] = AccountingSchedule(self.accountant)
         # with a shared store every replica scores every replica's frames, from the store's log
         self.follower = (
             LogFollower(cast(SharedLog, store), self.scorer, self.origin) if store.shared else None
@@ -312,7 +170,7 @@ class Engine:
                 field="observations",
             )
         keys: list[StateKey] = [(m, a) for m in models for a in agents]
-        frame = _Frame.of(agents, groups)
+        frame = Frame.of(agents, groups)
         n = len(agents)
         async with self.locks.hold(agents):
             for _ in range(self.settings.commit_retries):
@@ -336,9 +194,9 @@ class Engine:
                 ]
                 entry = None
                 if self.store.shared:  # scored from the log, by every replica: committed with the state
-                    entry = self._scoring_entry(models, agents, groups, frame, computed).encode(
-                        self.scorer.horizon_s
-                    )
+                    entry = self.accountant.scoring_entry(
+                        Committed(models, agents, groups, frame, computed)
+                    ).encode(self.scorer.horizon_s)
                 if await self.store.commit(writes, entry):
                     break
                 self.metrics.commit_conflicts.inc()
@@ -377,7 +235,7 @@ class Engine:
         models: Sequence[str],
         agents: list[str],
         groups: dict[str, list[Obs]],
-        frame: _Frame,
+        frame: Frame,
         loaded: dict[str, StateBatch],
     ) -> None:
         """Reject observations not after an agent's last one, and jumps from its last position that no
@@ -417,14 +275,14 @@ class Engine:
                 )
 
     def _compute_all(
-        self, models: Sequence[str], frame: _Frame, loaded: dict[str, StateBatch], modes: int
-    ) -> dict[str, _Computed]:
+        self, models: Sequence[str], frame: Frame, loaded: dict[str, StateBatch], modes: int
+    ) -> dict[str, Computed]:
         # torch's intra-op thread count behaves per OS thread under OpenMP: set it in the worker that runs
         if torch.get_num_threads() != self.settings.torch_threads:
             torch.set_num_threads(self.settings.torch_threads)
         return {m: self._compute(m, frame, loaded[m], modes) for m in models}
 
-    def _compute(self, model: str, frame: _Frame, state: StateBatch, modes: int = 1) -> _Computed:
+    def _compute(self, model: str, frame: Frame, state: StateBatch, modes: int = 1) -> Computed:
         """Blocking: every observation rank is one batched ``Predictor.step`` over the agents that have it;
         the ``modes`` most probable futures (at most the model's own) are kept."""
         pred = self.predictors[model]
@@ -504,7 +362,7 @@ class Engine:
                 rise_rows.append(res.memory)
         energy = self.meters[model].charge(updates, drive_j, np.concatenate(rise_rows) if rise_rows else None)
         records = encode_batch(kin_arr, memory, last_t, start_t, types, self.tags[model], self.clock())
-        return _Computed(
+        return Computed(
             records,
             kin_arr,
             memory,
@@ -530,110 +388,26 @@ class Engine:
         roles: Sequence[str],
         agents: list[str],
         groups: dict[str, list[Obs]],
-        frame: _Frame,
-        computed: dict[str, _Computed],
+        frame: Frame,
+        computed: dict[str, Computed],
         show_modes: bool = False,
     ) -> dict[str, Predictions]:
-        # The answers now; the accounting (metrics, online scoring) a little later, on the event loop: it
-        # does not change the answer, so the client need not wait for it. Not at the next loop turn: the
-        # answer's last bytes (100 KB and more) may still wait in the transport for the socket, and a flush
-        # before them delayed every answer by its duration (see ACCOUNTING_DELAY_S). Queued in commit order,
-        # and flushed before anything reads or depends on it (report, /metrics, end of track, housekeeping).
-        self._unaccounted.append((models, agents, groups, frame, computed))
-        if len(self._unaccounted) == 1:
-            asyncio.get_running_loop().call_later(ACCOUNTING_DELAY_S, self.flush)
+        """The answers now; the accounting (metrics, online scoring) after them (``service.accounting``)."""
+        self.accounting.submit(Committed(models, agents, groups, frame, computed))
         return {
             role: self._answers(m, agents, computed[m], show_modes)
             for role, m in zip(roles, models, strict=True)
         }
 
     def answer_sent(self) -> None:
-        """An answer (of any route) has been handed to the transport; call from the event loop.
-
-        When answers come back to back (less than ``ACCOUNTING_DELAY_S`` apart: a closed loop, a busy
-        server), the pending accounting runs now, in the gap before the next request arrives, rather than
-        at its timer, which would fire inside that request and add to it. When they are sparse (a 10 Hz
-        stream), the timer stays: the client reads its answer before the server turns to accounting.
-        """
-        now = time.monotonic()
-        back_to_back = now - self._last_answer_s < ACCOUNTING_DELAY_S
-        self._last_answer_s = now
-        if back_to_back and self._unaccounted:
-            asyncio.get_running_loop().call_soon(self.flush)
+        """An answer (of any route) has been handed to the transport; call from the event loop."""
+        self.accounting.answer_sent()
 
     def flush(self) -> None:
         """Account every committed request not accounted yet (metrics, online scoring), oldest first."""
-        while self._unaccounted:
-            models, agents, groups, frame, computed = self._unaccounted.popleft()
-            try:
-                self._account_now(models, agents, groups, frame, computed)
-            except Exception:  # a scoring bug must not fail later requests, nor vanish silently
-                log.exception("accounting of a committed request failed")
+        self.accounting.flush()
 
-    def _account_now(
-        self,
-        models: Sequence[str],
-        agents: list[str],
-        groups: dict[str, list[Obs]],
-        frame: _Frame,
-        computed: dict[str, _Computed],
-    ) -> None:
-        met = self.metrics
-        for m in models:
-            c = computed[m]
-            met.observations.labels(model=m).inc(c.updates)
-            for component, joules in c.energy_j.items():
-                met.memory_energy.labels(model=m, component=component).inc(joules)
-            if c.new_tracks:
-                met.new_tracks.labels(model=m).inc(c.new_tracks)
-            for b in c.batch_sizes:
-                met.batch_agents.observe(b)
-            met.observation_interval.observe_many(c.intervals_s, label_value=m)
-            pred = self.predictors[m]
-            if pred.is_thermal:
-                met.neuron_temperature.observe_many(c.memory)
-        if not self.store.shared:  # (shared: the log follower scores it, on every replica)
-            self._scoring_entry(models, agents, groups, frame, computed).apply(self.scorer, own=True)
-
-    def _scoring_entry(
-        self,
-        models: Sequence[str],
-        agents: list[str],
-        groups: dict[str, list[Obs]],
-        frame: _Frame,
-        computed: dict[str, _Computed],
-    ) -> ScoringEntry:
-        """What online scoring needs of a committed request: tracks restarted back in time (their pending
-        predictions, anchored ahead of the clock, mean nothing), the observations, the new predictions."""
-        first = computed[models[0]]
-        rewound = [agents[i] for i in np.flatnonzero(first.rewound)]
-        if frame.depth == 1:  # one observation per agent, in the agents' order: the frame's columns
-            t_list, xy_new = frame.t.tolist(), frame.xy
-            observations = list(zip(agents, t_list, *xy_new.T.tolist(), strict=True))
-        else:
-            observations = [(a, o.t, o.x, o.y) for a in agents for o in groups[a]]
-            newest = [groups[a][-1] for a in agents]
-            t_list = [o.t for o in newest]
-            xy_new = np.array([(o.x, o.y) for o in newest], dtype=np.float64).reshape(-1, 2)
-        horizons = self.predictors[models[0]].horizons_s
-        same_grid = all(np.array_equal(self.predictors[m].horizons_s, horizons) for m in models)
-        return frame_entry(
-            self.origin,
-            rewound,
-            observations,
-            agents,
-            [AGENT_TYPES[t] for t in first.agent_type.tolist()],
-            t_list,
-            xy_new,
-            np.minimum.reduce([computed[m].steps for m in models]).tolist(),
-            [None if math.isnan(d) else d for d in first.dt_s.tolist()],
-            horizons if same_grid else None,
-            mode_trajectories(models, computed),
-            self.scorer.min_steps,
-            deviation_frames(models, computed),
-        )
-
-    def _answers(self, model: str, agents: list[str], c: _Computed, show_modes: bool = False) -> Predictions:
+    def _answers(self, model: str, agents: list[str], c: Computed, show_modes: bool = False) -> Predictions:
         h = self.predictors[model].horizons_s
         keep = h <= self.settings.prediction_horizon_s + 1e-9
         last_t = c.last_t

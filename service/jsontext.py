@@ -12,58 +12,38 @@ decimals: ``np.round(v, d)`` is the float nearest to an integer over ``10**d``, 
 zeros dropped (one kept after the point), is the shortest text that reads back as the same float, which
 is what orjson writes. Where that does not hold (a value not finite, above about 2e15 once scaled, or
 small enough for orjson's exponent notation), or not rounded as promised, :func:`points_rows` returns
-``None`` and the caller writes the batch the slow way; so does it when the writer could not be built (no C
-compiler: one warning at start-up) or is not wanted (``compiled=False``: the service's
+``None`` and the caller writes the batch the slow way; so does it when the writer is not built (a source
+tree used without installing the package: one warning at start-up) or is not wanted (``compiled=False``: the service's
 ``TRAJPRED_NATIVE_KERNEL=false``).
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-from pathlib import Path
 
 import numpy as np
 
-from models.native import BASE_FLAGS, CSource, load_library
-
-# no -ffast-math: the exactness checks in points_json.c need IEEE division and rint
-WRITER = CSource(Path(__file__).with_name("points_json.c"), BASE_FLAGS, needs_x86_64_v3=False)
+from models.native import Extension, load_extension
 
 
 class _Writer:
-    def __init__(self, lib: ctypes.CDLL) -> None:
-        self.rows = lib.points_json_rows
-        i64, ptr = ctypes.c_int64, ctypes.c_void_p
-        self.rows.argtypes = [
-            ptr,
-            ptr,
-            ptr,
-            ptr,
-            ptr,
-            i64,
-            i64,
-            ctypes.c_int,
-            ctypes.c_int,
-            ptr,
-            ptr,
-            ptr,
-            ptr,
-        ]
-        self.rows.restype = i64
-        lib.points_json_max_point.restype = i64
-        self.max_point = int(lib.points_json_max_point())
+    def __init__(self, ext: Extension) -> None:
+        self.ffi = ext.ffi
+        self.rows = ext.lib.points_json_rows
+        self.max_point = int(ext.lib.points_json_max_point())
 
 
 @functools.cache
 def _writer() -> _Writer | None:
-    lib = load_library(WRITER, "the compiled answer writer", "orjson (slower answers)")
-    return None if lib is None else _Writer(lib)
+    ext = load_extension(
+        "service._points_json_native", "the compiled answer writer", "orjson (slower answers)"
+    )
+    return None if ext is None else _Writer(ext)
 
 
 def available() -> bool:
-    """Whether the compiled writer is in use (else every answer takes the slow way). The first call builds it
-    (or loads its cached build): the service calls this at start-up, so that no request pays for it."""
+    """Whether the compiled writer is in use (else every answer takes the slow way). The first call imports
+    it: the service calls this at start-up, so that no request pays for it."""
     return _writer() is not None
 
 
@@ -101,20 +81,21 @@ def points_rows(
     out = np.empty(a * (k * w.max_point + 2), np.uint8)
     ends = np.empty(a, np.int64)
     scratch = np.empty(2 * k, np.int64)  # where the previous row wrote each timestamp, and its length
+    buf = w.ffi.from_buffer  # typed views of the (contiguous) arrays, checked against the C declaration
     size = w.rows(
-        t.ctypes.data,
-        x.ctypes.data,
-        y.ctypes.data,
-        None if sx is None else sx.ctypes.data,
-        None if sy is None else sy.ctypes.data,
+        buf("double[]", t),
+        buf("double[]", x),
+        buf("double[]", y),
+        w.ffi.NULL if sx is None else buf("double[]", sx),
+        w.ffi.NULL if sy is None else buf("double[]", sy),
         a,
         k,
         t_decimals,
         xy_decimals,
-        out.ctypes.data,
-        ends.ctypes.data,
-        scratch.ctypes.data,
-        scratch.ctypes.data + 8 * k,
+        buf("char[]", out),
+        buf("int64_t[]", ends),
+        buf("int64_t[]", scratch[:k]),
+        buf("int64_t[]", scratch[k:]),
     )
     if size < 0:
         return None

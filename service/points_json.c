@@ -1,12 +1,14 @@
 /* The points layout of an answer as JSON text: every row's list of {"timestamp", "x", "y"} (and "std_x",
    "std_y" when given) in one pass.
 
-   service/jsontext.py calls it (through ctypes; models/native.py builds it) and says why; the tests hold
-   it to orjson's bytes (tests/service/test_jsontext.py). No -ffast-math here: the exactness checks below
+   service/jsontext.py calls it and says why (through cffi: the package's build compiles it, see
+   models/native_build.py); the tests hold it to orjson's bytes (tests/service/test_jsontext.py). No -ffast-math here: the exactness checks below
    need IEEE division and round-to-nearest-even rint, as numpy's round gives them. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "points_json.h"
 
 static const char PAIRS[] =
     "00010203040506070809101112131415161718192021222324252627282930313233343536373839"

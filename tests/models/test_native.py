@@ -5,8 +5,15 @@ device's whole temperature range, saturated drives, dropped frames, every model 
 from __future__ import annotations
 
 import logging
+import os
+import runpy
+import shutil
+import subprocess
+import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +26,7 @@ from models.kinematics import KinState, type_indices
 from models.mtj import MTJParams
 from models.nets import ModelConfig, TrajectoryNet
 from models.predictor import Predictor
-from tests.support import AV2_LOG
+from tests.support import AV2_LOG, REPO
 
 P = MTJParams()
 
@@ -170,38 +177,95 @@ def test_shipped_predictors_agree_with_and_without_the_kernel_on_a_real_log(
     assert float(states[fast][1].max()) > P.t0_k + 1.0  # the neurons did heat: the comparison is not vacuous
 
 
-def test_build_is_cached_and_a_cached_build_needs_no_compiler(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_kernels_are_extensions_built_with_the_package() -> None:
+    # the package's build (pip install, editable or not) compiles them: nothing is compiled at run time
+    import models._mtj_native
+    import service._points_json_native
+
+    for mod in (models._mtj_native, service._points_json_native):
+        assert Path(mod.__file__).suffix == ".so"
+    ext = native.load()
+    assert ext is not None and ext.lib.mtj_frame is models._mtj_native.lib.mtj_frame
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_the_extensions_and_installs_without_a_compiler(tmp_path: Path) -> None:
+    # a copy of the sources without weights, previous builds or in-place extensions: each build starts clean
+    src = tmp_path / "src"
+    skip = shutil.ignore_patterns("weights", "__pycache__", "*.so", "build", "*.egg-info")
+    for name in ("models", "service", "clients"):
+        shutil.copytree(REPO / name, src / name, ignore=skip)
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(REPO / name, src / name)
+
+    def wheel_extensions(out: str, **env: str) -> list[str]:
+        cmd = [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q"]
+        done = subprocess.run(
+            [*cmd, "-w", str(tmp_path / out)], env={**os.environ, **env}, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        shutil.rmtree(src / "build", ignore_errors=True)
+        [whl] = (tmp_path / out).glob("*.whl")
+        return sorted(n.split(".")[0] for n in zipfile.ZipFile(whl).namelist() if n.endswith(".so"))
+
+    assert wheel_extensions("with-cc") == ["models/_mtj_native", "service/_points_json_native"]
+    # no compiler: the extensions are optional, the wheel is made without them (the service falls back)
+    assert wheel_extensions("no-cc", CC=str(tmp_path / "no-such-compiler")) == []
+
+
+def _builder(name: str, cdef: tuple[str, str] | None = None) -> Any:
+    """``models/native_build.py``'s builder ``name`` (run by path, as the package's build does), its paths made
+    absolute (``compile`` works in its own directory) and, with ``cdef = (old, new)``, its declaration edited."""
+    import cffi
+
+    good = runpy.run_path(str(REPO / "models" / "native_build.py"))[name]
+    decl = good._cdefsources[0]
+    if cdef is not None:
+        assert cdef[0] in decl
+        decl = decl.replace(*cdef)
+    module, source, _, kwargs = good._assigned_source
+    kwargs = dict(kwargs)
+    for key in ("sources", "include_dirs"):
+        kwargs[key] = [str(REPO / p) for p in kwargs[key]]
+    ffi = cffi.FFI()
+    ffi.cdef(decl)
+    ffi.set_source(module, source, **kwargs)
+    return ffi
+
+
+@pytest.mark.parametrize(
+    ("builder", "old", "new"),
+    [
+        # a parameter dropped from the declaration
+        (
+            "mtj_builder",
+            "int64_t out_stride,\n                   float *drive_sq_sum);",
+            "int64_t out_stride);",
+        ),
+        # a pointer declared as another type
+        ("writer_builder", "char *out, int64_t *ends", "char *out, double *ends"),
+        # a struct field the C does not have
+        ("mtj_builder", "float ln_eps;", "float eps;"),
+    ],
+)
+def test_a_declaration_that_drifts_from_the_c_fails_the_build(
+    builder: str, old: str, new: str, tmp_path: Path
 ) -> None:
-    first = native.build(tmp_path)
-    assert first.is_file() and first.parent == tmp_path
-    stamp = first.stat().st_mtime_ns
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
-    assert native.build(tmp_path) == first and first.stat().st_mtime_ns == stamp
-    with pytest.raises(RuntimeError, match="no-such-compiler"):
-        native.build(tmp_path / "empty")
+    import cffi
+
+    # as declared, it builds: the failure below is the drift's
+    assert Path(_builder(builder).compile(tmpdir=str(tmp_path / "good"))).is_file()
+    with pytest.raises(cffi.VerificationError, match="CompileError"):
+        _builder(builder, (old, new)).compile(tmpdir=str(tmp_path / "drifted"))
 
 
-def test_a_failing_compiler_is_an_error_with_its_output(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_without_the_extension_the_service_keeps_the_torch_form(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fresh_load: None
 ) -> None:
-    cc = tmp_path / "cc"
-    cc.write_text("#!/bin/sh\necho 'cc: broken on purpose' >&2\nexit 1\n")
-    cc.chmod(0o755)
-    monkeypatch.setenv("CC", str(cc))
-    with pytest.raises(RuntimeError, match="broken on purpose"):
-        native.build(tmp_path / "out")
-    assert not list((tmp_path / "out").glob("*.so"))
-
-
-def test_without_a_compiler_the_service_keeps_the_torch_form(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fresh_load: None
-) -> None:
-    monkeypatch.setenv("IPNET_KERNEL_DIR", str(tmp_path))
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setitem(sys.modules, "models._mtj_native", None)  # as if never built: the import fails
     with caplog.at_level(logging.WARNING, logger="models.native"):
         assert native.load() is None
-    assert "using the torch form" in caplog.text
+    assert "is not built" in caplog.text and "using the torch form" in caplog.text
     net = _net()
     step = InferenceStep(net, use_native=True)
     assert not step.native

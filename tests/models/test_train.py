@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+import models.train as train_module
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.data import load_tracks
 from models.evaluate import Protocol, evaluate
-from models.nets import ModelConfig
+from models.nets import Forecast, ModelConfig
 from models.predictor import Predictor
-from models.train import TrainConfig, Trainer, data_hash
+from models.train import TrainConfig, Trainer, data_hash, forecast_loss, loss_weights
 
 TINY = ModelConfig(d_embed=8, n_memory=8, d_readout=16, pred_steps=30)
 FAST = TrainConfig(epochs=3, batch_size=32, chunk_len=25, chunk_stride=15, lr=5e-3, threads=1)
@@ -193,6 +194,7 @@ def test_the_train_command_writes_every_seed_and_evaluate_reads_them(slice_track
         for name in ("ipnet", "gru_nodt"):
             net, meta = load_checkpoint(out / f"seed{seed}" / f"{name}.pt")
             assert meta["name"] == name and meta["recipe"] == "10hz" and meta["train_config"]["seed"] == seed
+            assert meta["loss_weights"] == loss_weights()
             assert net.cfg.n_memory == 8 and meta["version"].startswith(f"{name}-")
     res = json.loads(
         ipnet(
@@ -203,3 +205,35 @@ def test_the_train_command_writes_every_seed_and_evaluate_reads_them(slice_track
     assert res["ipnet_vs_best_baseline"]["baseline"] == "gru_nodt"
     lo, hi = res["ipnet_vs_best_baseline"]["ci95"]
     assert lo <= res["ipnet_vs_best_baseline"]["ade_reduction"] <= hi
+
+
+def _forecast(k: int = 3, h: int = 4, seed: int = 0) -> tuple[Forecast, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    offsets = torch.randn(5, k, h, 2, generator=g, requires_grad=True)
+    logits = torch.randn(5, k, generator=g, requires_grad=True)
+    target = torch.randn(5, h, 2, generator=g)
+    weight = torch.ones(5, h)
+    weight[0, 2:] = 0.0  # a window whose last points have no target
+    return Forecast(offsets, None, logits), target, weight
+
+
+def test_the_expected_displacement_term_is_the_probability_weighted_displacement(monkeypatch) -> None:
+    forecast, target, weight = _forecast()
+    monkeypatch.setattr(train_module, "TOP1_WEIGHT", 0.0)
+    without = forecast_loss(forecast, target, weight)
+    monkeypatch.setattr(train_module, "TOP1_WEIGHT", 0.5)
+    with_term = forecast_loss(forecast, target, weight)
+    dist = torch.linalg.vector_norm(forecast.offsets - target[:, None], dim=-1)  # (5, K, H)
+    per_mode = (dist * weight[:, None]).sum(-1)  # (5, K)
+    expected = (torch.softmax(forecast.logits, -1) * per_mode).sum() / weight.sum()
+    torch.testing.assert_close(with_term - without, 0.5 * expected)
+    # unlike winner-takes-all, it pulls every mode (by its probability), not the closest one only
+    (g_off,) = torch.autograd.grad(with_term - without, forecast.offsets)
+    assert (g_off.abs().sum(dim=(-1, -2)) > 0).all()
+
+
+def test_one_mode_without_deviations_is_the_displacement_alone(monkeypatch) -> None:
+    forecast, target, weight = _forecast(k=1)
+    monkeypatch.setattr(train_module, "TOP1_WEIGHT", 0.5)
+    dist = torch.linalg.vector_norm(forecast.offsets[:, 0] - target, dim=-1)
+    torch.testing.assert_close(forecast_loss(forecast, target, weight), (dist * weight).sum() / weight.sum())

@@ -8,7 +8,6 @@ import time
 import numpy as np
 import pytest
 
-import service.engine as engine_module
 from tests.service.helpers import metric
 from tests.support import Replay
 
@@ -52,7 +51,7 @@ def test_a_failing_accounting_is_logged_and_later_requests_still_count(
         return real(observations)
 
     monkeypatch.setattr(engine.scorer, "observe_many", failing_once)
-    with caplog.at_level(logging.ERROR, logger="service.engine"):
+    with caplog.at_level(logging.ERROR, logger="service.accounting"):
         for i in range(4):
             assert (
                 client.post("/v1/predict", json=replay.body(i)).status_code == 200
@@ -95,22 +94,23 @@ def _wait_for(condition, timeout_s: float = 5.0) -> bool:
 def test_back_to_back_answers_are_accounted_right_after_them_sparse_ones_at_the_timer(
     make_client, replay: Replay, monkeypatch: pytest.MonkeyPatch
 ):
-    # a delay long enough that the test tells the two paths apart by time
-    monkeypatch.setattr(engine_module, "ACCOUNTING_DELAY_S", 1.0)
     client = make_client()
     engine = client.app.state.runtime.engine
+    # a delay long enough that the test tells the two paths apart by time
+    monkeypatch.setattr(engine.accounting, "delay_s", 1.0)
+    pending = engine.accounting
     assert client.post("/v1/predict", json=replay.body(0)).status_code == 200
     # the first answer after start has no predecessor: its accounting waits for the timer
     time.sleep(0.1)
-    assert len(engine._unaccounted) == 1
+    assert len(pending) == 1
     # the next one comes within the delay: both are accounted just after it, well before the timer
     assert client.post("/v1/predict", json=replay.body(1)).status_code == 200
-    assert _wait_for(lambda: not engine._unaccounted, timeout_s=0.5)
+    assert _wait_for(lambda: not pending, timeout_s=0.5)
     # a sparse answer again (more than the delay after the previous one): back to the timer
     time.sleep(1.2)
     assert client.post("/v1/predict", json=replay.body(2)).status_code == 200
     time.sleep(0.1)
-    assert len(engine._unaccounted) == 1
-    assert _wait_for(lambda: not engine._unaccounted, timeout_s=3.0)  # and the timer does it
+    assert len(pending) == 1
+    assert _wait_for(lambda: not pending, timeout_s=3.0)  # and the timer does it
     sent = sum(len(replay.body(i)["observations"]) for i in range(3))
     assert metric(client, "trajpred_observations_total", model="ipnet") == sent
