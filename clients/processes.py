@@ -30,6 +30,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_pair() -> int:
+    """A TCP port p with p and p + 1 both free on loopback right now (``TRAJPRED_WORKER_PORT_BASE``)."""
+    for _ in range(50):
+        p = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p + 1))
+            except OSError:
+                continue
+            return p
+    raise RuntimeError("no two consecutive free ports on loopback")
+
+
 def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 30.0, sig: int = signal.SIGTERM) -> int:
     """Send ``sig`` (SIGTERM), wait ``grace_s`` for a clean exit, else SIGKILL; the exit code.
 

@@ -6,7 +6,8 @@ Frames of 200 agents (one vehicle's perception frame of the fleet below), closed
 - one process with the memory store, then with the Redis store (a real ``redis-server`` on loopback): the
   same two senders, so the process is busy; Redis's own counters (``INFO``) give the commands, CPU seconds
   and network bytes it spent per agent-update;
-- two replicas on that Redis, one sender each, at the same time: their sum against one replica.
+- two replicas on that Redis, one sender each, at the same time: their sum against one replica;
+- one ``ipnet serve --workers 2`` on that Redis (two processes accepting on one port), four senders.
 
 The fleet (1,000 vehicles x 200 agents x 10 Hz = 2,000,000 agent-updates/s) is divided by those figures:
 service processes (one core each, from the service's CPU time per update), Redis shards (each kept at 80% of one core), and the bytes
@@ -25,11 +26,14 @@ import httpx
 import redis
 
 from clients.bench import BenchConfig, Fleet, run_bench_async
-from clients.processes import cpu_seconds, redis_server
+from clients.processes import cpu_seconds, free_port_pair, redis_server, wait_until
 
 FRAME_AGENTS = 200
 FLEET_UPDATES_PER_S = 1000 * 200 * 10
 SHARD_CPU_SHARE = 0.8
+#: senders per worker of ``ipnet serve --workers 2``: the kernel hands each new connection to one worker, so
+#: with one sender per worker both senders could land on the same worker
+WORKERS_SENDERS = 2
 
 
 def _redis_counters(url: str) -> dict[str, float]:
@@ -69,6 +73,10 @@ async def _load(urls: list[str], senders_each: int, cell_s: float) -> dict[str, 
         "p50_ms": max(r.latency_ms.get("p50", 0.0) for r in results),
         "p99_ms": max(r.latency_ms.get("p99", 0.0) for r in results),
     }
+
+
+def _ready(url: str) -> Callable[[], bool]:
+    return lambda: httpx.get(f"{url}/readyz").status_code == 200
 
 
 def _answer_bytes(url: str) -> float:
@@ -117,6 +125,20 @@ def bench_scale(
                 "net_bytes": (after["net_bytes"] - before["net_bytes"]) / updates,
             }
             out["replicas_2"] = asyncio.run(_load([u1, u2], 1, cell_s))
+        base = free_port_pair()
+        wenv = {
+            **renv,
+            "TRAJPRED_REDIS_KEY_PREFIX": "scale-w",
+            "TRAJPRED_WORKERS": "2",
+            "TRAJPRED_WORKER_PORT_BASE": str(base),
+        }
+        with serve_process(wenv, tmp / "scale-w2.log") as (uw, pw):
+            for port in (base, base + 1):  # the shared port's /readyz answers for one worker only
+                wait_until(_ready(f"http://127.0.0.1:{port}"), "a worker", 120)
+            cpu0 = cpu_seconds(pw)
+            w2 = asyncio.run(_load([uw], 2 * WORKERS_SENDERS, cell_s))
+            w2["server_cpu_ms_per_request"] = (cpu_seconds(pw) - cpu0) * 1e3 / max(w2["ok"], 1)
+            out["workers_2"] = w2
     out["projection"] = project(out)
     return out
 
@@ -152,6 +174,7 @@ def render(m: dict[str, Any]) -> list[str]:
 
     tax = 1 - m["redis"]["agent_updates_per_s"] / m["memory"]["agent_updates_per_s"]
     gain = m["replicas_2"]["agent_updates_per_s"] / m["redis"]["agent_updates_per_s"]
+    wgain = m["workers_2"]["agent_updates_per_s"] / m["redis"]["agent_updates_per_s"]
     return [
         "## Scale-out",
         "",
@@ -164,9 +187,11 @@ def render(m: dict[str, Any]) -> list[str]:
         row("one process, memory store", m["memory"]),
         row("one process, Redis store", m["redis"]),
         row("two replicas, Redis store (sum)", m["replicas_2"]),
+        row(f"`ipnet serve --workers 2`, Redis store ({2 * WORKERS_SENDERS} senders)", m["workers_2"]),
         "",
         f"Redis tax (one process): {tax:.0%} fewer agent-updates/s than the memory store. Two replicas on this "
-        f"2-core machine: {gain:.2f}x one replica (the senders, the replicas and Redis share the two cores). "
+        f"2-core machine: {gain:.2f}x one replica (the senders, the replicas and Redis share the two cores); "
+        f"two workers behind one port: {wgain:.2f}x one process. "
         f"Redis per agent-update: {per['commands']:.3f} commands, {per['cpu_us']:.2f} us of its CPU, "
         f"{per['net_bytes']:.0f} bytes in and out. On the perception side, "
         f"{m['request_bytes_per_agent']:.0f} bytes of request and {m['answer_bytes_per_agent']:.0f} bytes of "

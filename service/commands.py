@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.config
+import socket
 from typing import Any
 
 
@@ -15,11 +16,18 @@ def add_commands(sub: Any) -> None:
     """Add ``serve`` to the CLI's subparsers."""
     p = sub.add_parser(
         "serve",
-        help="run the prediction service (uvicorn, one worker; settings from TRAJPRED_* variables)",
+        help="run the prediction service (uvicorn; settings from TRAJPRED_* variables)",
         description="Run the HTTP prediction service. Every setting is a TRAJPRED_* environment variable.",
     )
     p.add_argument("--host", default=None, help="bind address (default TRAJPRED_HOST or 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default TRAJPRED_PORT or 8000)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes sharing the port (default TRAJPRED_WORKERS or 1; more than one needs the "
+        "Redis store, TRAJPRED_STORE)",
+    )
     p.set_defaults(handler=cmd_serve)
     from clients.commands import add_commands as add_client_commands
 
@@ -27,7 +35,23 @@ def add_commands(sub: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Build the app from the environment's settings and serve it until SIGINT/SIGTERM."""
+    """Serve until SIGINT/SIGTERM: in this process, or in ``--workers`` processes on one listening socket."""
+    from service.settings import Settings
+    from service.workers import serve_workers
+
+    given = {"host": args.host, "port": args.port, "workers": args.workers}
+    # the command line over the environment; a bad combination is a usage error before anything starts
+    overrides = {k: v for k, v in given.items() if v is not None}
+    settings = Settings(**overrides)
+    if settings.workers == 1:
+        return 0 if run_worker(overrides, None, 0) else STARTUP_FAILURE
+    return serve_workers(settings, overrides)
+
+
+def run_worker(overrides: dict[str, Any], shared: socket.socket | None, index: int) -> bool:
+    """One server process: build the app from the environment's settings (with ``overrides``) and serve it on
+    ``shared`` (the workers' one listening socket; None: bind the settings' host and port), and alone on
+    ``TRAJPRED_WORKER_PORT_BASE + index`` when that is set."""
     import uvicorn
 
     from service.app import create_app
@@ -36,7 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.protocol import draining_ws_protocol, guarded_protocol
     from service.settings import Settings
 
-    settings = Settings()
+    settings = Settings(**overrides)
     logs = log_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(logs)
     allocator = tune_allocator(settings.malloc_keep_mb)
@@ -44,8 +68,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger("service.process").info(
         "allocator tuned: %s (keep %d MB); gc thresholds %s", allocator, settings.malloc_keep_mb, thresholds
     )
-    host = args.host if args.host is not None else settings.host
-    port = args.port if args.port is not None else settings.port
     app = create_app(settings)
 
     def count_refusal(reason: str) -> None:
@@ -60,23 +82,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings.write_timeout_s,
         count_refusal,
     )
-    # one worker: the memory store and the online scorer live in this process (use Redis for replicas)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        workers=1,
-        log_level=settings.log_level,
-        log_config=logs,  # uvicorn's own lines in the same format, with the request id
-        timeout_graceful_shutdown=30,
-        access_log=settings.access_log,
-        # named, not "auto": a missing dependency fails at start rather than silently serving slower
-        loop="uvloop",
-        # uvicorn's httptools protocol with bounds on connections, headers and stalled writes
-        http=protocol,
-        # WebSocket streams drain at a graceful shutdown (answer what they read, close with 1001)
-        ws=draining_ws_protocol(app.state.streams.drain),
-        ws_max_size=settings.max_body_bytes,
-        ws_per_message_deflate=settings.stream_compression,
-    )
-    return 0
+
+    def config(port: int) -> uvicorn.Config:
+        return uvicorn.Config(
+            app,
+            host=settings.host,
+            port=port,
+            log_level=settings.log_level,
+            log_config=logs,  # uvicorn's own lines in the same format, with the request id
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            access_log=settings.access_log,
+            # named, not "auto": a missing dependency fails at start rather than silently serving slower
+            loop="uvloop",
+            # uvicorn's httptools protocol with bounds on connections, headers and stalled writes
+            http=protocol,
+            # WebSocket streams drain at a graceful shutdown (answer what they read, close with 1001)
+            ws=draining_ws_protocol(app.state.streams.drain),
+            ws_max_size=settings.max_body_bytes,
+            ws_per_message_deflate=settings.stream_compression,
+        )
+
+    main = config(settings.port)
+    sockets = None  # one process on the settings' address: uvicorn binds it
+    if shared is not None or settings.worker_port_base is not None:
+        sockets = [shared if shared is not None else main.bind_socket()]
+        if settings.worker_port_base is not None:
+            sockets.append(config(settings.worker_port_base + index).bind_socket())
+    # the memory store and the online scorer live in this process; workers and replicas share Redis
+    server = uvicorn.Server(main)
+    server.run(sockets=sockets)
+    return server.started
+
+
+#: seconds uvicorn waits for open requests and streams at a graceful shutdown
+GRACEFUL_SHUTDOWN_S = 30
+#: exit status of a server that did not start (uvicorn's own)
+STARTUP_FAILURE = 3

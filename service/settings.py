@@ -228,6 +228,20 @@ class Settings(BaseSettings):
     # --- serving --------------------------------------------------------------------------------------
     host: str = Field(default="127.0.0.1", description="`ipnet serve` bind address (--host overrides)")
     port: int = Field(default=8000, ge=0, le=65535, description="`ipnet serve` port (--port overrides)")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="`ipnet serve`: worker processes sharing the port (--workers overrides). More than one "
+        "needs the Redis store: each worker is a replica with its own models, metrics and scorer view",
+    )
+    worker_port_base: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="`ipnet serve`: worker i also listens on this port + i, alone (its /metrics: one "
+        "Prometheus target per worker, since a scrape of the shared port reaches one worker at random)",
+    )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         default="info", description="log level of `ipnet serve`"
     )
@@ -278,9 +292,12 @@ class Settings(BaseSettings):
         return ",".join(keys)
 
     @model_validator(mode="after")
-    def _check_intervals(self) -> Settings:
+    def _check_combinations(self) -> Settings:
         if self.scoring_max_pending_per_agent > self.scoring_max_pending:
             raise ValueError("scoring_max_pending_per_agent exceeds scoring_max_pending")
+        if self.workers > 1 and self.store == "memory":
+            # the memory store lives in one process: two workers would each hold half of an agent's frames
+            raise ValueError("workers > 1 needs the Redis store (TRAJPRED_STORE=redis://...)")
         return self
 
     @property
