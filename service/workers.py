@@ -3,7 +3,7 @@
 The parent binds the address once and starts each worker with Python's ``spawn`` (a fresh interpreter: no
 torch threads or event loop carried over a fork); every worker accepts connections on the inherited socket
 and is a full replica of the service (its own models, metrics and scorer view, state in Redis). A worker that
-dies is started again. SIGTERM or SIGINT to the parent stops every worker gracefully (each answers what it
+dies is started again (one that cannot start, three times in a row, stops the service). SIGTERM or SIGINT to the parent stops every worker gracefully (each answers what it
 read and closes its streams, as one ``ipnet serve`` does) and then the parent exits.
 """
 
@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
@@ -27,6 +28,9 @@ log = logging.getLogger("service.workers")
 CHECK_INTERVAL_S = 0.5
 #: seconds a worker that does not stop after its graceful shutdown is given before it is killed
 STOP_GRACE_S = 5.0
+#: a worker that exits this many times in a row, each within QUICK_EXIT_S of its start, stops the service
+MAX_QUICK_EXITS = 3
+QUICK_EXIT_S = 10.0
 
 
 def _worker_main(overrides: dict[str, Any], sock: Any, index: int, parent: int) -> None:
@@ -44,7 +48,8 @@ def _worker_main(overrides: dict[str, Any], sock: Any, index: int, parent: int) 
 
 
 def serve_workers(settings: Settings, overrides: dict[str, Any]) -> int:
-    """Bind ``settings.host:port``, run ``settings.workers`` workers on it until SIGTERM/SIGINT: exit status 0."""
+    """Bind ``settings.host:port`` and run ``settings.workers`` workers on it until SIGTERM/SIGINT (exit status
+    0), or until a worker cannot start (1)."""
     import uvicorn
 
     from service.commands import GRACEFUL_SHUTDOWN_S
@@ -70,16 +75,32 @@ def serve_workers(settings: Settings, overrides: dict[str, Any]) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    status = 0
     try:
         procs = [start(i) for i in range(settings.workers)]
+        started = [time.monotonic()] * len(procs)
+        quick_exits = [0] * len(procs)
         log.info("%d workers on %s:%d", settings.workers, settings.host, settings.port)
         while not stop.wait(CHECK_INTERVAL_S):
             for i, proc in enumerate(procs):
-                if not proc.is_alive() and not stop.is_set():
-                    log.warning(
-                        "worker %d (pid %s) exited with %s: starting it again", i, proc.pid, proc.exitcode
+                if proc.is_alive() or stop.is_set():
+                    continue
+                quick = time.monotonic() - started[i] < QUICK_EXIT_S
+                quick_exits[i] = quick_exits[i] + 1 if quick else 0
+                if quick_exits[i] >= MAX_QUICK_EXITS:  # it cannot start (a port taken, a broken setting)
+                    log.error(
+                        "worker %d exited %d times within %g s of its start: stopping",
+                        i,
+                        quick_exits[i],
+                        QUICK_EXIT_S,
                     )
-                    procs[i] = start(i)
+                    status = 1
+                    stop.set()
+                    break
+                log.warning(
+                    "worker %d (pid %s) exited with %s: starting it again", i, proc.pid, proc.exitcode
+                )
+                procs[i], started[i] = start(i), time.monotonic()
         log.info("stopping %d workers", len(procs))
         for proc in procs:  # a SIGINT from a terminal reached them too: a second signal is no harm to uvicorn
             if proc.is_alive() and proc.pid is not None:
@@ -94,4 +115,4 @@ def serve_workers(settings: Settings, overrides: dict[str, Any]) -> int:
         for s, handler in previous.items():
             signal.signal(s, handler)
         sock.close()
-    return 0
+    return status

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,31 @@ def test_workers_share_the_port_and_the_state_and_survive_a_dead_worker(
             for c in clients.values():
                 c.close()
             server.stop()
+
+
+def test_a_worker_that_cannot_start_stops_the_service(weights: Path, redis_url: str, tmp_path: Path):
+    base = free_port_pair()
+    with socket.socket() as taken:  # worker 1's own port is held by another process
+        taken.bind(("127.0.0.1", base + 1))
+        taken.listen()
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "TRAJPRED_WEIGHTS_DIR": str(weights),
+            "TRAJPRED_SNAPSHOT_PATH": "",
+            "TRAJPRED_STORE": redis_url,
+            "TRAJPRED_REDIS_KEY_PREFIX": "workers-broken",
+            "TRAJPRED_WORKER_PORT_BASE": str(base),
+            "TRAJPRED_LOG_LEVEL": "info",
+        }
+        r = subprocess.run(
+            [*ipnet_command(), "serve", "--workers", "2", "--port", str(free_port())],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "worker 1 exited 3 times" in r.stderr
+    pids = [int(p) for p in re.findall(r"worker \d+ started \(pid (\d+)\)", r.stderr)]
+    assert len(pids) == 4 and not any(_alive(p) for p in pids)  # worker 0 once, worker 1 three times
