@@ -728,6 +728,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the cost of ?modes=6 against one future (one server, about a minute); print its table",
     )
+    ap.add_argument(
+        "--scale-only",
+        action="store_true",
+        help="only the scale-out section (memory vs Redis store, two replicas, --workers 2; about 2 minutes); "
+        "print it",
+    )
     args = ap.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan()
     weights = os.environ.get("TRAJPRED_WEIGHTS_DIR")
@@ -739,6 +745,11 @@ def main(argv: list[str] | None = None) -> int:
         ):
             modes = bench_modes(url, plan)
         print("\n".join(_modes_section(modes, plan.cell_s)).strip())
+        return 0
+    if args.scale_only:
+        with tempfile.TemporaryDirectory(prefix="trajpred-bench-") as d:
+            scale = scale_suite.bench_scale(serve_process, weights_env, plan.cell_s * 2, Path(d))
+        print("\n".join(scale_suite.render(scale)).strip())
         return 0
     import torch
 

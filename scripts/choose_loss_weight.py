@@ -8,6 +8,12 @@ per candidate on one core.
     python scripts/choose_loss_weight.py cls=0.1 cls=1.0 cls=3.0
     python scripts/choose_loss_weight.py top1=0 top1=0.1 top1=0.2 top1=1.0 top1=0.2,cls=3.0
     python scripts/choose_loss_weight.py --seed 1 top1=0 top1=0.2
+
+``--score DIR [DIR ...]`` scores fully trained sets instead (folders of ``seed*/`` with the five learned
+models, as ``ipnet train --modes 6 --recipe shipped`` writes them) on the same validation split: one JSON line
+per folder, model and seed, then the mean over seeds per folder and model.
+
+    python scripts/choose_loss_weight.py --score models/weights/multimodal /tmp/top1-0.2/multimodal
 """
 
 from __future__ import annotations
@@ -15,12 +21,15 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import models.train as train
-from models.catalog import RECIPES, model_config
+from models.catalog import LEARNED_BASELINES, RECIPES, model_config
+from models.checkpoint import load_checkpoint
 from models.corpus import corpus, split_train_val
 from models.evaluate import Protocol, evaluate_models
 from models.nets import ModelConfig
+from models.pipeline import seed_dirs
 from models.predictor import Predictor
 
 TERMS = {"cls": "CLS_WEIGHT", "top1": "TOP1_WEIGHT", "nll": "NLL_WEIGHT"}
@@ -52,8 +61,35 @@ def main(candidates: list[dict[str, float]], seed: int = 0) -> None:
         print(json.dumps({**candidate, "seed": seed, **{k: d.get(k) for k in keys}}), flush=True)
 
 
+def score(folders: list[Path]) -> None:
+    _, val = split_train_val(corpus("shipped"))
+    keys = ("ade_m", "fde_m", "min_ade_k_m", "min_fde_k_m", "brier_min_fde_m", "coverage_95")
+    for folder in folders:
+        rows: dict[str, list[dict[str, float]]] = {}
+        for seed_dir in seed_dirs(folder):
+            preds = {}
+            for name in ("ipnet", *LEARNED_BASELINES):
+                net, meta = load_checkpoint(seed_dir / f"{name}.pt")
+                preds[name] = Predictor(net, name, meta.get("version", name))
+            ev = evaluate_models(val, preds, Protocol(stride_s=0.5))
+            for name, sc in ev.scores.items():
+                d = sc.summary(ev.n_windows, len(ev.scenes))
+                rows.setdefault(name, []).append({k: d[k] for k in keys})
+                print(
+                    json.dumps(
+                        {"folder": str(folder), "seed": seed_dir.name, "model": name, **rows[name][-1]}
+                    )
+                )
+        for name, rs in rows.items():
+            mean = {k: round(sum(r[k] for r in rs) / len(rs), 4) for k in keys}
+            print(json.dumps({"folder": str(folder), "seeds": len(rs), "model": name, **mean}), flush=True)
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if args[:1] == ["--score"]:
+        score([Path(a) for a in args[1:]])
+        sys.exit(0)
     seed = 0
     if args[:1] == ["--seed"] and len(args) > 1:
         seed, args = int(args[1]), args[2:]
