@@ -51,15 +51,19 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_workers_need_the_redis_store(tmp_path: Path):
-    env = {**os.environ, "TRAJPRED_STORE": "memory", "PYTHONPATH": str(REPO)}
-    r = subprocess.run(
+def _serve_to_the_end(env: dict[str, str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """``ipnet serve --workers 2`` run until it exits by itself (its output captured)."""
+    return subprocess.run(
         [*ipnet_command(), "serve", "--workers", "2", "--port", str(free_port())],
-        env=env,
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout_s,
     )
+
+
+def test_workers_need_the_redis_store(tmp_path: Path):
+    r = _serve_to_the_end({"TRAJPRED_STORE": "memory"}, 60)
     assert r.returncode == 2
     assert r.stderr.startswith("error:") and "Redis store" in r.stderr
 
@@ -149,8 +153,6 @@ def test_a_worker_that_cannot_start_stops_the_service(weights: Path, redis_url: 
         taken.bind(("127.0.0.1", base + 1))
         taken.listen()
         env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
             "TRAJPRED_WEIGHTS_DIR": str(weights),
             "TRAJPRED_SNAPSHOT_PATH": "",
             "TRAJPRED_STORE": redis_url,
@@ -158,13 +160,7 @@ def test_a_worker_that_cannot_start_stops_the_service(weights: Path, redis_url: 
             "TRAJPRED_WORKER_PORT_BASE": str(base),
             "TRAJPRED_LOG_LEVEL": "info",
         }
-        r = subprocess.run(
-            [*ipnet_command(), "serve", "--workers", "2", "--port", str(free_port())],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        r = _serve_to_the_end(env, 180)
     assert r.returncode == 1, r.stderr[-2000:]
     assert "worker 1 exited 3 times" in r.stderr
     pids = [int(p) for p in re.findall(r"worker \d+ started \(pid (\d+)\)", r.stderr)]
