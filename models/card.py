@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from models.agent_types import AGENT_TYPES
-from models.calibration import motion_deviations
+from models.calibration import FIT_QUANTILE, motion_deviations
 from models.catalog import CATALOG, LEARNED_BASELINES, MOTION_BASELINES, RECIPES
 from models.checkpoint import WEIGHTS_ROOT
 from models.corpus import ETHUCY_SPLITS, corpus, ethucy_tracks, split_train_val, test_set
@@ -37,7 +37,7 @@ from models.evaluate import Evaluation, ModelScore, Protocol, evaluate_models
 from models.motion import MotionConfig
 from models.pipeline import load_model_set, load_predictors, measured_drive, seed_dirs
 from models.predictor import Predictor
-from models.stats import change_ci, significant
+from models.stats import change_ci, mean_ci, significant
 from models.windows import Perturbation
 
 CARD_PATH = Path(__file__).resolve().parent / "MODEL_CARD.md"
@@ -455,6 +455,7 @@ def multimodal_goals(res: MultimodalResults) -> list[Goal]:
     assert best is not None
     red, ci = ev.reduction("ipnet", best, "brier")
     cover = {n: ev.scores[n].per_window["coverage"].mean for n in MULTIMODAL_LEARNED if n in ev.scores}
+    cover_ci = {n: mean_ci(ev.scores[n].per_window["coverage"]) for n in cover}
     lo, hi = COVERAGE_RANGE
     return [
         Goal(
@@ -475,9 +476,11 @@ def multimodal_goals(res: MultimodalResults) -> list[Goal]:
         Goal(
             "modes_coverage",
             f"Calibrated deviations: coverage of the 95% region within {lo:.2f}-{hi:.2f} for every learned model",
-            "; ".join(f"`{n}` {c:.3f}" for n, c in cover.items()),
+            "; ".join(
+                f"`{n}` {c:.3f} [{cover_ci[n][0]:.3f}, {cover_ci[n][1]:.3f}]" for n, c in cover.items()
+            ),
             all(lo <= c <= hi for c in cover.values()),
-            {"coverage": cover},
+            {"coverage": cover, "ci95": {n: list(v) for n, v in cover_ci.items()}},
         ),
     ]
 
@@ -497,10 +500,13 @@ def multimodal_section(res: MultimodalResults) -> list[str]:
         "its probability (to tie the single answer to the truth), is off: favoured by short runs, it did not hold "
         "at the full budget on the validation split (`python scripts/choose_loss_weight.py --score`; "
         "`models/train.py` has the figures). After training, one factor per horizon scales "
-        "the deviations so that 95% of the validation split's points fall in the single answer's 95% ellipse "
-        "(`models/calibration.py`); the motion models' deviations are fitted on the same split per agent type "
-        "(`ipnet calibrate`). AV2 held out, vehicles, 2 s -> 3 s, K = 6; `ipnet evaluate --weights "
-        f"models/weights/{MULTIMODAL} --k 6` prints the same figures.",
+        f"the deviations so that {FIT_QUANTILE:.1%} of the validation split's points fall in the single answer's "
+        "95% ellipse (`models/calibration.py`, `ipnet calibrate --weights`): more than 95% because ellipses "
+        "fitted at 95% held less on validation scenes the fit had not seen (0.91 on average, 0.83 for the LSTM on "
+        "Lyft's tracker output); the quantile was chosen on the validation split so that held-out scenes reach "
+        "0.95 on average (`python scripts/choose_calibration.py`). The motion models' deviations are fitted on "
+        "the same split per agent type at 95% (`ipnet calibrate`). AV2 held out, vehicles, 2 s -> 3 s, K = 6; "
+        f"`ipnet evaluate --weights models/weights/{MULTIMODAL} --k 6` prints the same figures.",
         "",
         "minADE_6 / minFDE_6: the lowest ADE / FDE among the 6 most probable futures; miss: minFDE_6 > 2 m; "
         "brier-minFDE: minFDE_6 + (1 - p)^2, p the probability of that future; coverage: share of true points "
@@ -513,13 +519,14 @@ def multimodal_section(res: MultimodalResults) -> list[str]:
             f"### {cond}",
             "",
             "| model | ADE | FDE | minADE_6 | minFDE_6 [95% interval] | miss rate | brier-minFDE [95% interval] "
-            "| coverage 95% |",
+            "| coverage 95% [95% interval] |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for name, sc in ev.scores.items():
             d = sc.summary(ev.n_windows, len(ev.scenes))
             fci, bci = d["min_fde_k_ci95_m"], d["brier_min_fde_ci95_m"]
-            cov = "-" if d["coverage_95"] is None else f"{d['coverage_95']:.3f}"
+            cci = d["coverage_95_ci95"]
+            cov = "-" if d["coverage_95"] is None else f"{d['coverage_95']:.3f} [{cci[0]:.3f}, {cci[1]:.3f}]"
             lines.append(
                 f"| `{name}` | {d['ade_m']:.3f} | {d['fde_m']:.3f} | {d['min_ade_k_m']:.3f} | "
                 f"{d['min_fde_k_m']:.3f} [{fci[0]:.3f}, {fci[1]:.3f}] | {d['miss_rate_2m']:.1%} | "
@@ -711,7 +718,8 @@ def limits_section() -> list[str]:
         "- The study sections are single-trajectory models (k = 1); the served models' 6 futures come from the "
         "same small data (mode probabilities are only as good as the validation split's ~600 vehicle windows let "
         "us check), and their deviations are calibrated on that split's mix of agent types and rates, not per "
-        "rate. No map, no interactions between agents.",
+        "type or rate; the margin that makes unseen scenes reach 95% was measured on two folds of the validation "
+        "scenes, of which one source (Lyft) has 15 windows. No map, no interactions between agents.",
     ]
 
 

@@ -125,12 +125,21 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser(
         "calibrate",
-        help="fit the motion models' deviations on the validation split",
-        description="Fit the deviations (along and across the heading, per agent type and horizon) of CV, CA "
-        "and CTRV on the validation split, so that 95% of true points fall in their 95% ellipses, and write "
-        "models/weights/motion_deviations.json. Learned models are calibrated when they are trained.",
+        help="fit the deviations on the validation split: the motion models', or trained checkpoints'",
+        description="Without --weights: fit the deviations (along and across the heading, per agent type and "
+        "horizon) of CV, CA and CTRV on the validation split, so that 95% of true points fall in their 95% "
+        "ellipses, and write models/weights/motion_deviations.json. With --weights: refit the per-horizon "
+        "factors of every learned checkpoint with deviations under that folder on its own corpus's validation "
+        "split (models/calibration.py FIT_QUANTILE) and rewrite it, without training it again; learned models "
+        "are calibrated the same way when they are trained.",
     )
     p.add_argument("--data-root", default=None, help="folder of the shared data (default ../shared/data)")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="a checkpoint (.pt) or a folder searched for them (e.g. models/weights/multimodal)",
+    )
 
     p = sub.add_parser(
         "energy",
@@ -236,6 +245,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from models.calibration import MOTION_DEVIATIONS, write_motion_deviations
     from models.corpus import corpus, split_train_val
 
+    if args.weights is not None:
+        return _recalibrate(args.weights, args.data_root)
     _, val = split_train_val(corpus("shipped", args.data_root))
     doc = write_motion_deviations(val)
     for kind, table in doc["models"].items():
@@ -246,6 +257,35 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         )
     print(f"wrote {MOTION_DEVIATIONS}")
     return 0
+
+
+def _recalibrate(weights: Path, data_root: str | None) -> int:
+    from models.pipeline import recalibrate
+
+    if weights.is_file():
+        paths = [weights]
+    elif weights.is_dir():
+        paths = [p for p in sorted(weights.rglob("*.pt")) if _has_deviations(p)]
+    else:
+        raise FileNotFoundError(f"--weights {weights}: no such file or folder")
+    if not paths:
+        raise ValueError(f"--weights {weights}: no checkpoint with deviations there")
+    for path in paths:
+        out = recalibrate(path, data_root)
+        new, old = out["std_scale"], out["previous_std_scale"]
+        print(
+            f"{path}: factor at 1 / 3 / 5 s {new[9]:.3f} / {new[29]:.3f} / {new[-1]:.3f} "
+            f"(was {old[9]:.3f} / {old[29]:.3f} / {old[-1]:.3f}), validation point coverage "
+            f"{out['calibration']['validation_point_coverage']:.3f}, version {out['version']}"
+        )
+    return 0
+
+
+def _has_deviations(path: Path) -> bool:
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return bool(ckpt.get("model_args", {}).get("uncertainty"))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -170,6 +170,7 @@ class ModelScore:
             "brier_min_fde_m": self.per_window["brier"].mean,
             "brier_min_fde_ci95_m": ci("brier"),
             "coverage_95": None if np.isnan(cov.mean) else cov.mean,
+            "coverage_95_ci95": None if np.isnan(cov.mean) else ci("coverage"),
             "n_windows": n_windows,
             "n_scenes": n_scenes,
             "n_seeds": self.n_seeds,
@@ -331,7 +332,7 @@ def evaluate(
     k: int = 6,
 ) -> dict[str, Any]:
     """``{"protocol": {...}, "models": {name: {ade_m, fde_m, ade_ci95_m, fde_ci95_m, k, min_ade_k_m,
-    min_fde_k_m, miss_rate_2m, brier_min_fde_m, coverage_95, n_windows, n_scenes, n_seeds, horizons_s}}}``:
+    min_fde_k_m, miss_rate_2m, brier_min_fde_m, coverage_95, coverage_95_ci95, n_windows, n_scenes, n_seeds, horizons_s}}}``:
     means over every window (and seed), intervals by a bootstrap over scenes."""
     return evaluate_models(tracks, predictors, proto, k=k).to_dict()
 

@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.calibration import fit_std_scale
+from models.calibration import FIT_QUANTILE, fit_std_scale, point_coverage
 from models.catalog import model_config
-from models.checkpoint import recipe_dir, save_checkpoint, shipped_path
+from models.checkpoint import load_checkpoint, recipe_dir, save_checkpoint, shipped_path
 from models.data import Track
 from models.energy import DriveFigures
 from models.motion import MOTION_KINDS, MotionConfig
-from models.nets import ModelConfig
+from models.nets import ModelConfig, TrajectoryNet
 from models.predictor import Predictor
 from models.train import TrainConfig, Trainer, data_hash, loss_weights
 from models.windows import encode_sequences
@@ -46,10 +46,7 @@ def train_models(
         for name in names:
             trainer = Trainer(model_config(name, base_model), tcfg, progress=progress)
             net = trainer.fit(train, val)
-            if net.cfg.uncertainty and val:
-                # the deviations' per-horizon factors, fitted on the validation windows (models.calibration)
-                scale = fit_std_scale(Predictor(net, name, "calibrating", native=False), val)
-                net.std_scale.copy_(torch.from_numpy(scale).float())
+            calibration = _calibrate(net, name, val) if net.cfg.uncertainty and val else None
             val_loss = min((h.get("val_loss_m", np.inf) for h in trainer.history), default=np.inf)
             path = out / f"seed{seed}" / f"{name}.pt"
             ckpt = save_checkpoint(
@@ -66,6 +63,7 @@ def train_models(
                     "n_train_samples": int(sum(len(t.t) for t in train)),
                     "history": trainer.history,
                     "train_seconds": trainer.train_seconds,
+                    "calibration": calibration,
                 },
             )
             results[f"{name}/seed{seed}"] = {
@@ -75,6 +73,45 @@ def train_models(
                 "train_seconds": trainer.train_seconds,
             }
     return results
+
+
+def _calibrate(net: TrajectoryNet, name: str, val: list[Track]) -> dict[str, float]:
+    """Fit the deviations' per-horizon factors on the validation windows (``models.calibration``), in place;
+    returns what a checkpoint records of it."""
+    scale = fit_std_scale(Predictor(net, name, "calibrating", native=False), val)
+    net.std_scale.copy_(torch.from_numpy(scale).float())
+    cover = point_coverage(Predictor(net, name, "calibrated", native=False), val)
+    return {"fit_quantile": FIT_QUANTILE, "validation_point_coverage": round(cover, 4)}
+
+
+def recalibrate(path: str | Path, data_root: str | Path | None = None) -> dict[str, Any]:
+    """Refit a trained checkpoint's deviations on its corpus's validation split (no training) and rewrite it.
+
+    Returns ``{"path", "corpus", "version", "previous_version", "std_scale", "previous_std_scale",
+    "calibration"}`` (the factors as lists, one per horizon).
+    """
+    from models.corpus import corpus, split_train_val
+
+    net, meta = load_checkpoint(path)
+    if not net.cfg.uncertainty:
+        raise ValueError(f"{path}: the model predicts no deviations, nothing to calibrate")
+    name, corpus_name = meta.get("name") or net.cfg.kind, meta.get("corpus")
+    if not corpus_name:
+        raise ValueError(f"{path}: the checkpoint names no corpus, so its validation split is unknown")
+    _, val = split_train_val(corpus(corpus_name, data_root))
+    before = net.std_scale.tolist()
+    calibration = _calibrate(net, name, val)
+    kept = {k: v for k, v in meta.items() if k not in ("format", "model_args", "version", "calibration")}
+    ckpt = save_checkpoint(path, net, {**kept, "calibration": calibration})
+    return {
+        "path": str(path),
+        "corpus": corpus_name,
+        "version": ckpt["version"],
+        "previous_version": meta.get("version"),
+        "std_scale": net.std_scale.tolist(),
+        "previous_std_scale": before,
+        "calibration": calibration,
+    }
 
 
 def load_predictors(

@@ -17,10 +17,12 @@ import pytest
 
 from clients.benchmarks import (
     REPO,
+    ROUTES_DOC,
     SIZES,
     Plan,
     _modes_section,
     _ratio_bound,
+    _targets,
     bench_model_step,
     bench_modes,
     serve,
@@ -152,3 +154,40 @@ def test_transports_are_measured_and_missing_peers_are_named(tmp_path: Path, wei
     for block in results["peers"].values():
         assert block["install"].startswith("no virtualenv") and block["install"] in text
     assert "ipnet-traj, stream, columns, MessagePack" in text
+
+
+def test_the_targets_table_judges_each_row_from_the_results() -> None:
+    def cell(rps: float) -> SimpleNamespace:
+        return SimpleNamespace(requests_per_s=rps, agent_updates_per_s=rps * 1000)
+
+    steps = {
+        m: {b: {"step_us_per_agent": 2.0 if m == "ipnet" else 3.0} for b in SIZES} for m in ("ipnet", "gru")
+    }
+    results: dict = {
+        "routes": {
+            "ping": {100: cell(1000.0)},
+            **{r: {100: cell(600.0), 1000: cell(30.0)} for r in ROUTES_DOC},
+        },
+        "open_loop": {"predict": SimpleNamespace(latency_ms={"p99": 8.0})},
+        "parallel_1000": cell(20.0),
+        "model_step": steps,
+        "memory": {"memory": {"bytes_per_agent": 1500.0}},
+        "peers": {
+            # 250 frames/s of 1,000 agents over the stream: 4 µs per agent-update, 2x the 2 µs step
+            "ours": {
+                "100": {
+                    "http_points_json": {"requests_per_s": 100.0},
+                    "stream_points_json": {"requests_per_s": 150.0},
+                },
+                "1000": {"stream_points_json": {"requests_per_s": 250.0}},
+            },
+            "peers": {},
+        },
+    }
+    rows = {r.split(" | ")[0].lstrip("| "): r.split(" | ")[1:] for r in _targets(results)}
+    e2e = next(v for k, v in rows.items() if k.startswith("end-to-end cost per agent-update"))
+    assert e2e == ["4.0 µs vs 2.00 µs = 2.0x", "yes |"]
+    assert rows["stream >= 2x the HTTP route's req/s (100-agent frames, one connection)"] == ["1.50x", "no |"]
+    results["peers"]["ours"]["1000"]["stream_points_json"]["requests_per_s"] = 0.0
+    rows = {r.split(" | ")[0].lstrip("| "): r.split(" | ")[1:] for r in _targets(results)}
+    assert next(v for k, v in rows.items() if k.startswith("end-to-end"))[1] == "no |"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from models.calibration import FIT_QUANTILE
 from models.catalog import LEARNED, LEARNED_BASELINES, RECIPES, model_config
 from models.checkpoint import WEIGHTS_DIR, WEIGHTS_ROOT, load_checkpoint, recipe_dir
 from models.corpus import ETHUCY_SPLITS, corpus, split_train_val
@@ -52,8 +53,10 @@ def test_the_service_serves_seed_0_of_the_multimodal_set(data_root) -> None:
             assert net.cfg == dataclasses.replace(model_config(name), modes=6, uncertainty=True), name
             assert (meta["recipe"], meta["corpus"], meta["data_hash"]) == ("shipped", spec.corpus, digest)
             assert _plain(meta["train_config"]) == want, name
-            # calibrated on the validation split: per-horizon factors, not the untouched ones
+            # calibrated on the validation split: per-horizon factors, not the untouched ones, at the quantile
+            # models.calibration chose
             assert not bool((net.std_scale == 1.0).all()), name
+            assert meta["calibration"]["fit_quantile"] == FIT_QUANTILE, name
 
 
 def test_the_pedestrian_folds_hold_out_their_scene(data_root) -> None:
@@ -70,3 +73,4 @@ def test_the_pedestrian_folds_hold_out_their_scene(data_root) -> None:
             )
             assert meta["corpus"] == f"ethucy-loo:{scene}" and meta["data_hash"] == data_hash(train)
             assert net.cfg.modes == 6 and net.cfg.uncertainty
+            assert meta["calibration"]["fit_quantile"] == FIT_QUANTILE, (scene, name)
