@@ -467,8 +467,9 @@ def _modes_section(modes: dict[str, dict[str, float]], cell_s: float) -> list[st
         "",
         "## Several futures: `?modes=6` against the single trajectory (100-agent frames, closed loop)",
         "",
-        "The served models always compute their 6 futures; `?modes=6` adds them to the answer (6 more "
-        "trajectories per agent, each point with its deviations) and to online scoring (min-of-K). Each cell "
+        "The served models always score their 6 futures (one readout); only the futures asked for are then "
+        "gathered, placed in the world frame and answered: `?modes=6` adds 5 more trajectories per agent "
+        "(each point with its deviations) to that work, to the answer and to online scoring (min-of-K). Each cell "
         f"runs {cell_s} s, the four take turns over three rounds and each keeps its fastest. Target: the time "
         "of a request with `?modes=6` at most 1.5x that of one without.",
         "",

@@ -155,9 +155,10 @@ def closest_future_log_probs(predictor: Predictor, tracks: list[Track]) -> tuple
     return logp, closest
 
 
-def tempered_nll(logp: np.ndarray, closest: np.ndarray, factor: float) -> float:
-    """Mean negative log-likelihood of the closest future with the log probabilities scaled by ``factor``."""
-    z = factor * logp
+def tempered_nll(logp: np.ndarray, closest: np.ndarray, factor: float | np.ndarray) -> float:
+    """Mean negative log-likelihood of the closest future with the log probabilities scaled by ``factor`` (one,
+    or one per window)."""
+    z = np.reshape(factor, (-1, 1)) * logp
     z = z - z.max(axis=1, keepdims=True)
     log_norm = np.log(np.exp(z).sum(axis=1))
     return float(np.mean(log_norm - z[np.arange(len(z)), closest]))
@@ -179,43 +180,59 @@ def best_tempering(logp: np.ndarray, closest: np.ndarray) -> float:
     return float(np.exp((lo + hi) / 2))
 
 
-def _brier_term(logp: np.ndarray, closest: np.ndarray, factor: float) -> float:
-    z = factor * logp
+def _brier_term(logp: np.ndarray, closest: np.ndarray, factor: float | np.ndarray) -> float:
+    z = np.reshape(factor, (-1, 1)) * logp
     p = np.exp(z - z.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
     return float(np.mean((1.0 - p[np.arange(len(p)), closest]) ** 2))
 
 
+#: a type with fewer windows in a fold takes the pooled factor there
+MIN_TYPE_WINDOWS = 100
+
+
+def _per_type(logp: np.ndarray, closest: np.ndarray, types: np.ndarray, fit: np.ndarray) -> np.ndarray:
+    """One factor per window: its type's, fitted on the ``fit`` windows of that type (pooled if too few)."""
+    pooled = best_tempering(logp[fit], closest[fit])
+    out = np.full(len(types), pooled)
+    for t in set(types.tolist()):
+        sel = fit & (types == t)
+        if sel.sum() >= MIN_TYPE_WINDOWS:
+            out[types == t] = best_tempering(logp[sel], closest[sel])
+    return out
+
+
 def probabilities(weights: Path, val: list[Track]) -> None:
-    """Held-out effect of tempering the mode probabilities, per model (mean over seeds and folds)."""
+    """Held-out effect of tempering the mode probabilities, one factor per model (``pooled``) or one per agent
+    type (``per_type``), per model (mean over seeds and folds): negative log-likelihood of the closest future
+    and the brier term, on every held-out window and on the vehicles'."""
     windows = select_windows(val, probability_protocol())
     fold = np.array([fold_of(w) for w in windows])
-    vehicle = np.array([w.agent_type == "vehicle" for w in windows])
-    rows: dict[str, list[list[float]]] = {}
+    types = np.array([w.agent_type for w in windows])
+    rows: dict[str, dict[str, list[float]]] = {}
     for seed_dir in seed_dirs(weights):
         for name in ("ipnet", *LEARNED_BASELINES):
             net, _ = load_checkpoint(seed_dir / f"{name}.pt")
             logp, closest = closest_future_log_probs(Predictor(net, name, "choosing", native=False), val)
             for k in (0, 1):
-                factor = best_tempering(logp[fold == k], closest[fold == k])
-                out = fold != k
-                veh = out & vehicle
-                rows.setdefault(name, []).append(
-                    [
-                        factor,
-                        tempered_nll(logp[out], closest[out], 1.0),
-                        tempered_nll(logp[out], closest[out], factor),
-                        _brier_term(logp[out], closest[out], 1.0),
-                        _brier_term(logp[out], closest[out], factor),
-                        _brier_term(logp[veh], closest[veh], 1.0),
-                        _brier_term(logp[veh], closest[veh], factor),
-                    ]
-                )
-    keys = ("factor", "nll", "nll_tempered", "brier_term", "brier_term_tempered", "vehicles_brier_term",
-            "vehicles_brier_term_tempered")  # fmt: skip
-    for name, r in rows.items():
-        mean = np.mean(np.array(r), axis=0)
-        print(json.dumps({"model": name, **{k: round(float(v), 4) for k, v in zip(keys, mean, strict=True)}}))
+                fit, out = fold == k, fold != k
+                factors = {
+                    "none": np.ones(len(types)),
+                    "pooled": np.full(len(types), best_tempering(logp[fit], closest[fit])),
+                    "per_type": _per_type(logp, closest, types, fit),
+                }
+                row = rows.setdefault(name, {})
+                for variant, f in factors.items():
+                    for scope, sel in (("all", out), ("vehicles", out & (types == "vehicle"))):
+                        row.setdefault(f"{variant}_{scope}_nll", []).append(
+                            tempered_nll(logp[sel], closest[sel], f[sel])
+                        )
+                        row.setdefault(f"{variant}_{scope}_brier_term", []).append(
+                            _brier_term(logp[sel], closest[sel], f[sel])
+                        )
+                    row.setdefault(f"{variant}_vehicle_factor", []).append(float(f[types == "vehicle"][0]))
+    for name, row in rows.items():
+        print(json.dumps({"model": name, **{k: round(float(np.mean(v)), 4) for k, v in row.items()}}))
 
 
 if __name__ == "__main__":
