@@ -1,7 +1,9 @@
 """How the learned models' calibration was chosen: on the validation split only, by how it holds on scenes the
 fit did not see. Two parts: the quantile of the deviations' fit (``models.calibration.FIT_QUANTILE``), and
-whether to temper the mode probabilities (one factor on a model's mode scores, 1 / temperature, fitted to
-the future that ends closest; not adopted: the held-out likelihood barely moved).
+whether to temper the mode probabilities (a factor on a model's mode scores, 1 / temperature, fitted to the
+future that ends closest: one per model, or one per agent type). Not adopted: with one factor the held-out
+likelihood barely moved (and got worse on the vehicles), with one per type it got worse on the vehicles for
+every model (the factor fitted on one fold's scenes overshoots on the other's).
 
 The validation windows (``calibration_protocol``) are split in two folds by scene (KITTI sequences) or by
 agent (the one Lyft scene, the ETH/UCY files). For each candidate quantile, each served model and seed: the
@@ -12,9 +14,9 @@ averaged over models and sources, its lowest and highest (model, source) and eac
 candidate whose average is closest to 0.95.
 
 The probabilities: on the probability windows (every agent type, 2 s -> 3 s), the tempering fitted on one fold
-and scored on the other, against none: per model (mean over seeds and the two folds) the negative
-log-likelihood of the future that ends closest, and the mean of (1 - p)^2, p that future's probability (the
-term brier-minFDE adds to minFDE), on all windows and on the vehicles'. A minute or two on one core.
+and scored on the other, against none (``none``, ``pooled``, ``per_type``): per model (mean over seeds and the
+two folds) the negative log-likelihood of the future that ends closest, and the mean of (1 - p)^2, p that
+future's probability (the term brier-minFDE adds to minFDE), on all windows and on the vehicles'. A minute or two on one core.
 
     python scripts/choose_calibration.py
     python scripts/choose_calibration.py --weights models/weights/multimodal --quantiles 0.95 0.97 0.975 0.98

@@ -161,7 +161,7 @@ def test_the_targets_table_judges_each_row_from_the_results() -> None:
         return SimpleNamespace(requests_per_s=rps, agent_updates_per_s=rps * 1000)
 
     steps = {
-        m: {b: {"step_us_per_agent": 2.0 if m == "ipnet" else 3.0} for b in SIZES} for m in ("ipnet", "gru")
+        m: {b: {"step_us_per_agent": 3.0 if m == "ipnet" else 2.0} for b in SIZES} for m in ("ipnet", "gru")
     }
     results: dict = {
         "routes": {
@@ -173,7 +173,7 @@ def test_the_targets_table_judges_each_row_from_the_results() -> None:
         "model_step": steps,
         "memory": {"memory": {"bytes_per_agent": 1500.0}},
         "peers": {
-            # 250 frames/s of 1,000 agents over the stream: 4 µs per agent-update, 2x the 2 µs step
+            # 250 frames/s of 1,000 agents over the stream (the GRU route): 4 µs per update, 2x the GRU step
             "ours": {
                 "100": {
                     "http_points_json": {"requests_per_s": 100.0},
