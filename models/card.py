@@ -37,7 +37,7 @@ from models.evaluate import Evaluation, ModelScore, Protocol, evaluate_models
 from models.motion import MotionConfig
 from models.pipeline import load_model_set, load_predictors, measured_drive, seed_dirs
 from models.predictor import Predictor
-from models.stats import change_ci, mean_ci, significant
+from models.stats import change_ci, significant
 from models.windows import Perturbation
 
 CARD_PATH = Path(__file__).resolve().parent / "MODEL_CARD.md"
@@ -454,8 +454,11 @@ def multimodal_goals(res: MultimodalResults) -> list[Goal]:
     best = ev.best(learned, "brier")
     assert best is not None
     red, ci = ev.reduction("ipnet", best, "brier")
-    cover = {n: ev.scores[n].per_window["coverage"].mean for n in MULTIMODAL_LEARNED if n in ev.scores}
-    cover_ci = {n: mean_ci(ev.scores[n].per_window["coverage"]) for n in cover}
+    summaries = {
+        n: ev.scores[n].summary(ev.n_windows, len(ev.scenes)) for n in MULTIMODAL_LEARNED if n in ev.scores
+    }
+    cover = {n: d["coverage_95"] for n, d in summaries.items()}
+    cover_ci = {n: d["coverage_95_ci95"] for n, d in summaries.items()}
     lo, hi = COVERAGE_RANGE
     return [
         Goal(

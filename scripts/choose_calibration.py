@@ -141,12 +141,10 @@ def probability_protocol() -> Protocol:
     return Protocol(obs_s=2.0, pred_s=3.0, stride_s=1.0, agent_types=None)
 
 
-def closest_future_log_probs(predictor: Predictor, tracks: list[Track]) -> tuple[np.ndarray, np.ndarray]:
-    """On the probability windows of ``tracks``: every future's log probability (W, K) and the index of the
-    future with the lowest final displacement error (W,)."""
-    proto = probability_protocol()
-    windows = select_windows(tracks, proto)
-    forecasts = predict_windows(predictor, windows, proto)
+def closest_future_log_probs(predictor: Predictor, windows: list[Window]) -> tuple[np.ndarray, np.ndarray]:
+    """On the probability windows: every future's log probability (W, K) and the index of the future with the
+    lowest final displacement error (W,)."""
+    forecasts = predict_windows(predictor, windows, probability_protocol())
     logp = np.stack([np.log(np.clip(f.probs, 1e-300, None)) for f in forecasts])
     closest = np.array(
         [
@@ -157,13 +155,17 @@ def closest_future_log_probs(predictor: Predictor, tracks: list[Track]) -> tuple
     return logp, closest
 
 
-def tempered_nll(logp: np.ndarray, closest: np.ndarray, factor: float | np.ndarray) -> float:
-    """Mean negative log-likelihood of the closest future with the log probabilities scaled by ``factor`` (one,
-    or one per window)."""
+def _closest_log_prob(logp: np.ndarray, closest: np.ndarray, factor: float | np.ndarray) -> np.ndarray:
+    """(W,) the closest future's log probability with the log probabilities scaled by ``factor`` (one, or one
+    per window) and normalised again."""
     z = np.reshape(factor, (-1, 1)) * logp
     z = z - z.max(axis=1, keepdims=True)
-    log_norm = np.log(np.exp(z).sum(axis=1))
-    return float(np.mean(log_norm - z[np.arange(len(z)), closest]))
+    return z[np.arange(len(z)), closest] - np.log(np.exp(z).sum(axis=1))
+
+
+def tempered_nll(logp: np.ndarray, closest: np.ndarray, factor: float | np.ndarray) -> float:
+    """Mean negative log-likelihood of the closest future with the log probabilities scaled by ``factor``."""
+    return float(-np.mean(_closest_log_prob(logp, closest, factor)))
 
 
 def best_tempering(logp: np.ndarray, closest: np.ndarray) -> float:
@@ -183,10 +185,8 @@ def best_tempering(logp: np.ndarray, closest: np.ndarray) -> float:
 
 
 def _brier_term(logp: np.ndarray, closest: np.ndarray, factor: float | np.ndarray) -> float:
-    z = np.reshape(factor, (-1, 1)) * logp
-    p = np.exp(z - z.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    return float(np.mean((1.0 - p[np.arange(len(p)), closest]) ** 2))
+    """Mean (1 - p)^2, p the closest future's tempered probability."""
+    return float(np.mean((1.0 - np.exp(_closest_log_prob(logp, closest, factor))) ** 2))
 
 
 #: a type with fewer windows in a fold takes the pooled factor there
@@ -215,7 +215,7 @@ def probabilities(weights: Path, val: list[Track]) -> None:
     for seed_dir in seed_dirs(weights):
         for name in ("ipnet", *LEARNED_BASELINES):
             net, _ = load_checkpoint(seed_dir / f"{name}.pt")
-            logp, closest = closest_future_log_probs(Predictor(net, name, "choosing", native=False), val)
+            logp, closest = closest_future_log_probs(Predictor(net, name, "choosing", native=False), windows)
             for k in (0, 1):
                 fit, out = fold == k, fold != k
                 factors = {
