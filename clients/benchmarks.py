@@ -124,24 +124,39 @@ def bench_closed_1000_parallel(url: str, plan: Plan) -> BenchResult:
 
 #: the K compared for the cost of several futures (the served models have 6)
 MODES_COMPARED = (None, 6)
+#: how the cost of several futures is measured: (key, label, route, encoding, stream); the first is the
+#: target's (the default answer: JSON, points layout, over HTTP)
+MODES_CELLS = (
+    ("predict", "`/v1/predict`, JSON", "predict", "json", False),
+    ("ab", "`/v1/ab/predict`, JSON", "ab", "json", False),
+    ("predict-msgpack", "`/v1/predict`, MessagePack", "predict", "msgpack", False),
+    ("stream-msgpack", "`/v1/stream?route=predict`, MessagePack", "predict", "msgpack", True),
+)
 
 
 def bench_modes(url: str, plan: Plan) -> dict[str, dict[str, float]]:
-    """100-agent frames through ``/v1/predict`` and ``/v1/ab/predict``, closed loop, without ``?modes`` (the
-    single trajectory) and with ``?modes=6``, taking turns over three rounds; each keeps its fastest round."""
+    """100-agent frames, closed loop, without ``?modes`` (the single trajectory) and with ``?modes=6``, for
+    each of :data:`MODES_CELLS`, taking turns over three rounds; each keeps its fastest round."""
     best: dict[str, dict[str, float]] = {}
     for _ in range(3):
-        for route in ("predict", "ab"):
+        for key, _, route, encoding, stream in MODES_CELLS:
             for k in MODES_COMPARED:
                 cfg = BenchConfig(
-                    server=url, route=route, agents=100, rate_hz=None, duration_s=plan.cell_s, modes=k
+                    server=url,
+                    route=route,
+                    agents=100,
+                    rate_hz=None,
+                    duration_s=plan.cell_s,
+                    modes=k,
+                    encoding=encoding,
+                    stream=stream,
                 )
                 r = asyncio.run(run_bench_async(cfg))
-                key = f"{route}:{k or 1}"
+                cell = f"{key}:{k or 1}"
                 row = {"requests_per_s": r.requests_per_s, "p50_ms": r.latency_ms.get("p50", 0.0)}
                 row["errors"] = float(r.errors)
-                if key not in best or row["requests_per_s"] > best[key]["requests_per_s"]:
-                    best[key] = row
+                if cell not in best or row["requests_per_s"] > best[cell]["requests_per_s"]:
+                    best[cell] = row
     return best
 
 
@@ -471,16 +486,19 @@ def _modes_section(modes: dict[str, dict[str, float]], cell_s: float) -> list[st
         "The served models always score their 6 futures (one readout); only the futures asked for are then "
         "gathered, placed in the world frame and answered: `?modes=6` adds 5 more trajectories per agent "
         "(each point with its deviations) to that work, to the answer and to online scoring (min-of-K). Each cell "
-        f"runs {cell_s} s, the four take turns over three rounds and each keeps its fastest. Target: the time "
-        "of a request with `?modes=6` at most 1.5x that of one without.",
+        f"runs {cell_s} s, the cells take turns over three rounds and each keeps its fastest. Target (the default "
+        "answer, the first row): the time of a request with `?modes=6` at most 1.5x that of one without. With "
+        "six futures a 100-agent answer is about 7 times longer (1.8 MB of JSON, 1.5 MB of MessagePack).",
         "",
-        "| route | one future: req/s (p50 ms) | `?modes=6`: req/s (p50 ms) | time ratio |",
+        "| route, encoding | one future: req/s (p50 ms) | `?modes=6`: req/s (p50 ms) | time ratio |",
         "|---|---|---|---|",
     ]
-    for route in ("predict", "ab"):
-        one, six = modes[f"{route}:1"], modes[f"{route}:6"]
+    for key, label, *_ in MODES_CELLS:
+        if f"{key}:1" not in modes:  # a results file from before the cell existed
+            continue
+        one, six = modes[f"{key}:1"], modes[f"{key}:6"]
         lines.append(
-            f"| `{ROUTES_DOC[route]}` | {one['requests_per_s']:.1f} ({one['p50_ms']:.2f}) | "
+            f"| {label} | {one['requests_per_s']:.1f} ({one['p50_ms']:.2f}) | "
             f"{six['requests_per_s']:.1f} ({six['p50_ms']:.2f}) | "
             f"{one['requests_per_s'] / six['requests_per_s']:.2f}x |"
         )

@@ -22,7 +22,7 @@ import torch
 from models.calibration import motion_deviations
 from models.checkpoint import load_checkpoint
 from models.inference import InferenceStep
-from models.kinematics import KinState, cv_offsets, observe, to_world, to_world_with_prior
+from models.kinematics import KinState, cv_offsets, observe, to_world, to_world_with_prior, world_std
 from models.motion import MotionConfig, MotionModel
 from models.nets import ModelConfig, TrajectoryNet
 
@@ -51,14 +51,6 @@ class AgentForecast:
     corr: np.ndarray  # (B, K, H, 2) corrections to the prior (constant velocity, or nothing)
     probs: np.ndarray  # (B, K) float64
     std: np.ndarray | None  # (B, K, H, 2) float64 deviations along and across the heading, metres
-
-
-def world_std(kin: KinState, std_agent: np.ndarray) -> np.ndarray:
-    """Agent-frame deviations (B, K, H, 2) along / across the heading -> world-axis marginals (x, y)."""
-    c2 = (kin.heading[:, 0] ** 2)[:, None, None]
-    s2 = (kin.heading[:, 1] ** 2)[:, None, None]
-    va, vc = std_agent[..., 0] ** 2, std_agent[..., 1] ** 2
-    return np.sqrt(np.stack([c2 * va + s2 * vc, s2 * va + c2 * vc], axis=-1))
 
 
 def repeat_kin(kin: KinState, k: int) -> KinState:
@@ -187,7 +179,10 @@ class Predictor:
             keep = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # (B, k)
             rows = np.arange(len(probs))[:, None]
             corr = fc.offsets.numpy()[rows, keep]
-            std = None if fc.log_std is None else np.exp(fc.log_std.numpy()[rows, keep].astype(np.float64))
+            std = None
+            if fc.log_std is not None:
+                std = fc.log_std.numpy()[rows, keep].astype(np.float64)
+                np.exp(std, out=std)  # in place: one array of (B, k, H, 2) less
             return AgentForecast(corr, probs[rows, keep], std)
         corr = np.zeros((b, 1, h, 2), np.float32) if head is None else head.numpy().reshape(b, 1, h, 2)
         std = None if self.motion_std is None else self.motion_std[types][:, None]

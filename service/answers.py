@@ -3,6 +3,7 @@ and the stream (``service.stream``), so both answer byte for byte the same objec
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, Literal
 
@@ -12,7 +13,7 @@ import orjson
 
 from service.engine import TIME_DECIMALS, Engine
 from service.frames import Predictions
-from service.jsontext import points_rows
+from service.jsontext import points_text
 from service.schemas import POSITION_DECIMALS, Layout
 
 Encoding = Literal["json", "msgpack"]
@@ -22,27 +23,14 @@ _KEYS = (b'{"timestamp":', b',"x":', b',"y":', b',"std_x":', b',"std_y":')
 Std = tuple[np.ndarray, np.ndarray] | None  # (std_x, std_y), each (A, P), or none
 
 
-def _points_json(
-    t: np.ndarray, x: np.ndarray, y: np.ndarray, compiled: bool = True, std: Std = None
-) -> list[orjson.Fragment]:
-    """Each row's trajectory as the JSON of a list of ``{"timestamp", "x", "y"[, "std_x", "std_y"]}`` points,
-    one fragment per row.
-
-    The compiled writer (``service.jsontext``) when every value is in its exact range, else this: orjson
-    writes every number of the batch in one call and the keys are spliced in by list slicing (C loops), so
-    no Python dict exists per point. Both are byte for byte what ``orjson.dumps`` gives for the list of
-    dicts (``tests/service/test_api.py`` and ``test_jsontext.py`` check it).
-    """
-    rows = points_rows(t, x, y, TIME_DECIMALS, POSITION_DECIMALS, compiled, std)
-    if rows is not None:
-        return [orjson.Fragment(r) for r in rows]
-    return _points_json_spliced(t, x, y, std)
-
-
 def _points_json_spliced(
     t: np.ndarray, x: np.ndarray, y: np.ndarray, std: Std = None
 ) -> list[orjson.Fragment]:
-    """:func:`_points_json` for any values (NaN as null, orjson's exponent notation): the slower way."""
+    """Each row's trajectory as the JSON of a list of ``{"timestamp", "x", "y"[, "std_x", "std_y"]}`` points,
+    one fragment per row, for any values (NaN as null, orjson's exponent notation): the way taken where the
+    compiled writer declines. orjson writes every number of the batch in one call and the keys are spliced in
+    by list slicing (C loops), so no Python dict exists per point; byte for byte what ``orjson.dumps`` gives
+    for the list of dicts (``tests/service/test_jsontext.py`` checks it)."""
     a, k = t.shape
     if a == 0 or k == 0:
         return [orjson.Fragment(b"[]") for _ in range(a)]
@@ -61,20 +49,20 @@ def _points_json_spliced(
     return [orjson.Fragment(b"[" + b"".join(parts[i * step : (i + 1) * step]) + b"]") for i in range(a)]
 
 
-def _trajectories(
-    t: np.ndarray, xy: np.ndarray, std: np.ndarray | None, layout: Layout, encoding: Encoding, compiled: bool
-) -> list[Any]:
-    """Each row's trajectory in the answer's layout and encoding: ``t`` (A, P), ``xy`` and ``std`` (A, P, 2).
-
-    Positions and deviations are rounded to 0.1 mm (far below any prediction error; full float64 digits made
-    the answer a third longer and slower to write and to parse)."""
-    xs = np.round(xy[..., 0], POSITION_DECIMALS)
-    ys = np.round(xy[..., 1], POSITION_DECIMALS)
+def _rounded(xy: np.ndarray, std: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, Std]:
+    """x, y and the deviations (each (A, P)) rounded to 0.1 mm (far below any prediction error; full float64
+    digits made the answer a third longer and slower to write and to parse)."""
     sd: Std = None
     if std is not None:
         sd = (np.round(std[..., 0], POSITION_DECIMALS), np.round(std[..., 1], POSITION_DECIMALS))
-    if encoding == "msgpack":
-        return _msgpack_trajectories(t, xs, ys, layout, sd)
+    return np.round(xy[..., 0], POSITION_DECIMALS), np.round(xy[..., 1], POSITION_DECIMALS), sd
+
+
+def _trajectories(t: np.ndarray, xy: np.ndarray, std: np.ndarray | None, layout: Layout) -> list[Any]:
+    """Each row's trajectory as JSON data in the answer's layout: ``t`` (A, P), ``xy`` and ``std`` (A, P, 2),
+    positions and deviations rounded (:func:`_rounded`); the way taken when :func:`_json_answers_text`
+    declines."""
+    xs, ys, sd = _rounded(xy, std)
     if layout == "columns":
         # numpy rows per agent, written by orjson directly
         if sd is None:
@@ -83,19 +71,11 @@ def _trajectories(
             {"timestamp": t[i], "x": xs[i], "y": ys[i], "std_x": sd[0][i], "std_y": sd[1][i]}
             for i in range(len(t))
         ]
-    return _points_json(t, xs, ys, compiled, sd)
+    return _points_json_spliced(t, xs, ys, sd)
 
 
-def _predictions(
-    p: Predictions, layout: Layout = "points", encoding: Encoding = "json", compiled: bool = True
-) -> list[Any]:
-    """One model's answers as plain JSON data (the :class:`Prediction` schema), one dict per agent; with
-    ``encoding="msgpack"`` each answer already encoded (:class:`RawMsgpack`).
-
-    Built directly (not through pydantic) because a frame of a few hundred agents has thousands of points,
-    and from whole-batch conversions rather than per agent; ``tests/service`` validates answers against the
-    response schemas. With ``p.show_modes`` each answer also lists the served modes with their probabilities.
-    """
+def _heads(p: Predictions) -> list[dict[str, Any]]:
+    """Each answer's fields before its trajectory, in the schema's order."""
     dts = [None if math.isnan(d) else d for d in p.dt_s.tolist()]
     heads = zip(
         p.agent_ids,
@@ -106,22 +86,7 @@ def _predictions(
         p.agent_types,
         strict=True,
     )
-    ts = np.ascontiguousarray(p.trajectory_t, dtype=np.float64)
-    a, k = p.probs.shape
-    if p.show_modes:
-        # every mode's trajectory in one batch (row i * K + j: agent i's mode j); the first is the answer's
-        std = None if p.modes_std is None else p.modes_std.reshape(a * k, -1, 2)
-        flat = _trajectories(
-            np.repeat(ts, k, axis=0), p.modes_xy.reshape(a * k, -1, 2), std, layout, encoding, compiled
-        )
-        probs = p.probs.tolist()
-        modes: list[Any] = [
-            [{"probability": probs[i][j], "trajectory": flat[i * k + j]} for j in range(k)] for i in range(a)
-        ]
-        trajectories: list[Any] = flat[::k]
-    else:
-        trajectories = _trajectories(ts, p.trajectory_xy, p.trajectory_std, layout, encoding, compiled)
-    answers = [
+    return [
         {
             "agent_id": agent,
             "timestamp": stamp,
@@ -129,28 +94,127 @@ def _predictions(
             "new_track": new,
             "dt_s": dt,
             "agent_type": kind,
-            "trajectory": trajectory,
         }
-        for (agent, stamp, steps, new, dt, kind), trajectory in zip(heads, trajectories, strict=True)
+        for agent, stamp, steps, new, dt, kind in heads
     ]
-    if p.show_modes:
-        for d, m in zip(answers, modes, strict=True):
-            d["modes"] = m
+
+
+def _served(p: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The trajectories an answer writes: ``t`` (R, P), ``xy`` and ``std`` (R, P, 2), one row per agent, or
+    with ``p.show_modes`` one per agent and mode (row ``i * K + j``: agent ``i``'s mode ``j``; the first of
+    each agent is its single trajectory)."""
+    ts = np.ascontiguousarray(p.trajectory_t, dtype=np.float64)
+    if not p.show_modes:
+        return ts, p.trajectory_xy, p.trajectory_std
+    a, k, n = p.modes_xy.shape[:3]
+    std = None if p.modes_std is None else p.modes_std.reshape(a * k, n, 2)
+    return np.repeat(ts, k, axis=0), p.modes_xy.reshape(a * k, n, 2), std
+
+
+def _predictions(
+    p: Predictions, layout: Layout = "points", encoding: Encoding = "json", compiled: bool = True
+) -> Any:
+    """One model's answers (the :class:`Prediction` schema, one per agent) for :func:`encode`: the list
+    already encoded, as MessagePack (:class:`RawMsgpack`) or as JSON text (:class:`orjson.Fragment`, when the
+    compiled writer takes every value), else as a list of dicts.
+
+    Built directly (not through pydantic) because a frame of a few hundred agents has thousands of points,
+    and from whole-batch conversions rather than per agent; ``tests/service`` validates answers against the
+    response schemas. With ``p.show_modes`` each answer also lists the served modes with their probabilities.
+    """
+    heads = _heads(p)
+    t, xy, std = _served(p)
     if encoding == "msgpack":
-        # each answer packed with a nil trajectory (its last value, one byte 0xc0) that the pre-encoded
-        # trajectory replaces; the modes (after it) by _pack, their trajectories pre-encoded too
-        packer = msgpack.Packer(use_bin_type=True)
-        packed = []
-        for d in answers:
-            trajectory, d["trajectory"] = d["trajectory"], None
-            listed = d.pop("modes", None)
-            head = packer.pack(d)[:-1] + trajectory
-            if listed is not None:
-                # one more key in the map: its header counts 7 keys (0x87), now 8
-                head = bytes((head[0] + 1,)) + head[1:] + _pack("modes") + _pack(listed)
-            packed.append(RawMsgpack(head))
-        return packed
-    return answers
+        xs, ys, sd = _rounded(xy, std)
+        return _msgpack_answers(p, heads, _msgpack_trajectories(t, xs, ys, layout, sd))
+    text = _json_answers_text(p, heads, t, xy, std, layout, compiled)
+    if text is not None:
+        return orjson.Fragment(text)
+    flat = _trajectories(t, xy, std, layout)
+    k = p.probs.shape[1]
+    if p.show_modes:
+        probs = p.probs.tolist()
+        for i, d in enumerate(heads):
+            d["trajectory"] = flat[i * k]
+            d["modes"] = [{"probability": probs[i][j], "trajectory": flat[i * k + j]} for j in range(k)]
+    else:
+        for d, trajectory in zip(heads, flat, strict=True):
+            d["trajectory"] = trajectory
+    return heads
+
+
+# the constant parts of a mode in MessagePack: {"probability": <float 64>, "trajectory": <points>}
+_MODE_HEAD = b"\x82" + msgpack.packb("probability") + b"\xcb"
+_TRAJECTORY_KEY = msgpack.packb("trajectory")
+_MODES_KEY = msgpack.packb("modes")
+
+
+def _msgpack_answers(p: Predictions, heads: list[dict[str, Any]], rows: list[Parts]) -> RawMsgpack:
+    """The list of answers as MessagePack, its trajectories (``rows``, as :func:`_served` orders them)
+    pre-encoded, joined with one copy.
+
+    The fields before the trajectory are packed by msgpack with a nil trajectory (the map's last value, one
+    byte 0xc0) that the trajectory's bytes replace; the modes are joined from constant bytes and each
+    probability's 8 big-endian bytes, not packed per value (a 100-agent answer has 600 modes)."""
+    packer = msgpack.Packer(use_bin_type=True)
+    parts: Parts = [_array_header(len(heads))]
+    if not p.show_modes:
+        for d, row in zip(heads, rows, strict=True):
+            d["trajectory"] = None
+            parts.append(packer.pack(d)[:-1])
+            parts += row
+        return RawMsgpack(b"".join(parts))
+    k = p.probs.shape[1]
+    probs = np.ascontiguousarray(p.probs, dtype=">f8").tobytes()
+    for i, d in enumerate(heads):
+        d["trajectory"] = None
+        head = packer.pack(d)[:-1]
+        # one more key in the map (the modes, after the trajectory): its fixmap header counts one more
+        parts += [bytes((head[0] + 1,)), head[1:], *rows[i * k], _MODES_KEY, _array_header(k)]
+        for j in range(i * k, i * k + k):
+            parts += [_MODE_HEAD, probs[8 * j : 8 * j + 8], _TRAJECTORY_KEY, *rows[j]]
+    return RawMsgpack(b"".join(parts))
+
+
+def _json_answers_text(
+    p: Predictions,
+    heads: list[dict[str, Any]],
+    t: np.ndarray,
+    xy: np.ndarray,
+    std: np.ndarray | None,
+    layout: Layout,
+    compiled: bool,
+) -> bytes | None:
+    """The JSON of the answers' list, written with one copy of the trajectories' text:
+    the compiled writer's rows are joined as they lie in its buffer between each answer's fields (orjson's
+    text for them). With six futures a 100-agent answer is about 1.8 MB, and copying it per row, per
+    answer and again in orjson cost as much as writing it. ``None`` where the compiled writer declines
+    (the caller takes the slower way); ``tests/service/test_answers.py`` holds it to orjson's bytes."""
+    xs, ys, sd = _rounded(xy, std)
+    written = points_text(t, xs, ys, TIME_DECIMALS, POSITION_DECIMALS, compiled, sd, layout)
+    if written is None:
+        return None
+    text, ends = written
+    rows = [text[s:e] for s, e in itertools.pairwise([0, *ends])]
+    parts: list[bytes | memoryview] = []
+    if not p.show_modes:
+        for head, row in zip(heads, rows, strict=True):
+            parts += [b",", orjson.dumps(head)[:-1], b',"trajectory":', row, b"}"]
+    else:
+        k = p.probs.shape[1]
+        probs = orjson.dumps(p.probs.ravel(), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
+        for i, head in enumerate(heads):
+            parts += [b",", orjson.dumps(head)[:-1], b',"trajectory":', rows[i * k], b',"modes":[']
+            for j in range(i * k, i * k + k):
+                parts += [b',{"probability":' if j % k else b'{"probability":', probs[j], b',"trajectory":']
+                parts += [rows[j], b"}"]
+            parts.append(b"]}")
+    if parts:
+        parts[0] = b"["  # the first answer's comma
+    else:
+        parts.append(b"[")
+    parts.append(b"]")
+    return b"".join(parts)
 
 
 class RawMsgpack(bytes):
@@ -177,32 +241,34 @@ _FLOAT = np.dtype([("f", "u1"), ("v", ">f8")])
 _COLUMN_KEYS = (b"\xa9timestamp", b"\xa1x", b"\xa1y", b"\xa5std_x", b"\xa5std_y")
 
 
+Parts = list[bytes | memoryview]  # pieces of one value's encoding, joined once with the rest of the answer
+
+
 def _msgpack_trajectories(
     t: np.ndarray, x: np.ndarray, y: np.ndarray, layout: Layout, std: Std = None
-) -> list[RawMsgpack]:
+) -> list[Parts]:
     """Each row's trajectory as MessagePack, the same object as ``msgpack.packb`` of the JSON layout gives
     (``tests/service/test_stream.py`` checks it), built from whole-batch numpy records rather than a Python
-    dict per point (several times faster for a frame of 100 agents)."""
+    dict per point (several times faster for a frame of 100 agents). A row is the pieces of its bytes:
+    views of one records buffer between constant headers, copied once when the answer is joined."""
     a, k = t.shape
     values = (t, x, y, *(std or ()))
+    head = _array_header(k)
     if layout == "columns":
-        c = len(values)
-        cols = np.empty((c, a, k), _FLOAT)
-        cols["f"] = 0xCB
-        cols["v"] = values
-        head = _array_header(k)
-        rows = cols.tobytes()
-        step, size = a * k * _FLOAT.itemsize, k * _FLOAT.itemsize
-        return [
-            RawMsgpack(
-                bytes((0x80 | c,))
-                + b"".join(
-                    _COLUMN_KEYS[j] + head + rows[j * step + i * size : j * step + (i + 1) * size]
-                    for j in range(c)
-                )
-            )
-            for i in range(a)
-        ]
+        # one record per row: the map's header, then each column's key, array header and values
+        fields: list[Any] = [("map", "u1")]
+        for j in range(len(values)):
+            key = _COLUMN_KEYS[j]
+            fields += [(f"k{j}", "u1", (len(key),)), (f"h{j}", "u1", (len(head),)), (f"v{j}", _FLOAT, (k,))]
+        rows = np.empty(a, np.dtype(fields))
+        rows["map"] = 0x80 | len(values)
+        for j, v in enumerate(values):
+            rows[f"k{j}"] = np.frombuffer(_COLUMN_KEYS[j], np.uint8)
+            rows[f"h{j}"] = np.frombuffer(head, np.uint8)
+            rows[f"v{j}"]["f"] = 0xCB
+            rows[f"v{j}"]["v"] = v
+        data, size = rows.view(np.uint8).data, rows.dtype.itemsize
+        return [[data[i * size : (i + 1) * size]] for i in range(a)]
     dtype = _POINT if std is None else _POINT_STD
     points = np.empty((a, k), dtype)
     points["ft"], points["fx"], points["fy"] = 0xCB, 0xCB, 0xCB
@@ -214,8 +280,8 @@ def _msgpack_trajectories(
         points["fsx"], points["fsy"] = 0xCB, 0xCB
         points["ksx"], points["ksy"] = b"\xa5std_x", b"\xa5std_y"
         points["sx"], points["sy"] = std
-    data, size, head = points.tobytes(), k * dtype.itemsize, _array_header(k)
-    return [RawMsgpack(head + data[i * size : (i + 1) * size]) for i in range(a)]
+    data, size = points.reshape(-1).view(np.uint8).data, k * dtype.itemsize
+    return [[head, data[i * size : (i + 1) * size]] for i in range(a)]
 
 
 def _pack(obj: Any) -> bytes:

@@ -11,7 +11,7 @@ The text is byte for byte what ``orjson.dumps`` gives for the list of ``{"timest
 decimals: ``np.round(v, d)`` is the float nearest to an integer over ``10**d``, and that decimal, trailing
 zeros dropped (one kept after the point), is the shortest text that reads back as the same float, which
 is what orjson writes. Where that does not hold (a value not finite, above about 2e15 once scaled, or
-small enough for orjson's exponent notation), or not rounded as promised, :func:`points_rows` returns
+small enough for orjson's exponent notation), or not rounded as promised, :func:`points_text` returns
 ``None`` and the caller writes the batch the slow way; so does it when the writer is not built (a source
 tree used without installing the package: one warning at start-up) or is not wanted (``compiled=False``: the service's
 ``TRAJPRED_NATIVE_KERNEL=false``).
@@ -20,6 +20,8 @@ tree used without installing the package: one warning at start-up) or is not wan
 from __future__ import annotations
 
 import functools
+import threading
+from typing import Literal
 
 import numpy as np
 
@@ -30,6 +32,7 @@ class _Writer:
     def __init__(self, ext: Extension) -> None:
         self.ffi = ext.ffi
         self.rows = ext.lib.points_json_rows
+        self.columns = ext.lib.columns_json_rows
         self.max_point = int(ext.lib.points_json_max_point())
 
 
@@ -47,7 +50,28 @@ def available() -> bool:
     return _writer() is not None
 
 
-def points_rows(
+class _Scratch(threading.local):
+    """A thread's output buffer of the writer, kept between calls: a 100-agent answer with six futures is
+    about 1.4 MB of text, and a fresh buffer each call paid a page fault per 4 KB written. Sized for the
+    longest text possible (about twice the usual), so only the pages written stay resident; a buffer above
+    ``KEEP_BYTES`` (frames of thousands of agents with six futures) is not kept."""
+
+    KEEP_BYTES = 1 << 25
+    buf: np.ndarray | None = None
+
+    def out(self, size: int) -> np.ndarray:
+        if self.buf is not None and len(self.buf) >= size:
+            return self.buf
+        buf = np.empty(size, np.uint8)
+        if size <= self.KEEP_BYTES:
+            self.buf = buf
+        return buf
+
+
+_scratch = _Scratch()
+
+
+def points_text(
     t: np.ndarray,
     x: np.ndarray,
     y: np.ndarray,
@@ -55,13 +79,19 @@ def points_rows(
     xy_decimals: int,
     compiled: bool = True,
     std: tuple[np.ndarray, np.ndarray] | None = None,
-) -> list[bytes] | None:
+    layout: Literal["points", "columns"] = "points",
+) -> tuple[memoryview, list[int]] | None:
     """Row ``i`` as the JSON of the list ``[{"timestamp": t[i, k], "x": x[i, k], "y": y[i, k]}, ...]``, each
-    point also with ``"std_x"``, ``"std_y"`` when ``std`` gives them.
+    point also with ``"std_x"``, ``"std_y"`` when ``std`` gives them; with ``layout="columns"`` as the JSON of
+    ``{"timestamp": [...], "x": [...], "y": [...]}`` (and ``"std_x"``, ``"std_y"``). Every row's text back to
+    back, and where each row ends: row ``i`` is ``text[ends[i - 1]:ends[i]]`` (from 0 for the first).
 
     ``t``, ``x``, ``y`` (and both arrays of ``std``) are ``(A, K)`` float64, rounded to ``t_decimals`` and
     ``xy_decimals`` (1 to 16). ``None`` when some value is outside the range where the text is exactly
     orjson's, or when the compiled writer is unavailable or not wanted (``compiled=False``).
+
+    The text is a view of this thread's reused buffer: it is valid until the thread's next call, so a
+    caller copies what it keeps (``bytes.join`` over slices of it writes an answer with one copy).
     """
     if not (1 <= t_decimals <= 16 and 1 <= xy_decimals <= 16):
         raise ValueError("decimals must be within 1..16")
@@ -70,19 +100,18 @@ def points_rows(
         raise ValueError(f"t, x, y (and std) must be (A, K) arrays of one shape, not {shapes}")
     a, k = t.shape
     if a == 0:
-        return []
-    if k == 0:
-        return [b"[]"] * a
+        return memoryview(b""), []
+    if k == 0 and layout == "points":
+        return memoryview(b"[]" * a), list(range(2, 2 * a + 1, 2))
     w = _writer() if compiled else None
     if w is None:
         return None
     t, x, y = (np.ascontiguousarray(v, dtype=np.float64) for v in (t, x, y))
     sx, sy = (np.ascontiguousarray(v, dtype=np.float64) for v in std) if std is not None else (None, None)
-    out = np.empty(a * (k * w.max_point + 2), np.uint8)
+    out = _scratch.out(a * (k * w.max_point + 64))  # a row's keys and brackets (columns_json_rows)
     ends = np.empty(a, np.int64)
-    scratch = np.empty(2 * k, np.int64)  # where the previous row wrote each timestamp, and its length
     buf = w.ffi.from_buffer  # typed views of the (contiguous) arrays, checked against the C declaration
-    size = w.rows(
+    values = (
         buf("double[]", t),
         buf("double[]", x),
         buf("double[]", y),
@@ -94,11 +123,12 @@ def points_rows(
         xy_decimals,
         buf("char[]", out),
         buf("int64_t[]", ends),
-        buf("int64_t[]", scratch[:k]),
-        buf("int64_t[]", scratch[k:]),
     )
+    if layout == "columns":
+        size = w.columns(*values)
+    else:
+        scratch = np.empty(2 * k, np.int64)  # where the previous row wrote each timestamp, and its length
+        size = w.rows(*values, buf("int64_t[]", scratch[:k]), buf("int64_t[]", scratch[k:]))
     if size < 0:
         return None
-    text = out[:size].tobytes()
-    starts = [0, *ends[:-1].tolist()]
-    return [text[s:e] for s, e in zip(starts, ends.tolist(), strict=True)]
+    return out.data[:size], ends.tolist()

@@ -122,6 +122,44 @@ int64_t points_json_rows(const double *t, const double *x, const double *y, cons
     return p - out;
 }
 
+static const char *const COLUMN_KEYS[5] = {"{\"timestamp\":[", "],\"x\":[", "],\"y\":[", "],\"std_x\":[",
+                                           "],\"std_y\":["};
+
+/* The columns layout: row i as {"timestamp": [...], "x": [...], "y": [...]} (and "std_x", "std_y" when sx
+   and sy are given), rows back to back in out as points_json_rows writes them; the length, or -1. out holds
+   a * (k * points_json_max_point() + 64) bytes (a row's keys and brackets are 52 at most). */
+int64_t columns_json_rows(const double *t, const double *x, const double *y, const double *sx,
+                          const double *sy, int64_t a, int64_t k, int t_decimals, int xy_decimals, char *out,
+                          int64_t *ends) {
+    if (t_decimals < 1 || t_decimals > 16 || xy_decimals < 1 || xy_decimals > 16) return -1;
+    double t_scale = 1.0, xy_scale = 1.0;
+    uint64_t t_iscale = 1, xy_iscale = 1;
+    for (int i = 0; i < t_decimals; i++) t_scale *= 10.0, t_iscale *= 10;
+    for (int i = 0; i < xy_decimals; i++) xy_scale *= 10.0, xy_iscale *= 10;
+    const double *cols[5] = {t, x, y, sx, sy};
+    size_t key_len[5];
+    for (int j = 0; j < 5; j++) key_len[j] = strlen(COLUMN_KEYS[j]);
+    int c = (sx && sy) ? 5 : 3;
+    char *p = out;
+    for (int64_t i = 0; i < a; i++) {
+        for (int j = 0; j < c; j++) {
+            p = put(p, COLUMN_KEYS[j], key_len[j]);
+            const double *v = cols[j] + i * k;
+            double scale = j ? xy_scale : t_scale;
+            uint64_t iscale = j ? xy_iscale : t_iscale;
+            int decimals = j ? xy_decimals : t_decimals;
+            for (int64_t q = 0; q < k; q++) {
+                if (q) *p++ = ',';
+                if (!(p = number(v[q], decimals, scale, iscale, p))) return -1;
+            }
+        }
+        *p++ = ']';
+        *p++ = '}';
+        ends[i] = p - out;
+    }
+    return p - out;
+}
+
 /* Bytes one point takes at most: keys, braces, a comma, and five numbers of sign, 20 integer digits, a
    point and 16 decimals. */
 int64_t points_json_max_point(void) {

@@ -45,16 +45,19 @@ def test_model_step_bench_times_the_memory_alone_inside_the_step() -> None:
     assert steps["gru"][1]["readout_inputs"] == 32 + 64
 
 
-def test_the_modes_row_measures_both_routes_with_and_without_six_futures(
+def test_the_modes_row_measures_every_route_and_encoding_with_and_without_six_futures(
     tmp_path: Path, weights: Path
 ) -> None:
     with serve({"TRAJPRED_WEIGHTS_DIR": str(weights)}, tmp_path / "serve.log") as url:
         modes = bench_modes(url, Plan(cell_s=0.3))
-    assert set(modes) == {"predict:1", "predict:6", "ab:1", "ab:6"}
+    assert set(modes) == {
+        f"{key}:{k}" for key in ("predict", "ab", "predict-msgpack", "stream-msgpack") for k in (1, 6)
+    }
     for key, row in modes.items():
         assert row["requests_per_s"] > 0 and row["errors"] == 0, key
     table = "\n".join(_modes_section(modes, 0.3))
-    assert "| `/v1/predict` |" in table and "| `/v1/ab/predict` |" in table
+    assert "| `/v1/predict`, JSON |" in table and "| `/v1/ab/predict`, JSON |" in table
+    assert "| `/v1/stream?route=predict`, MessagePack |" in table
 
 
 def test_cpu_seconds_counts_a_process_and_its_live_children() -> None:

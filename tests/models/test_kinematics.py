@@ -11,6 +11,7 @@ from models.kinematics import (
     observe,
     to_world,
     to_world_with_prior,
+    world_std,
 )
 
 
@@ -97,3 +98,20 @@ def test_compiled_world_transform_is_numpys_bit_for_bit():
         horizons = np.round(np.arange(1, h + 1) * 0.1, 10)
         expected = to_world(kin, corr.astype(np.float64)) + kin.last_v[:, None, :] * horizons[None, :, None]
         np.testing.assert_array_equal(to_world_with_prior(kin, corr, horizons), expected)
+
+
+def test_world_std_is_the_numpy_expressions_bit_for_bit():
+    rng = np.random.default_rng(3)
+    for b, k in ((1, 1), (100, 6), (7, 3)):
+        ang = rng.uniform(-np.pi, np.pi, b)
+        heading = np.stack([np.cos(ang), np.sin(ang)], 1)
+        kin = KinState(np.zeros((b, 2)), np.zeros((b, 2)), heading, np.full(b, 3))
+        std = np.exp(rng.normal(0.0, 1.0, (b, k, 50, 2)))
+        c2, s2 = (heading[:, 0] ** 2)[:, None, None], (heading[:, 1] ** 2)[:, None, None]
+        va, vc = std[..., 0] ** 2, std[..., 1] ** 2
+        expected = np.sqrt(np.stack([c2 * va + s2 * vc, s2 * va + c2 * vc], axis=-1))
+        np.testing.assert_array_equal(world_std(kin, std), expected)
+        # along the heading, the world x deviation is the along-track one
+        if b == 1:
+            flat = KinState(kin.last_xy, kin.last_v, np.array([[1.0, 0.0]]), kin.n)
+            np.testing.assert_array_equal(world_std(flat, std), std)

@@ -86,8 +86,8 @@ def test_streaming_step_equals_sequence_forward(kind: str, modes: int) -> None:
         mem[idx] = res.memory
         for j, i in enumerate(idx):
             last[i] = (res.modes[j], res.probs[j], None if res.std is None else res.std[j])
-    from models.kinematics import cv_offsets, to_world
-    from models.predictor import repeat_kin, world_std
+    from models.kinematics import cv_offsets, to_world, world_std
+    from models.predictor import repeat_kin
 
     b = len(ts)
     fc = pred.decode(seq_last, b, tindex)  # the batched forward's last step, decoded and sorted

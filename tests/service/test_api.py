@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from models.pipeline import load_predictors
-from service.answers import _points_json, _points_json_spliced
+from service.answers import _points_json_spliced
 from service.schemas import ABPredictResponse, AgentSummary, PredictResponse, TrajectoryColumns
 from tests.service.helpers import metric, obs
 from tests.support import Replay
@@ -277,8 +277,8 @@ def test_points_are_written_byte_for_byte_as_the_list_of_point_objects() -> None
             [{"timestamp": a, "x": b, "y": c} for a, b, c in zip(tr, xr, yr, strict=True)]
             for tr, xr, yr in zip(t.tolist(), x.tolist(), y.tolist(), strict=True)
         ]
-        assert orjson.dumps(_points_json(t, x, y)) == orjson.dumps(expected)  # the compiled writer
-        assert orjson.dumps(_points_json_spliced(t, x, y)) == orjson.dumps(expected)  # its fallback
+        assert orjson.dumps(_points_json_spliced(t, x, y)) == orjson.dumps(expected)  # (the compiled writer:
+        # tests/service/test_jsontext.py)
 
 
 def test_native_kernel_setting_picks_the_form_and_both_predict_alike(make_client, replay):

@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
 import pytest
 
 from service import jsontext
-from service.answers import _points_json
-from service.jsontext import points_rows
+from service.answers import _points_json_spliced
+from service.jsontext import points_text
+
+
+def points_rows(*args: Any, **kwargs: Any) -> list[bytes] | None:
+    """Each row of :func:`points_text` as bytes (``None`` when it declines)."""
+    written = points_text(*args, **kwargs)
+    if written is None:
+        return None
+    text, ends = written
+    return [bytes(text[s:e]) for s, e in itertools.pairwise([0, *ends])]
+
+
+def _route_rows(
+    t: np.ndarray, x: np.ndarray, y: np.ndarray, compiled: bool = True, std: Any = None
+) -> list[bytes]:
+    """What the answer writes: the compiled rows, or where they are declined the slower way."""
+    rows = points_rows(t, x, y, 6, 4, compiled, std)
+    return rows if rows is not None else [orjson.dumps(f) for f in _points_json_spliced(t, x, y, std)]
 
 
 def _expected(t: np.ndarray, x: np.ndarray, y: np.ndarray) -> list[bytes]:
@@ -64,9 +83,25 @@ def test_rows_with_deviations_are_orjsons_bytes(compiled: bool):
         )
         for r in zip(t.tolist(), x.tolist(), y.tolist(), sx.tolist(), sy.tolist(), strict=True)
     ]
-    assert [orjson.dumps(f) for f in _points_json(t, x, y, compiled, (sx, sy))] == expected
+    assert _route_rows(t, x, y, compiled, (sx, sy)) == expected
     if compiled:
         assert points_rows(t, x, y, 6, 4, std=(sx, sy)) == expected
+
+
+@pytest.mark.parametrize("with_std", [False, True])
+@pytest.mark.parametrize("agents,k,spread", [(1, 1, 10.0), (40, 30, 3e4), (3, 0, 1.0), (0, 4, 1.0)])
+def test_columns_rows_are_orjsons_bytes(agents: int, k: int, spread: float, with_std: bool):
+    rng = np.random.default_rng(agents + k)
+    t, x, y = _batch(rng, agents, k, False, spread)
+    sx, sy = (np.round(rng.gamma(2.0, 0.5, (agents, k)), 4) for _ in range(2))
+    if agents and k:
+        x[0, 0], y[0, 0], sx[0, 0] = -0.0, 12.0, 0.0001
+    cols = {"timestamp": t, "x": x, "y": y} | ({"std_x": sx, "std_y": sy} if with_std else {})
+    expected = [orjson.dumps({key: v[i].tolist() for key, v in cols.items()}) for i in range(agents)]
+    assert points_rows(t, x, y, 6, 4, std=(sx, sy) if with_std else None, layout="columns") == expected
+    if agents and k:
+        x[-1, -1] = np.nan  # orjson writes null: left to the slow way
+        assert points_text(t, x, y, 6, 4, layout="columns") is None
 
 
 def test_small_timestamps_and_the_exponent_threshold():
@@ -93,7 +128,7 @@ def test_values_outside_the_exact_range_are_left_to_the_slow_way(column: str, ba
     {"t": t, "x": x, "y": y}[column][1, 2] = bad
     assert points_rows(t, x, y, 6, 4) is None
     # and the route's writer still answers exactly what orjson writes (null for NaN and infinities)
-    assert orjson.dumps(_points_json(t, x, y)) == orjson.dumps(
+    assert b"[" + b",".join(_route_rows(t, x, y)) + b"]" == orjson.dumps(
         [
             [{"timestamp": a, "x": b, "y": c} for a, b, c in zip(*r, strict=True)]
             for r in zip(t.tolist(), x.tolist(), y.tolist(), strict=True)
@@ -137,7 +172,7 @@ def test_without_the_compiled_writer_answers_are_the_same_bytes(
         assert points_rows(t, x, y, 6, 4, compiled) is None
         assert jsontext.available() == (how == "not wanted")  # a compiler is there; only not wanted
     assert ("using orjson" in caplog.text) == (how == "not built")
-    assert [orjson.dumps(f) for f in _points_json(t, x, y, compiled)] == _expected(t, x, y)
+    assert _route_rows(t, x, y, compiled) == _expected(t, x, y)
 
 
 def test_mismatched_shapes_are_refused():

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
-from service.answers import MSGPACK, _msgpack_trajectories, encode
+from service.answers import MSGPACK, RawMsgpack, _msgpack_trajectories, encode
 from service.schemas import ABPredictResponse, ErrorResponse, PredictResponse
 from tests.service.conftest import MakeClient
 from tests.service.helpers import metric, obs
@@ -236,7 +236,9 @@ def test_msgpack_trajectories_are_byte_for_byte_what_msgpack_packs(
     t, x, y, sx, sy = (rng.normal(size=(agents, points)) for _ in range(5))
     if agents:
         x[0, 0], y[-1, -1] = np.nan, np.inf
-    rows = _msgpack_trajectories(t, x, y, layout, (sx, sy) if with_std else None)
+    rows = [
+        b"".join(parts) for parts in _msgpack_trajectories(t, x, y, layout, (sx, sy) if with_std else None)
+    ]
     assert len(rows) == agents
     for i, raw in enumerate(rows):
         ti, xi, yi = t[i].tolist(), x[i].tolist(), y[i].tolist()
@@ -247,9 +249,9 @@ def test_msgpack_trajectories_are_byte_for_byte_what_msgpack_packs(
             expected: object = cols
         else:
             expected = [dict(zip(cols, v, strict=True)) for v in zip(*cols.values(), strict=True)]
-        assert bytes(raw) == msgpack.packb(expected, use_bin_type=True)
-    payload = {"model": "m", "predictions": [{"agent_id": str(i), "dt_s": None, "trajectory": r} for i, r in
-                                              enumerate(rows)]}  # fmt: skip
+        assert raw == msgpack.packb(expected, use_bin_type=True)
+    payload = {"model": "m", "predictions": [{"agent_id": str(i), "dt_s": None, "trajectory": RawMsgpack(r)}
+                                              for i, r in enumerate(rows)]}  # fmt: skip
     plain = {**payload, "predictions": [{**p, "trajectory": msgpack.unpackb(p["trajectory"])} for p in
                                         payload["predictions"]]}  # fmt: skip
     assert encode(payload, "msgpack") == msgpack.packb(plain, use_bin_type=True)
