@@ -11,8 +11,8 @@ carries its own flags:
   whole process) so that gcc calls glibc's vector math, and for x86-64-v3 (AVX2 + FMA, servers since
   2013) rather than ``-march=native``, so that one build is valid on every such machine (a Docker image
   built on one runs on another); :func:`models.native.cpu_supported` checks before the import.
-- ``service._points_json_native``: the answer writer (``points_json.c``), no ``-ffast-math``: its
-  exactness checks need IEEE division and rint.
+- ``service._points_json_native``: the answer writer (``points_json.c``: JSON text and MessagePack), no
+  ``-ffast-math``: its exactness checks need IEEE division and rint.
 
 Not imported at run time (cffi's setuptools hook runs this file by path, from the project's root).
 """
@@ -71,6 +71,8 @@ writer_builder.cdef(
     int64_t columns_json_rows(const double *t, const double *x, const double *y, const double *sx,
                               const double *sy, int64_t a, int64_t k, int t_decimals, int xy_decimals,
                               char *out, int64_t *ends);
+    int64_t msgpack_rows(const double *t, const double *x, const double *y, const double *sx,
+                         const double *sy, int64_t a, int64_t k, int columns, char *out, int64_t *ends);
     int64_t points_json_max_point(void);
     """
 )

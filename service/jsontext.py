@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 
 from models.native import Extension, load_extension
+
+Layout = Literal["points", "columns"]
 
 
 class _Writer:
@@ -33,6 +36,7 @@ class _Writer:
         self.ffi = ext.ffi
         self.rows = ext.lib.points_json_rows
         self.columns = ext.lib.columns_json_rows
+        self.msgpack = ext.lib.msgpack_rows
         self.max_point = int(ext.lib.points_json_max_point())
 
 
@@ -79,8 +83,8 @@ def points_text(
     xy_decimals: int,
     compiled: bool = True,
     std: tuple[np.ndarray, np.ndarray] | None = None,
-    layout: Literal["points", "columns"] = "points",
-) -> tuple[memoryview, list[int]] | None:
+    layout: Layout = "points",
+) -> Rows | None:
     """Row ``i`` as the JSON of the list ``[{"timestamp": t[i, k], "x": x[i, k], "y": y[i, k]}, ...]``, each
     point also with ``"std_x"``, ``"std_y"`` when ``std`` gives them; with ``layout="columns"`` as the JSON of
     ``{"timestamp": [...], "x": [...], "y": [...]}`` (and ``"std_x"``, ``"std_y"``). Every row's text back to
@@ -95,14 +99,63 @@ def points_text(
     """
     if not (1 <= t_decimals <= 16 and 1 <= xy_decimals <= 16):
         raise ValueError("decimals must be within 1..16")
+    if layout == "points" and t.ndim == 2 and t.shape[1] == 0:
+        _check(t, x, y, std)
+        return memoryview(b"[]" * len(t)), list(range(2, 2 * len(t) + 1, 2))
+
+    def write(w: _Writer, columns: tuple[Any, ...], out: Any, ends: Any) -> int:
+        if layout == "columns":
+            return int(w.columns(*columns, t_decimals, xy_decimals, out, ends))
+        k = columns[-1]
+        scratch = np.empty(2 * k, np.int64)  # where the previous row wrote each timestamp, and its length
+        spans = (w.ffi.from_buffer("int64_t[]", scratch[:k]), w.ffi.from_buffer("int64_t[]", scratch[k:]))
+        return int(w.rows(*columns, t_decimals, xy_decimals, out, ends, *spans))
+
+    return _rows(t, x, y, std, compiled, write)
+
+
+def msgpack_text(
+    t: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    compiled: bool = True,
+    std: tuple[np.ndarray, np.ndarray] | None = None,
+    layout: Layout = "points",
+) -> Rows | None:
+    """:func:`points_text` as MessagePack: each row the bytes ``msgpack.packb`` writes for the same object
+    (every float as a float 64, NaN and infinities included). ``None`` only when the compiled writer is
+    unavailable or not wanted."""
+
+    def write(w: _Writer, columns: tuple[Any, ...], out: Any, ends: Any) -> int:
+        return int(w.msgpack(*columns, int(layout == "columns"), out, ends))
+
+    return _rows(t, x, y, std, compiled, write)
+
+
+Rows = tuple[memoryview, list[int]]  # every row back to back, and where each ends
+
+
+def _check(t: np.ndarray, x: np.ndarray, y: np.ndarray, std: tuple[np.ndarray, np.ndarray] | None) -> None:
     shapes = [v.shape for v in (t, x, y, *(std or ()))]
     if len(set(shapes)) != 1 or t.ndim != 2:
         raise ValueError(f"t, x, y (and std) must be (A, K) arrays of one shape, not {shapes}")
+
+
+def _rows(
+    t: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    std: tuple[np.ndarray, np.ndarray] | None,
+    compiled: bool,
+    write: Callable[[_Writer, tuple[Any, ...], Any, Any], int],
+) -> Rows | None:
+    """Checks the shapes and calls ``write(writer, columns, out, ends)``: ``columns`` the C functions' leading
+    arguments (t, x, y, sx, sy, NULL without ``std``, then A and K), ``out`` this thread's output buffer and
+    ``ends`` the row ends to fill; ``write`` returns the length written, or -1 (then ``None``)."""
+    _check(t, x, y, std)
     a, k = t.shape
     if a == 0:
         return memoryview(b""), []
-    if k == 0 and layout == "points":
-        return memoryview(b"[]" * a), list(range(2, 2 * a + 1, 2))
     w = _writer() if compiled else None
     if w is None:
         return None
@@ -111,7 +164,7 @@ def points_text(
     out = _scratch.out(a * (k * w.max_point + 64))  # a row's keys and brackets (columns_json_rows)
     ends = np.empty(a, np.int64)
     buf = w.ffi.from_buffer  # typed views of the (contiguous) arrays, checked against the C declaration
-    values = (
+    columns = (
         buf("double[]", t),
         buf("double[]", x),
         buf("double[]", y),
@@ -119,16 +172,8 @@ def points_text(
         w.ffi.NULL if sy is None else buf("double[]", sy),
         a,
         k,
-        t_decimals,
-        xy_decimals,
-        buf("char[]", out),
-        buf("int64_t[]", ends),
     )
-    if layout == "columns":
-        size = w.columns(*values)
-    else:
-        scratch = np.empty(2 * k, np.int64)  # where the previous row wrote each timestamp, and its length
-        size = w.rows(*values, buf("int64_t[]", scratch[:k]), buf("int64_t[]", scratch[k:]))
+    size = write(w, columns, buf("char[]", out), buf("int64_t[]", ends))
     if size < 0:
         return None
     return out.data[:size], ends.tolist()

@@ -1,8 +1,9 @@
-/* The points layout of an answer as JSON text: every row's list of {"timestamp", "x", "y"} (and "std_x",
-   "std_y" when given) in one pass.
+/* The trajectories of an answer, every row in one pass: as JSON text, the points layout (a list of
+   {"timestamp", "x", "y"}, and "std_x", "std_y" when given) or the columns layout (a dict of lists), and as
+   MessagePack of the same objects.
 
    service/jsontext.py calls it and says why (through cffi: the package's build compiles it, see
-   models/native_build.py); the tests hold it to orjson's bytes (tests/service/test_jsontext.py). No -ffast-math here: the exactness checks below
+   models/native_build.py); the tests hold it to orjson's and msgpack's bytes (tests/service/test_jsontext.py). No -ffast-math here: the exactness checks below
    need IEEE division and round-to-nearest-even rint, as numpy's round gives them. */
 #include <math.h>
 #include <stdint.h>
@@ -155,6 +156,65 @@ int64_t columns_json_rows(const double *t, const double *x, const double *y, con
         }
         *p++ = ']';
         *p++ = '}';
+        ends[i] = p - out;
+    }
+    return p - out;
+}
+
+static const char MP_KEYS[5][10] = {"\xa9timestamp", "\xa1x", "\xa1y", "\xa5std_x", "\xa5std_y"};
+static const int MP_KEY_LEN[5] = {10, 2, 2, 6, 6};
+
+/* v as a MessagePack float 64: 0xcb and its bits big-endian (what msgpack writes for every Python float). */
+static inline char *mp_float(double v, char *p) {
+    uint64_t u;
+    memcpy(&u, &v, 8);
+    u = __builtin_bswap64(u);
+    *p++ = (char)0xcb;
+    memcpy(p, &u, 8);
+    return p + 8;
+}
+
+static inline char *mp_array(int64_t n, char *p) {
+    if (n < 16) {
+        *p++ = (char)(0x90 | n);
+    } else if (n < 65536) {
+        *p++ = (char)0xdc;
+        *p++ = (char)(n >> 8);
+        *p++ = (char)n;
+    } else {
+        *p++ = (char)0xdd;
+        for (int s = 24; s >= 0; s -= 8) *p++ = (char)(n >> s);
+    }
+    return p;
+}
+
+/* MessagePack of the rows as msgpack packs the JSON objects: the points layout (columns == 0) or the
+   columns layout, rows back to back in out, row i ending at ends[i]; the length. Every double is written
+   (NaN and infinities too: MessagePack has them). out holds a * (k * points_json_max_point() + 64) bytes. */
+int64_t msgpack_rows(const double *t, const double *x, const double *y, const double *sx, const double *sy,
+                     int64_t a, int64_t k, int columns, char *out, int64_t *ends) {
+    const double *cols[5] = {t, x, y, sx, sy};
+    int c = (sx && sy) ? 5 : 3;
+    char *p = out;
+    for (int64_t i = 0; i < a; i++) {
+        if (columns) {
+            *p++ = (char)(0x80 | c);
+            for (int j = 0; j < c; j++) {
+                p = put(p, MP_KEYS[j], (size_t)MP_KEY_LEN[j]);
+                p = mp_array(k, p);
+                const double *v = cols[j] + i * k;
+                for (int64_t q = 0; q < k; q++) p = mp_float(v[q], p);
+            }
+        } else {
+            p = mp_array(k, p);
+            for (int64_t q = 0; q < k; q++) {
+                *p++ = (char)(0x80 | c);
+                for (int j = 0; j < c; j++) {
+                    p = put(p, MP_KEYS[j], (size_t)MP_KEY_LEN[j]);
+                    p = mp_float(cols[j][i * k + q], p);
+                }
+            }
+        }
         ends[i] = p - out;
     }
     return p - out;

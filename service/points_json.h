@@ -11,6 +11,8 @@ int64_t points_json_rows(const double *t, const double *x, const double *y, cons
 int64_t columns_json_rows(const double *t, const double *x, const double *y, const double *sx,
                           const double *sy, int64_t a, int64_t k, int t_decimals, int xy_decimals, char *out,
                           int64_t *ends);
+int64_t msgpack_rows(const double *t, const double *x, const double *y, const double *sx, const double *sy,
+                     int64_t a, int64_t k, int columns, char *out, int64_t *ends);
 int64_t points_json_max_point(void);
 
 #endif

@@ -52,6 +52,59 @@ def test_lengths_chunks_and_connection_close() -> None:
     assert all(b"x-api-key: k1\r\n" in s and s.endswith(b'{"a":1}') for s in seen)
 
 
+def test_answers_split_across_reads_and_one_delimited_by_close() -> None:
+    big = bytes(range(256)) * 12_000  # 3 MB: many reads, and the buffer grows
+    pieces = [
+        b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(big) + big[:1000],
+        big[1000:2_000_000],
+        big[2_000_000:] + b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nab",  # the next one
+        b"cd\r\n1\r\ne\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the end",
+    ]
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for answer_pieces in (pieces[:3], pieces[3:4], pieces[4:]):
+            head = await reader.readuntil(b"\r\n\r\n")
+            seen.append(
+                head + await reader.readexactly(int(head.split(b"content-length: ")[1].split(b"\r")[0]))
+            )
+            for piece in answer_pieces:
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0.01)
+        writer.close()
+
+    async def main() -> list[tuple[int, bytes]]:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        async with server:
+            wire = Wire(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", None, timeout_s=5.0)
+            out = [await wire.post("/v1/x", b"{}") for _ in range(3)]
+            assert not wire._idle
+            return out
+
+    assert asyncio.run(main()) == [(200, big), (200, b"abcde"), (200, b"until the end")]
+    assert len(seen) == 3
+
+
+def test_a_connection_closed_before_the_answer_is_an_error() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort")
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        async with server:
+            wire = Wire(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", None, timeout_s=5.0)
+            with pytest.raises(ConnectionError):
+                await wire.post("/v1/x", b"{}")
+            assert not wire._idle
+
+    asyncio.run(main())
+
+
 def test_only_plain_http() -> None:
     with pytest.raises(ValueError, match="plain http"):
         Wire("https://example.org", None, 1.0)
