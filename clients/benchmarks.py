@@ -394,8 +394,8 @@ def _profile(plan: Plan, tmp: Path) -> tuple[str, dict[str, dict[str, float]]]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     out, figures = [], {}
-    for route in ("/v1/predict", "/v1/ab/predict"):
-        path = tmp / f"profile{route.replace('/', '_')}.json"
+    for route in PROFILED:
+        path = tmp / f"profile{route.replace('/', '_').replace('?', '_')}.json"
         cmd = [sys.executable, str(REPO / "scripts" / "profile_hot_path.py"), "--route", route]
         cmd += ["--requests", str(max(20, plan.step_repeats)), "--json", str(path)]
         done = subprocess.run(
@@ -477,8 +477,15 @@ def _targets(results: dict[str, Any]) -> list[str]:
 ROUTES_DOC = {"predict": "/v1/predict", "baseline": "/v1/baseline/predict", "ab": "/v1/ab/predict"}
 
 
-def _modes_section(modes: dict[str, dict[str, float]], cell_s: float) -> list[str]:
-    """The cost of answering six futures beside the single trajectory."""
+#: the routes the hot-path profile runs (the last: the cost of six futures without sockets)
+PROFILED = ("/v1/predict", "/v1/ab/predict", "/v1/predict?modes=6")
+
+
+def _modes_section(
+    modes: dict[str, dict[str, float]], cell_s: float, profile: dict[str, dict[str, float]] | None = None
+) -> list[str]:
+    """The cost of answering six futures beside the single trajectory; with the hot-path profile's figures,
+    the same ratio in-process (no socket, no client reading the answer)."""
     lines = [
         "",
         "## Several futures: `?modes=6` against the single trajectory (100-agent frames, closed loop)",
@@ -502,6 +509,17 @@ def _modes_section(modes: dict[str, dict[str, float]], cell_s: float) -> list[st
             f"{six['requests_per_s']:.1f} ({six['p50_ms']:.2f}) | "
             f"{one['requests_per_s'] / six['requests_per_s']:.2f}x |"
         )
+    profile = profile or {}
+    one_p, six_p = profile.get(PROFILED[0]), profile.get(PROFILED[2])
+    if one_p and six_p:
+        lines += [
+            "",
+            f"In-process, without a socket or a client reading the answer (the profile below): "
+            f"{six_p['total']:.2f} ms with six futures against {one_p['total']:.2f} ms, "
+            f"{six_p['total'] / one_p['total']:.2f}x; writing the answer {six_p['answer']:.2f} against "
+            f"{one_p['answer']:.2f} ms, the step {six_p['step']:.2f} against {one_p['step']:.2f} ms. Over HTTP "
+            "the rest is the longer answer through the socket and the client's reading of it.",
+        ]
     return lines
 
 
@@ -720,7 +738,7 @@ def render(results: dict[str, Any], command: str) -> str:
         *_open_loop_section(results),
     ]
     if results.get("modes"):
-        lines += _modes_section(results["modes"], results["plan"]["cell_s"])
+        lines += _modes_section(results["modes"], results["plan"]["cell_s"], results.get("profile_figures"))
     lines += [*_model_step_section(results), *_memory_section(results)]
     if "peers" in results:
         lines += ["", *peer_suite.render(results["peers"], Path(results["peers_dir"]))]

@@ -58,6 +58,11 @@ def test_the_modes_row_measures_every_route_and_encoding_with_and_without_six_fu
     table = "\n".join(_modes_section(modes, 0.3))
     assert "| `/v1/predict`, JSON |" in table and "| `/v1/ab/predict`, JSON |" in table
     assert "| `/v1/stream?route=predict`, MessagePack |" in table
+    assert "In-process" not in table  # no profile figures: no in-process sentence
+    profile = {"/v1/predict": {"total": 3.0, "answer": 0.3, "step": 1.0}}
+    profile["/v1/predict?modes=6"] = {"total": 4.5, "answer": 1.5, "step": 1.2}
+    table = "\n".join(_modes_section(modes, 0.3, profile))
+    assert "4.50 ms with six futures against 3.00 ms, 1.50x; writing the answer 1.50 against 0.30 ms" in table
 
 
 def test_cpu_seconds_counts_a_process_and_its_live_children() -> None:
