@@ -1,4 +1,6 @@
-"""The points layout of an answer, written as JSON text by one compiled loop (``points_json.c``).
+"""The trajectories of an answer, written by one compiled loop (``points_json.c``): as JSON text in the points
+or the columns layout, or as MessagePack of the same objects (:func:`msgpack_text`: the numbers' bits as they
+are, no exactness question).
 
 A 1,000-agent frame answers 30,000 points (3 s at 10 Hz). Written through Python objects (a bytes object
 per number, or a dict per point) that cost about 10 ms per frame, a third of the request; numpy cannot do

@@ -3,8 +3,9 @@
    MessagePack of the same objects.
 
    service/jsontext.py calls it and says why (through cffi: the package's build compiles it, see
-   models/native_build.py); the tests hold it to orjson's and msgpack's bytes (tests/service/test_jsontext.py). No -ffast-math here: the exactness checks below
-   need IEEE division and round-to-nearest-even rint, as numpy's round gives them. */
+   models/native_build.py); the tests hold it to orjson's and msgpack's bytes (tests/service/test_jsontext.py,
+   test_stream.py, test_answers.py). No -ffast-math here: the exactness checks below need IEEE division and
+   round-to-nearest-even rint, as numpy's round gives them. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>

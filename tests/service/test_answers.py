@@ -24,7 +24,10 @@ def _predictions_of(agents: int, k: int, show_modes: bool, seed: int = 0) -> Pre
     probs = -np.sort(-probs, axis=1)
     dt = rng.choice([0.1, 0.2, np.nan], agents)
     return Predictions(
-        agent_ids=[f"agent-{i}" for i in range(agents)],
+        # ids JSON must escape, or that look like the list's separators once written
+        agent_ids=[
+            ['a"b', "c\\", 'd","e', "é-ü", 'f\\","'][i] if i < 5 else f"agent-{i}" for i in range(agents)
+        ],
         timestamps=stamps,
         steps=rng.integers(1, 50, agents),
         new_track=rng.random(agents) < 0.2,
