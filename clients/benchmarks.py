@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 from clients import peer_suite, processes, scale_suite
@@ -157,7 +159,26 @@ def bench_modes(url: str, plan: Plan) -> dict[str, dict[str, float]]:
                 row["errors"] = float(r.errors)
                 if cell not in best or row["requests_per_s"] > best[cell]["requests_per_s"]:
                     best[cell] = row
+    best["answer_bytes"] = answer_bytes(url)
     return best
+
+
+def answer_bytes(url: str) -> dict[str, float]:
+    """Bytes of one ``/v1/predict`` answer to a 100-agent frame, JSON and MessagePack, with one future and with
+    ``?modes=6`` (keys ``json:1``, ``json:6``, ``msgpack:1``, ``msgpack:6``)."""
+    fleet = Fleet(100, "answer-size", 0.1)
+    out: dict[str, float] = {}
+    with httpx.Client(base_url=url, timeout=30.0) as c:
+        for i, (encoding, k) in enumerate(itertools.product(("json", "msgpack"), MODES_COMPARED)):
+            headers = {"content-type": "application/json"}
+            if encoding == "msgpack":
+                headers["accept"] = "application/msgpack"
+            r = c.post(
+                "/v1/predict", params={"modes": k} if k else None, content=fleet.frame(i), headers=headers
+            )
+            r.raise_for_status()
+            out[f"{encoding}:{k or 1}"] = float(len(r.content))
+    return out
 
 
 def bench_open_loop(url: str, plan: Plan, route: str) -> BenchResult:
@@ -494,8 +515,7 @@ def _modes_section(
         "gathered, placed in the world frame and answered: `?modes=6` adds 5 more trajectories per agent "
         "(each point with its deviations) to that work, to the answer and to online scoring (min-of-K). Each cell "
         f"runs {cell_s} s, the cells take turns over three rounds and each keeps its fastest. Target (the default "
-        "answer, the first row): the time of a request with `?modes=6` at most 1.5x that of one without. With "
-        "six futures a 100-agent answer is about 7 times longer (1.8 MB of JSON, 1.5 MB of MessagePack).",
+        "answer, the first row): the time of a request with `?modes=6` at most 1.5x that of one without.",
         "",
         "| route, encoding | one future: req/s (p50 ms) | `?modes=6`: req/s (p50 ms) | time ratio |",
         "|---|---|---|---|",
@@ -509,6 +529,14 @@ def _modes_section(
             f"{six['requests_per_s']:.1f} ({six['p50_ms']:.2f}) | "
             f"{one['requests_per_s'] / six['requests_per_s']:.2f}x |"
         )
+    size = modes.get("answer_bytes")
+    if size:
+        lines += [
+            "",
+            f"One 100-agent answer of `/v1/predict`: JSON {size['json:1'] / 1e6:.2f} MB, with six futures "
+            f"{size['json:6'] / 1e6:.2f} MB ({size['json:6'] / size['json:1']:.1f}x); MessagePack "
+            f"{size['msgpack:1'] / 1e6:.2f} and {size['msgpack:6'] / 1e6:.2f} MB.",
+        ]
     profile = profile or {}
     one_p, six_p = profile.get(PROFILED[0]), profile.get(PROFILED[2])
     if one_p and six_p:

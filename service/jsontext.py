@@ -24,13 +24,14 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from models.native import Extension, load_extension
+from service.schemas import Layout
 
-Layout = Literal["points", "columns"]
+Rows = tuple[memoryview, list[int]]  # every row back to back, and where each ends
 
 
 class _Writer:
@@ -101,9 +102,6 @@ def points_text(
     """
     if not (1 <= t_decimals <= 16 and 1 <= xy_decimals <= 16):
         raise ValueError("decimals must be within 1..16")
-    if layout == "points" and t.ndim == 2 and t.shape[1] == 0:
-        _check(t, x, y, std)
-        return memoryview(b"[]" * len(t)), list(range(2, 2 * len(t) + 1, 2))
 
     def write(w: _Writer, columns: tuple[Any, ...], out: Any, ends: Any) -> int:
         if layout == "columns":
@@ -132,9 +130,6 @@ def msgpack_text(
         return int(w.msgpack(*columns, int(layout == "columns"), out, ends))
 
     return _rows(t, x, y, std, compiled, write)
-
-
-Rows = tuple[memoryview, list[int]]  # every row back to back, and where each ends
 
 
 def _check(t: np.ndarray, x: np.ndarray, y: np.ndarray, std: tuple[np.ndarray, np.ndarray] | None) -> None:

@@ -50,12 +50,17 @@ def test_the_modes_row_measures_every_route_and_encoding_with_and_without_six_fu
 ) -> None:
     with serve({"TRAJPRED_WEIGHTS_DIR": str(weights)}, tmp_path / "serve.log") as url:
         modes = bench_modes(url, Plan(cell_s=0.3))
-    assert set(modes) == {
+    size = modes["answer_bytes"]
+    cells = {key: row for key, row in modes.items() if key != "answer_bytes"}
+    assert set(cells) == {
         f"{key}:{k}" for key in ("predict", "ab", "predict-msgpack", "stream-msgpack") for k in (1, 6)
     }
-    for key, row in modes.items():
+    for key, row in cells.items():
         assert row["requests_per_s"] > 0 and row["errors"] == 0, key
+    # six futures with their deviations: several times the one future's bytes, in both encodings
+    assert size["json:6"] > 4 * size["json:1"] > 0 and size["msgpack:6"] > 4 * size["msgpack:1"] > 0
     table = "\n".join(_modes_section(modes, 0.3))
+    assert f"with six futures {size['json:6'] / 1e6:.2f} MB" in table
     assert "| `/v1/predict`, JSON |" in table and "| `/v1/ab/predict`, JSON |" in table
     assert "| `/v1/stream?route=predict`, MessagePack |" in table
     assert "In-process" not in table  # no profile figures: no in-process sentence
