@@ -65,15 +65,13 @@ mtj_builder.set_source(
 writer_builder = FFI()
 writer_builder.cdef(
     """
-    int64_t points_json_rows(const double *t, const double *x, const double *y, const double *sx,
-                             const double *sy, int64_t a, int64_t k, int t_decimals, int xy_decimals,
-                             char *out, int64_t *ends, int64_t *t_at, int64_t *t_len);
-    int64_t columns_json_rows(const double *t, const double *x, const double *y, const double *sx,
-                              const double *sy, int64_t a, int64_t k, int t_decimals, int xy_decimals,
-                              char *out, int64_t *ends);
-    int64_t msgpack_rows(const double *t, const double *x, const double *y, const double *sx,
-                         const double *sy, int64_t a, int64_t k, int columns, char *out, int64_t *ends);
-    int64_t points_json_max_point(void);
+    int64_t answer_json_rows(const double *t, const double *x, const double *y, const double *sx,
+                             const double *sy, int64_t a, int64_t k, int t_decimals, int xy_decimals, int columns,
+                             int64_t group, const char *probs, int64_t probs_len, char *out, int64_t *ends,
+                             int64_t *t_at, int64_t *t_len);
+    int64_t msgpack_rows(const double *t, const double *x, const double *y, const double *sx, const double *sy,
+                         int64_t a, int64_t k, int columns, char *out, int64_t *ends);
+    int64_t json_rows_size(int64_t a, int64_t k, int64_t group, int64_t probs_len);
     """
 )
 writer_builder.set_source(

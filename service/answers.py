@@ -14,7 +14,7 @@ import orjson
 from models.agent_types import AGENT_TYPES
 from service.engine import TIME_DECIMALS, Engine
 from service.frames import Predictions
-from service.jsontext import msgpack_text, points_text
+from service.jsontext import Futures, msgpack_text, points_text
 from service.schemas import POSITION_DECIMALS, Layout
 
 Encoding = Literal["json", "msgpack"]
@@ -61,7 +61,7 @@ def _rounded(xy: np.ndarray, std: np.ndarray | None) -> tuple[np.ndarray, np.nda
 
 def _trajectories(t: np.ndarray, xy: np.ndarray, std: np.ndarray | None, layout: Layout) -> list[Any]:
     """Each row's trajectory as JSON data in the answer's layout: ``t`` (A, P), ``xy`` and ``std`` (A, P, 2),
-    positions and deviations rounded (:func:`_rounded`); the way taken when :func:`_json_answers_text`
+    positions and deviations rounded (:func:`_rounded`); the way taken when :func:`_json_answers`
     declines."""
     xs, ys, sd = _rounded(xy, std)
     if layout == "columns":
@@ -135,11 +135,16 @@ def _served(p: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
 
 
 def _predictions(
-    p: Predictions, layout: Layout = "points", encoding: Encoding = "json", compiled: bool = True
+    p: Predictions,
+    layout: Layout = "points",
+    encoding: Encoding = "json",
+    compiled: bool = True,
+    buffer: int = 0,
 ) -> Any:
     """One model's answers (the :class:`Prediction` schema, one per agent) for :func:`encode`: the list
-    already encoded, as MessagePack (:class:`RawMsgpack`) or as JSON text (:class:`orjson.Fragment`, when the
-    compiled writer takes every value), else as a list of dicts.
+    already encoded (:class:`Encoded`: MessagePack, or JSON text when the compiled writer takes every value),
+    else as a list of dicts. ``buffer``: which of the thread's writer buffers the encoded trajectories are
+    views of (:func:`service.jsontext.points_text`): one per model of an answer.
 
     Built directly (not through pydantic) because a frame of a few hundred agents has thousands of points,
     and from whole-batch conversions rather than per agent; ``tests/service`` validates answers against the
@@ -148,10 +153,11 @@ def _predictions(
     t, xy, std = _served(p)
     if encoding == "msgpack":
         xs, ys, sd = _rounded(xy, std)
-        return _msgpack_answers(p, _heads(p), _msgpack_trajectories(t, xs, ys, layout, sd, compiled))
-    text = _json_answers_text(p, t, xy, std, layout, compiled)
+        rows = _msgpack_trajectories(t, xs, ys, layout, sd, compiled, buffer)
+        return _msgpack_answers(p, _heads(p), rows)
+    text = _json_answers(p, t, xy, std, layout, compiled, buffer)
     if text is not None:
-        return orjson.Fragment(text)
+        return text
     heads = _heads(p)
     flat = _trajectories(t, xy, std, layout)
     k = p.probs.shape[1]
@@ -172,9 +178,9 @@ _TRAJECTORY_KEY = msgpack.packb("trajectory")
 _MODES_KEY = msgpack.packb("modes")
 
 
-def _msgpack_answers(p: Predictions, heads: list[dict[str, Any]], rows: list[Parts]) -> RawMsgpack:
+def _msgpack_answers(p: Predictions, heads: list[dict[str, Any]], rows: list[Parts]) -> Encoded:
     """The list of answers as MessagePack, its trajectories (``rows``, as :func:`_served` orders them)
-    pre-encoded, joined with one copy.
+    pre-encoded, as the pieces :func:`encode` joins.
 
     The fields before the trajectory are packed by msgpack with a nil trajectory (the map's last value, one
     byte 0xc0) that the trajectory's bytes replace; the modes are joined from constant bytes and each
@@ -186,7 +192,7 @@ def _msgpack_answers(p: Predictions, heads: list[dict[str, Any]], rows: list[Par
             d["trajectory"] = None
             parts.append(packer.pack(d)[:-1])
             parts += row
-        return RawMsgpack(b"".join(parts))
+        return Encoded(parts)
     k = p.probs.shape[1]
     probs = np.ascontiguousarray(p.probs, dtype=">f8").tobytes()
     for i, d in enumerate(heads):
@@ -196,52 +202,57 @@ def _msgpack_answers(p: Predictions, heads: list[dict[str, Any]], rows: list[Par
         parts += [bytes((head[0] + 1,)), head[1:], *rows[i * k], _MODES_KEY, _array_header(k)]
         for j in range(i * k, i * k + k):
             parts += [_MODE_HEAD, probs[8 * j : 8 * j + 8], _TRAJECTORY_KEY, *rows[j]]
-    return RawMsgpack(b"".join(parts))
+    return Encoded(parts)
 
 
-def _json_answers_text(
+def _json_answers(
     p: Predictions,
     t: np.ndarray,
     xy: np.ndarray,
     std: np.ndarray | None,
     layout: Layout,
     compiled: bool,
-) -> bytes | None:
-    """The JSON of the answers' list, written with one copy of the trajectories' text:
-    the compiled writer's rows are joined as they lie in its buffer between each answer's fields (orjson's
-    text for them). With six futures a 100-agent answer is about 1.8 MB, and copying it per row, per
-    answer and again in orjson cost as much as writing it. ``None`` where the compiled writer declines
-    (the caller takes the slower way); ``tests/service/test_answers.py`` holds it to orjson's bytes."""
-    xs, ys, sd = _rounded(xy, std)
-    written = points_text(t, xs, ys, TIME_DECIMALS, POSITION_DECIMALS, compiled, sd, layout)
+    buffer: int,
+) -> Encoded | None:
+    """The JSON of the answers' list as pieces for :func:`encode`, which copies the trajectories' text
+    once: the compiled writer's text of each agent, as it lies in its buffer (with ``?modes``, the modes
+    and their probabilities too), after the answer's fields (orjson's text for them). With six futures a
+    100-agent answer is about 1.8 MB, and copying it per row, per answer and again in orjson cost as much
+    as writing it; so did a list of pieces per mode. The writer rounds the positions and deviations
+    itself (as :func:`_rounded`). ``None`` where it declines (the caller takes the slower way);
+    ``tests/service/test_answers.py`` holds it to orjson's bytes."""
+    sd = None if std is None else (std[..., 0], std[..., 1])
+    futures = None
+    if p.show_modes:
+        # each agent's rows end its answer: the trajectory, then the modes with their probabilities
+        probs = orjson.dumps(p.probs.ravel(), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
+        futures = Futures(p.probs.shape[1], probs)
+    written = points_text(
+        t, xy[..., 0], xy[..., 1], TIME_DECIMALS, POSITION_DECIMALS, compiled, sd, layout, buffer, futures
+    )
     if written is None:
         return None
     text, ends = written
-    rows = [text[s:e] for s, e in itertools.pairwise([0, *ends])]
-    heads = _heads_json(p)
+    key = b"" if futures else b',"trajectory":'  # with futures, each agent's text starts with it
     parts: list[bytes | memoryview] = []
-    if not p.show_modes:
-        for head, row in zip(heads, rows, strict=True):
-            parts += [b",", head, b',"trajectory":', row, b"}"]
-    else:
-        k = p.probs.shape[1]
-        probs = orjson.dumps(p.probs.ravel(), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
-        for i, head in enumerate(heads):
-            parts += [b",", head, b',"trajectory":', rows[i * k], b',"modes":[']
-            for j in range(i * k, i * k + k):
-                parts += [b',{"probability":' if j % k else b'{"probability":', probs[j], b',"trajectory":']
-                parts += [rows[j], b"}"]
-            parts.append(b"]}")
+    for head, (s, e) in zip(_heads_json(p), itertools.pairwise([0, *ends]), strict=True):
+        parts += [b",", head, key, text[s:e], b"}"]
     if parts:
         parts[0] = b"["  # the first answer's comma
     else:
         parts.append(b"[")
     parts.append(b"]")
-    return b"".join(parts)
+    return Encoded(parts)
 
 
-class RawMsgpack(bytes):
-    """A value already encoded as MessagePack, spliced into the answer as it is by :func:`encode`."""
+Parts = list[bytes | memoryview]  # pieces of one value's encoding, joined once with the rest of the answer
+
+
+class Encoded(Parts):
+    """A value already encoded in the answer's encoding (JSON text or MessagePack), as the pieces
+    :func:`encode` splices into the answer: the whole answer is then joined with one copy. Pieces may be
+    views of the answer writer's per-thread buffers (:mod:`service.jsontext`): encode the answer before
+    the thread writes another."""
 
 
 def _array_header(n: int) -> bytes:
@@ -264,18 +275,21 @@ _FLOAT = np.dtype([("f", "u1"), ("v", ">f8")])
 _COLUMN_KEYS = (b"\xa9timestamp", b"\xa1x", b"\xa1y", b"\xa5std_x", b"\xa5std_y")
 
 
-Parts = list[bytes | memoryview]  # pieces of one value's encoding, joined once with the rest of the answer
-
-
 def _msgpack_trajectories(
-    t: np.ndarray, x: np.ndarray, y: np.ndarray, layout: Layout, std: Std = None, compiled: bool = True
+    t: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    layout: Layout,
+    std: Std = None,
+    compiled: bool = True,
+    buffer: int = 0,
 ) -> list[Parts]:
     """Each row's trajectory as MessagePack, the same object as ``msgpack.packb`` of the JSON layout gives
     (``tests/service/test_stream.py`` checks it). A row is the pieces of its bytes, views of one buffer,
     copied once when the answer is joined. The compiled writer (``service.jsontext``) writes every row in
     one pass; without it, whole-batch numpy records (several times faster than a Python dict per point, and
     about four times slower than the writer for a 100-agent answer with six futures)."""
-    written = msgpack_text(t, x, y, compiled, std, layout)
+    written = msgpack_text(t, x, y, compiled, std, layout, buffer)
     if written is not None:
         text, ends = written
         return [[text[s:e]] for s, e in itertools.pairwise([0, *ends])]
@@ -312,29 +326,52 @@ def _msgpack_trajectories(
     return [[head, data[i * size : (i + 1) * size]] for i in range(a)]
 
 
-def _pack(obj: Any) -> bytes:
-    """MessagePack of an answer whose predictions are :class:`RawMsgpack`: its few containers walked here,
-    the rest packed by msgpack."""
-    if isinstance(obj, RawMsgpack):
-        return obj
-    if isinstance(obj, dict):
+def _splice_msgpack(obj: Any, out: Parts) -> None:
+    """MessagePack of a payload whose predictions are :class:`Encoded`, appended to ``out`` as pieces: its
+    few containers walked here, the rest packed by msgpack."""
+    if isinstance(obj, Encoded):
+        out += obj
+    elif isinstance(obj, dict):
         n = len(obj)
-        out = [bytes((0x80 | n,)) if n < 16 else b"\xde" + n.to_bytes(2, "big")]
+        out.append(bytes((0x80 | n,)) if n < 16 else b"\xde" + n.to_bytes(2, "big"))
         for k, v in obj.items():
-            out += [msgpack.packb(k, use_bin_type=True), _pack(v)]
-        return b"".join(out)
-    if isinstance(obj, list):
-        return _array_header(len(obj)) + b"".join(_pack(v) for v in obj)
-    return bytes(msgpack.packb(obj, use_bin_type=True))
+            out.append(msgpack.packb(k, use_bin_type=True))
+            _splice_msgpack(v, out)
+    elif isinstance(obj, list):
+        out.append(_array_header(len(obj)))
+        for v in obj:
+            _splice_msgpack(v, out)
+    else:
+        out.append(msgpack.packb(obj, use_bin_type=True))
+
+
+def _splice_json(obj: Any, out: Parts) -> None:
+    """JSON of a payload, appended to ``out`` as pieces: its dicts walked here (compact, as orjson writes
+    them) so that an :class:`Encoded` value is spliced as it is; any other value written by orjson (numpy
+    arrays of the columns layout as they are)."""
+    if isinstance(obj, Encoded):
+        out += obj
+    elif isinstance(obj, dict):
+        sep = b"{"
+        for k, v in obj.items():
+            out += [sep, orjson.dumps(k), b":"]
+            _splice_json(v, out)
+            sep = b","
+        out.append(b"}" if obj else b"{}")
+    else:
+        out.append(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY))
 
 
 def encode(payload: dict[str, Any], encoding: Encoding) -> bytes:
-    """An answer as bytes: JSON by orjson (thousands of floats per frame: the stdlib encoder was a large share
-    of the request in ``scripts/profile_hot_path.py``; numpy rows of the columns layout as they are), or
-    MessagePack (build the payload with ``encoding="msgpack"``: its trajectories come pre-encoded)."""
+    """An answer as bytes, joined with one copy: JSON by orjson (thousands of floats per frame: the stdlib
+    encoder was a large share of the request in ``scripts/profile_hot_path.py``), or MessagePack; either
+    way with the :class:`Encoded` values that :func:`predict_payload` built for that encoding spliced in."""
+    out: Parts = []
     if encoding == "msgpack":
-        return _pack(payload)
-    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
+        _splice_msgpack(payload, out)
+    else:
+        _splice_json(payload, out)
+    return b"".join(out)
 
 
 def predict_payload(
@@ -352,5 +389,5 @@ def predict_payload(
         return {**refs[role], "predictions": _predictions(out[role], layout, encoding, compiled)}
     return {
         "models": refs,
-        "predictions": {r: _predictions(out[r], layout, encoding, compiled) for r in roles},
+        "predictions": {r: _predictions(out[r], layout, encoding, compiled, i) for i, r in enumerate(roles)},
     }

@@ -8,15 +8,15 @@ better (a fixed-slot writer by table lookups was no faster: many passes over sho
 Here one C pass writes every row's text into one buffer. It replaced a numba loop of the same algorithm that
 took more than twice as long, timed side by side at 100 agents x 50 points.
 
-The text is byte for byte what ``orjson.dumps`` gives for the list of ``{"timestamp", "x", "y"}`` dicts
-(``tests/service/test_jsontext.py`` checks it), because the numbers arrive rounded to a fixed number of
-decimals: ``np.round(v, d)`` is the float nearest to an integer over ``10**d``, and that decimal, trailing
-zeros dropped (one kept after the point), is the shortest text that reads back as the same float, which
-is what orjson writes. Where that does not hold (a value not finite, above about 2e15 once scaled, or
-small enough for orjson's exponent notation), or not rounded as promised, :func:`points_text` returns
-``None`` and the caller writes the batch the slow way; so does it when the writer is not built (a source
-tree used without installing the package: one warning at start-up) or is not wanted (``compiled=False``: the service's
-``TRAJPRED_NATIVE_KERNEL=false``).
+The text is byte for byte what ``orjson.dumps`` gives for the list of ``{"timestamp", "x", "y"}`` dicts of
+the values rounded to a fixed number of decimals (``tests/service/test_jsontext.py`` checks it): the writer
+rounds as ``np.round(v, d)`` does (to the float nearest to an integer over ``10**d``), and that decimal,
+trailing zeros dropped (one kept after the point), is the shortest text that reads back as the same float,
+which is what orjson writes; so no rounded copy of the arrays is made first. Where that does not hold (a
+value not finite, above about 2e15 once scaled, or small enough for orjson's exponent notation),
+:func:`points_text` returns ``None`` and the caller writes the batch the slow way; so does it when the writer
+is not built (a source tree used without installing the package: one warning at start-up) or is not wanted
+(``compiled=False``: the service's ``TRAJPRED_NATIVE_KERNEL=false``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,10 +38,9 @@ Rows = tuple[memoryview, list[int]]  # every row back to back, and where each en
 class _Writer:
     def __init__(self, ext: Extension) -> None:
         self.ffi = ext.ffi
-        self.rows = ext.lib.points_json_rows
-        self.columns = ext.lib.columns_json_rows
+        self.json = ext.lib.answer_json_rows
         self.msgpack = ext.lib.msgpack_rows
-        self.max_point = int(ext.lib.points_json_max_point())
+        self.size = ext.lib.json_rows_size
 
 
 @functools.cache
@@ -58,24 +58,38 @@ def available() -> bool:
 
 
 class _Scratch(threading.local):
-    """A thread's output buffer of the writer, kept between calls: a 100-agent answer with six futures is
+    """A thread's output buffers of the writer, kept between calls: a 100-agent answer with six futures is
     about 1.4 MB of text, and a fresh buffer each call paid a page fault per 4 KB written. Sized for the
     longest text possible (about twice the usual), so only the pages written stay resident; a buffer above
-    ``KEEP_BYTES`` (frames of thousands of agents with six futures) is not kept."""
+    ``KEEP_BYTES`` (frames of thousands of agents with six futures) is not kept. Several buffers, so that
+    an answer with two models' predictions holds both texts until it is joined."""
 
     KEEP_BYTES = 1 << 25
-    buf: np.ndarray | None = None
 
-    def out(self, size: int) -> np.ndarray:
-        if self.buf is not None and len(self.buf) >= size:
-            return self.buf
+    def __init__(self) -> None:
+        self.bufs: dict[int, np.ndarray] = {}
+
+    def out(self, size: int, index: int) -> np.ndarray:
+        buf = self.bufs.get(index)
+        if buf is not None and len(buf) >= size:
+            return buf
         buf = np.empty(size, np.uint8)
         if size <= self.KEEP_BYTES:
-            self.buf = buf
+            self.bufs[index] = buf
         return buf
 
 
 _scratch = _Scratch()
+
+
+@dataclass(frozen=True)
+class Futures:
+    """Rows taken ``k`` at a time as one agent's futures, most probable first, with their probabilities:
+    ``probabilities`` is their JSON text, one per row, separated by commas (as orjson writes a list, without
+    its brackets)."""
+
+    k: int
+    probabilities: bytes
 
 
 def points_text(
@@ -87,31 +101,44 @@ def points_text(
     compiled: bool = True,
     std: tuple[np.ndarray, np.ndarray] | None = None,
     layout: Layout = "points",
+    buffer: int = 0,
+    futures: Futures | None = None,
 ) -> Rows | None:
     """Row ``i`` as the JSON of the list ``[{"timestamp": t[i, k], "x": x[i, k], "y": y[i, k]}, ...]``, each
     point also with ``"std_x"``, ``"std_y"`` when ``std`` gives them; with ``layout="columns"`` as the JSON of
     ``{"timestamp": [...], "x": [...], "y": [...]}`` (and ``"std_x"``, ``"std_y"``). Every row's text back to
     back, and where each row ends: row ``i`` is ``text[ends[i - 1]:ends[i]]`` (from 0 for the first).
 
-    ``t``, ``x``, ``y`` (and both arrays of ``std``) are ``(A, K)`` float64, rounded to ``t_decimals`` and
-    ``xy_decimals`` (1 to 16). ``None`` when some value is outside the range where the text is exactly
-    orjson's, or when the compiled writer is unavailable or not wanted (``compiled=False``).
+    With ``futures``, each agent's rows (``futures.k`` of them) are written as the end of its answer,
+    ``,"trajectory":<first row>,"modes":[{"probability":<p>,"trajectory":<row>},...]``, and the ends are
+    one per agent.
 
-    The text is a view of this thread's reused buffer: it is valid until the thread's next call, so a
-    caller copies what it keeps (``bytes.join`` over slices of it writes an answer with one copy).
+    ``t``, ``x``, ``y`` (and both arrays of ``std``) are ``(A, K)`` float64, written as ``np.round`` rounds
+    them to ``t_decimals`` and ``xy_decimals`` (1 to 16) and orjson writes the rounded values. ``None`` when
+    some value is outside the range where the text is exactly orjson's, or when the compiled writer is
+    unavailable or not wanted (``compiled=False``).
+
+    The text is a view of one of this thread's reused buffers (``buffer``, a small index): it is valid until
+    the thread's next call with the same ``buffer``, so a caller copies what it keeps (``bytes.join`` over
+    slices of it writes an answer with one copy).
     """
     if not (1 <= t_decimals <= 16 and 1 <= xy_decimals <= 16):
         raise ValueError("decimals must be within 1..16")
+    group, probs = (futures.k, futures.probabilities) if futures is not None else (0, b"")
+    if futures is not None and (group < 1 or len(t) % group or probs.count(b",") != max(len(t) - 1, 0)):
+        raise ValueError("futures: the rows must be whole groups of k, with one probability each")
+
+    def size(w: _Writer, a: int, k: int) -> int:
+        return int(w.size(a, k, group, len(probs)))
 
     def write(w: _Writer, columns: tuple[Any, ...], out: Any, ends: Any) -> int:
-        if layout == "columns":
-            return int(w.columns(*columns, t_decimals, xy_decimals, out, ends))
         k = columns[-1]
         scratch = np.empty(2 * k, np.int64)  # where the previous row wrote each timestamp, and its length
         spans = (w.ffi.from_buffer("int64_t[]", scratch[:k]), w.ffi.from_buffer("int64_t[]", scratch[k:]))
-        return int(w.rows(*columns, t_decimals, xy_decimals, out, ends, *spans))
+        where = (int(layout == "columns"), group, probs, len(probs))
+        return int(w.json(*columns, t_decimals, xy_decimals, *where, out, ends, *spans))
 
-    return _rows(t, x, y, std, compiled, write)
+    return _rows(t, x, y, std, compiled, size, write, buffer, group)
 
 
 def msgpack_text(
@@ -121,15 +148,19 @@ def msgpack_text(
     compiled: bool = True,
     std: tuple[np.ndarray, np.ndarray] | None = None,
     layout: Layout = "points",
+    buffer: int = 0,
 ) -> Rows | None:
     """:func:`points_text` as MessagePack: each row the bytes ``msgpack.packb`` writes for the same object
-    (every float as a float 64, NaN and infinities included). ``None`` only when the compiled writer is
-    unavailable or not wanted."""
+    (every float as a float 64 as it is, not rounded; NaN and infinities included). ``None`` only when the
+    compiled writer is unavailable or not wanted."""
+
+    def size(w: _Writer, a: int, k: int) -> int:
+        return int(w.size(a, k, 0, 0))
 
     def write(w: _Writer, columns: tuple[Any, ...], out: Any, ends: Any) -> int:
         return int(w.msgpack(*columns, int(layout == "columns"), out, ends))
 
-    return _rows(t, x, y, std, compiled, write)
+    return _rows(t, x, y, std, compiled, size, write, buffer)
 
 
 def _check(t: np.ndarray, x: np.ndarray, y: np.ndarray, std: tuple[np.ndarray, np.ndarray] | None) -> None:
@@ -144,11 +175,15 @@ def _rows(
     y: np.ndarray,
     std: tuple[np.ndarray, np.ndarray] | None,
     compiled: bool,
+    size: Callable[[_Writer, int, int], int],
     write: Callable[[_Writer, tuple[Any, ...], Any, Any], int],
+    buffer: int,
+    group: int = 0,
 ) -> Rows | None:
     """Checks the shapes and calls ``write(writer, columns, out, ends)``: ``columns`` the C functions' leading
-    arguments (t, x, y, sx, sy, NULL without ``std``, then A and K), ``out`` this thread's output buffer and
-    ``ends`` the row ends to fill; ``write`` returns the length written, or -1 (then ``None``)."""
+    arguments (t, x, y, sx, sy, NULL without ``std``, then A and K), ``out`` this thread's output buffer
+    ``buffer`` (``size(writer, A, K)`` bytes) and ``ends`` the row ends to fill (one per ``group`` rows when
+    given); ``write`` returns the length written, or -1 (then ``None``)."""
     _check(t, x, y, std)
     a, k = t.shape
     if a == 0:
@@ -158,8 +193,8 @@ def _rows(
         return None
     t, x, y = (np.ascontiguousarray(v, dtype=np.float64) for v in (t, x, y))
     sx, sy = (np.ascontiguousarray(v, dtype=np.float64) for v in std) if std is not None else (None, None)
-    out = _scratch.out(a * (k * w.max_point + 64))  # a row's keys and brackets (columns_json_rows)
-    ends = np.empty(a, np.int64)
+    out = _scratch.out(size(w, a, k), buffer)
+    ends = np.empty(a // group if group else a, np.int64)
     buf = w.ffi.from_buffer  # typed views of the (contiguous) arrays, checked against the C declaration
     columns = (
         buf("double[]", t),
@@ -170,7 +205,7 @@ def _rows(
         a,
         k,
     )
-    size = write(w, columns, buf("char[]", out), buf("int64_t[]", ends))
-    if size < 0:
+    size_written = write(w, columns, buf("char[]", out), buf("int64_t[]", ends))
+    if size_written < 0:
         return None
-    return out.data[:size], ends.tolist()
+    return out.data[:size_written], ends.tolist()

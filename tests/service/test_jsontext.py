@@ -104,6 +104,24 @@ def test_columns_rows_are_orjsons_bytes(agents: int, k: int, spread: float, with
         assert points_text(t, x, y, 6, 4, layout="columns") is None
 
 
+@pytest.mark.parametrize("spread", [1.0, 300.0, 1e6, 1e9])
+def test_values_not_rounded_are_written_as_np_round_rounds_them(spread: float):
+    # the writer rounds itself: its text is orjson's of np.round(v, d), halves (to even, as numpy), the
+    # values that round to -0.0 and those that round up to one more integer digit included (each number
+    # of integer digits has its own way in the writer)
+    rng = np.random.default_rng(int(spread))
+    t = 1.7e9 + rng.random((30, 20)) * 1e3
+    x, y = rng.normal(0.0, spread, (30, 20)), rng.normal(0.0, spread, (30, 20))
+    x[0, :6] = [0.00005, 0.00015, -0.00004, 2.50005, -1e-9, 0.123456]
+    y[0, :5] = [9.99995, -99.99996, 9999.99995, 99999999.99995, 12345678.9]
+    t[0, 0] = 1.7e9 + 3e-7
+    rounded = np.round(t, 6), np.round(x, 4), np.round(y, 4)
+    assert points_rows(t, x, y, 6, 4) == _expected(*rounded)
+    assert points_rows(*rounded, 6, 4) == _expected(*rounded)
+    for layout in ("columns",):
+        assert points_rows(t, x, y, 6, 4, layout=layout) == points_rows(*rounded, 6, 4, layout=layout)
+
+
 def test_small_timestamps_and_the_exponent_threshold():
     # orjson writes 1e-5 as 0.00001 and anything smaller in exponent notation: the writer takes the former
     t = np.array([[0.00001, 0.000015, 0.1, 3.0]])
@@ -119,8 +137,7 @@ def test_small_timestamps_and_the_exponent_threshold():
         ("y", float("inf")),
         ("x", -float("inf")),
         ("y", 3e11),  # above 2**51 once scaled by 10**4
-        ("x", 0.123456),  # not rounded to 4 decimals
-        ("t", 1.7e9 + 3e-7),  # not rounded to 6 decimals (1700000000.00000024)
+        ("t", 3e9),  # above 2**51 once scaled by 10**6
     ],
 )
 def test_values_outside_the_exact_range_are_left_to_the_slow_way(column: str, bad: float):
@@ -178,3 +195,16 @@ def test_without_the_compiled_writer_answers_are_the_same_bytes(
 def test_mismatched_shapes_are_refused():
     with pytest.raises(ValueError, match="one shape"):
         points_rows(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((3, 2)), 6, 4)
+
+
+def test_futures_need_whole_groups_and_a_probability_per_row():
+    t, x, y = _batch(np.random.default_rng(2), 6, 4, True, 10.0)
+    probs = b",".join([b"0.5"] * 6)
+    written = points_text(t, x, y, 6, 4, futures=jsontext.Futures(3, probs))
+    assert written is not None and len(written[1]) == 2  # an end per agent: two agents of three futures
+    text = bytes(written[0][: written[1][0]])
+    assert text.startswith(b',"trajectory":[') and text.count(b'{"probability":0.5,"trajectory":[') == 3
+    with pytest.raises(ValueError, match="whole groups"):
+        points_text(t, x, y, 6, 4, futures=jsontext.Futures(4, b",".join([b"0.5"] * 6)))
+    with pytest.raises(ValueError, match="whole groups"):
+        points_text(t, x, y, 6, 4, futures=jsontext.Futures(3, b"0.5,0.5"))

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from starlette.websockets import WebSocketDisconnect
 
-from service.answers import MSGPACK, RawMsgpack, _msgpack_trajectories, encode
+from service.answers import MSGPACK, Encoded, _msgpack_trajectories, encode
 from service.schemas import ABPredictResponse, ErrorResponse, PredictResponse
 from tests.service.conftest import MakeClient
 from tests.service.helpers import metric, obs
@@ -250,8 +250,8 @@ def test_msgpack_trajectories_are_byte_for_byte_what_msgpack_packs(
         else:
             expected = [dict(zip(cols, v, strict=True)) for v in zip(*cols.values(), strict=True)]
         assert raw == msgpack.packb(expected, use_bin_type=True)
-    payload = {"model": "m", "predictions": [{"agent_id": str(i), "dt_s": None, "trajectory": RawMsgpack(r)}
+    payload = {"model": "m", "predictions": [{"agent_id": str(i), "dt_s": None, "trajectory": Encoded([r])}
                                               for i, r in enumerate(rows)]}  # fmt: skip
-    plain = {**payload, "predictions": [{**p, "trajectory": msgpack.unpackb(p["trajectory"])} for p in
-                                        payload["predictions"]]}  # fmt: skip
+    plain = {**payload, "predictions": [{**p, "trajectory": msgpack.unpackb(r)} for p, r in
+                                        zip(payload["predictions"], rows, strict=True)]}  # fmt: skip
     assert encode(payload, "msgpack") == msgpack.packb(plain, use_bin_type=True)
