@@ -295,7 +295,7 @@ class _Answers(asyncio.BufferedProtocol):
             end = start + int(headers["content-length"])
             if self.n < end:
                 return None
-            body = bytes(self.buf[start:end])
+            body = bytes(memoryview(self.buf)[start:end])  # one copy (a bytearray slice is one more)
         elif headers.get("transfer-encoding") == "chunked":
             parts, at = [], start
             while True:  # every chunk received so far, from the body's start (chunked answers are small here)
@@ -308,13 +308,13 @@ class _Answers(asyncio.BufferedProtocol):
                     return None
                 if size == 0:  # no trailers are sent: the last chunk's line ends the answer
                     break
-                parts.append(bytes(self.buf[at : at + size]))
+                parts.append(bytes(memoryview(self.buf)[at : at + size]))
                 at += size + 2
             body, end = b"".join(parts), at + 2
         else:
             if not self.eof:
                 return None
-            body, end, keep = bytes(self.buf[start : self.n]), self.n, False
+            body, end, keep = bytes(memoryview(self.buf)[start : self.n]), self.n, False
         rest = self.n - end
         self.buf[:rest] = self.buf[end : self.n]
         self.n, self.head, self.waiter = rest, None, None

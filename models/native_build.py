@@ -12,7 +12,7 @@ carries its own flags:
   2013) rather than ``-march=native``, so that one build is valid on every such machine (a Docker image
   built on one runs on another); :func:`models.native.cpu_supported` checks before the import.
 - ``service._points_json_native``: the answer writer (``points_json.c``: JSON text and MessagePack), no
-  ``-ffast-math``: its exactness checks need IEEE division and rint.
+  ``-ffast-math``: its rounding must be numpy's (IEEE multiplication, rint).
 
 Not imported at run time (cffi's setuptools hook runs this file by path, from the project's root).
 """

@@ -1,11 +1,11 @@
 /* The trajectories of an answer, every row in one pass: as JSON text, the points layout (a list of
-   {"timestamp", "x", "y"}, and "std_x", "std_y" when given) or the columns layout (a dict of lists), and as
-   MessagePack of the same objects.
+   {"timestamp", "x", "y"}, and "std_x", "std_y" when given) or the columns layout (a dict of lists), with
+   each agent's modes and their probabilities when asked, and as MessagePack of the same objects.
 
    service/jsontext.py calls it and says why (through cffi: the package's build compiles it, see
    models/native_build.py); the tests hold it to orjson's and msgpack's bytes (tests/service/test_jsontext.py,
-   test_stream.py, test_answers.py). No -ffast-math here: the exactness checks below need IEEE division and
-   round-to-nearest-even rint, as numpy's round gives them. */
+   test_stream.py, test_answers.py). No -ffast-math here: the rounding below must be numpy's, IEEE
+   multiplication and round-to-nearest-even rint. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
