@@ -155,9 +155,9 @@ def _predictions(
         xs, ys, sd = _rounded(xy, std)
         rows = _msgpack_trajectories(t, xs, ys, layout, sd, compiled, buffer)
         return _msgpack_answers(p, _heads(p), rows)
-    text = _json_answers(p, t, xy, std, layout, compiled, buffer)
-    if text is not None:
-        return text
+    written = _json_answers(p, t, xy, std, layout, compiled, buffer)
+    if written is not None:
+        return written
     heads = _heads(p)
     flat = _trajectories(t, xy, std, layout)
     k = p.probs.shape[1]
