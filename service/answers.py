@@ -152,9 +152,11 @@ def _predictions(
     """
     t, xy, std = _served(p)
     if encoding == "msgpack":
+        encoded = _msgpack_written(p, t, xy, std, layout, compiled, buffer)
+        if encoded is not None:
+            return encoded
         xs, ys, sd = _rounded(xy, std)
-        rows = _msgpack_trajectories(t, xs, ys, layout, sd, compiled, buffer)
-        return _msgpack_answers(p, _heads(p), rows)
+        return _msgpack_answers(p, _heads(p), _msgpack_trajectories(t, xs, ys, layout, sd, compiled, buffer))
     written = _json_answers(p, t, xy, std, layout, compiled, buffer)
     if written is not None:
         return written
@@ -178,9 +180,41 @@ _TRAJECTORY_KEY = msgpack.packb("trajectory")
 _MODES_KEY = msgpack.packb("modes")
 
 
+def _msgpack_written(
+    p: Predictions,
+    t: np.ndarray,
+    xy: np.ndarray,
+    std: np.ndarray | None,
+    layout: Layout,
+    compiled: bool,
+    buffer: int,
+) -> Encoded | None:
+    """The list of answers as MessagePack pieces for :func:`encode`: each answer's fields before its
+    trajectory packed by msgpack (with a nil trajectory, the map's last value, that the writer's bytes
+    replace), then the compiled writer's bytes of the agent: its trajectory and, with ``?modes``, the modes
+    with their probabilities (rounded by the writer as :func:`_rounded` rounds). ``None`` without the
+    compiled writer; ``tests/service/test_answers.py`` holds it to msgpack's bytes."""
+    sd = None if std is None else (std[..., 0], std[..., 1])
+    probs = p.probs if p.show_modes else None
+    written = msgpack_text(t, xy[..., 0], xy[..., 1], compiled, sd, layout, buffer, POSITION_DECIMALS, probs)
+    if written is None:
+        return None
+    text, ends = written
+    packer = msgpack.Packer(use_bin_type=True)
+    heads = _heads(p)
+    parts: Parts = [_array_header(len(heads))]
+    for d, (s, e) in zip(heads, itertools.pairwise([0, *ends]), strict=True):
+        d["trajectory"] = None
+        head = packer.pack(d)[:-1]
+        if p.show_modes:  # one more key in the map (the modes, after the trajectory): its fixmap header too
+            head = bytes((head[0] + 1,)) + head[1:]
+        parts += [head, text[s:e]]
+    return Encoded(parts)
+
+
 def _msgpack_answers(p: Predictions, heads: list[dict[str, Any]], rows: list[Parts]) -> Encoded:
     """The list of answers as MessagePack, its trajectories (``rows``, as :func:`_served` orders them)
-    pre-encoded, as the pieces :func:`encode` joins.
+    pre-encoded, as the pieces :func:`encode` joins: the way taken without the compiled writer.
 
     The fields before the trajectory are packed by msgpack with a nil trajectory (the map's last value, one
     byte 0xc0) that the trajectory's bytes replace; the modes are joined from constant bytes and each

@@ -1,6 +1,6 @@
 """The trajectories of an answer, written by one compiled loop (``points_json.c``): as JSON text in the points
-or the columns layout, or as MessagePack of the same objects (:func:`msgpack_text`: the numbers' bits as they
-are, no exactness question).
+or the columns layout, or as MessagePack of the same objects (:func:`msgpack_text`: the rounded numbers' bits,
+no exactness question); with several futures, each agent's modes and probabilities too.
 
 A 1,000-agent frame answers 30,000 points (3 s at 10 Hz). Written through Python objects (a bytes object
 per number, or a dict per point) that cost about 10 ms per frame, a third of the request; numpy cannot do
@@ -149,18 +149,34 @@ def msgpack_text(
     std: tuple[np.ndarray, np.ndarray] | None = None,
     layout: Layout = "points",
     buffer: int = 0,
+    xy_decimals: int = 0,
+    probabilities: np.ndarray | None = None,
 ) -> Rows | None:
     """:func:`points_text` as MessagePack: each row the bytes ``msgpack.packb`` writes for the same object
-    (every float as a float 64 as it is, not rounded; NaN and infinities included). ``None`` only when the
-    compiled writer is unavailable or not wanted."""
+    (every float as a float 64, NaN and infinities included), x, y and the deviations rounded as
+    ``np.round(v, xy_decimals)`` rounds them (0: as they are; times as they are). ``None`` only when the
+    compiled writer is unavailable or not wanted.
+
+    With ``probabilities`` (agents x K), each agent's K rows are written as the values that end its answer's
+    map: ``<first row>``, ``"modes"``, ``[{"probability": p, "trajectory": <row>}, ...]``, one end per agent."""
+    if not 0 <= xy_decimals <= 16:
+        raise ValueError("decimals must be within 0..16")
+    group = 0
+    probs: np.ndarray | None = None
+    if probabilities is not None:
+        group = probabilities.shape[1] if probabilities.ndim == 2 else 0
+        if group < 1 or probabilities.size != len(t):
+            raise ValueError("probabilities: one per row, the rows whole groups of an agent's futures")
+        probs = np.ascontiguousarray(probabilities, dtype=np.float64).ravel()
 
     def size(w: _Writer, a: int, k: int) -> int:
-        return int(w.size(a, k, 0, 0))
+        return int(w.size(a, k, group, 0))
 
     def write(w: _Writer, columns: tuple[Any, ...], out: Any, ends: Any) -> int:
-        return int(w.msgpack(*columns, int(layout == "columns"), out, ends))
+        p = w.ffi.NULL if probs is None else w.ffi.from_buffer("double[]", probs)
+        return int(w.msgpack(*columns, int(layout == "columns"), xy_decimals, group, p, out, ends))
 
-    return _rows(t, x, y, std, compiled, size, write, buffer)
+    return _rows(t, x, y, std, compiled, size, write, buffer, group)
 
 
 def _check(t: np.ndarray, x: np.ndarray, y: np.ndarray, std: tuple[np.ndarray, np.ndarray] | None) -> None:

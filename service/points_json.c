@@ -313,34 +313,82 @@ ALWAYS_INLINE char *mp_array(int64_t n, char *p) {
     return p;
 }
 
+/* v rounded as np.round(v, decimals) rounds it (multiply, rint, divide: the same operations, so the same
+   bits, NaN and infinities included); decimals 0: v as it is. */
+ALWAYS_INLINE double mp_round(double v, int decimals, double scale) {
+    return decimals ? rint(v * scale) / scale : v;
+}
+
+/* One row (row i of (a, k)) as MessagePack at p. */
+ALWAYS_INLINE char *mp_row(const double *const *cols, int c, int64_t i, int64_t k, int columns,
+                           int xy_decimals, double scale, char *p) {
+    if (columns) {
+        *p++ = (char)(0x80 | c);
+        for (int j = 0; j < c; j++) {
+            p = put(p, MP_KEYS[j], (size_t)MP_KEY_LEN[j]);
+            p = mp_array(k, p);
+            const double *v = cols[j] + i * k;
+            for (int64_t q = 0; q < k; q++) p = mp_float(j ? mp_round(v[q], xy_decimals, scale) : v[q], p);
+        }
+        return p;
+    }
+    p = mp_array(k, p);
+    for (int64_t q = 0; q < k; q++) {
+        *p++ = (char)(0x80 | c);
+        for (int j = 0; j < c; j++) {
+            double v = cols[j][i * k + q];
+            p = put(p, MP_KEYS[j], (size_t)MP_KEY_LEN[j]);
+            p = mp_float(j ? mp_round(v, xy_decimals, scale) : v, p);
+        }
+    }
+    return p;
+}
+
+/* {"probability": p, "trajectory": ...} up to the trajectory's value: a fixmap of 2, each key a fixstr */
+static const char MP_PROBABILITY[] = "\x82\xabprobability";
+static const char MP_TRAJECTORY[] = "\xaatrajectory";
+static const char MP_MODES[] = "\xa5modes";
+
 /* MessagePack of the rows as msgpack packs the JSON objects: the points layout (columns == 0) or the
-   columns layout, rows back to back in out, row i ending at ends[i]; the length. Every double is written
-   (NaN and infinities too: MessagePack has them). out holds json_rows_size(a, k, 0, 0) bytes. */
+   columns layout; the length. Every double is written (NaN and infinities too: MessagePack has them), x, y
+   and the deviations rounded to xy_decimals (0: as they are; times as they are).
+
+   Without groups (group == 0) rows are back to back in out, row i ending at ends[i]. With groups, rows are
+   taken `group` at a time as one agent's futures, most probable first, and each group is written as the
+   values that end its answer's map: <first row>, "modes", [{"probability": probs[row], "trajectory": <row>},
+   ...], ending at ends[g]. out holds json_rows_size(a, k, group, 0) bytes. */
 int64_t msgpack_rows(const double *t, const double *x, const double *y, const double *sx, const double *sy,
-                     int64_t a, int64_t k, int columns, char *out, int64_t *ends) {
+                     int64_t a, int64_t k, int columns, int xy_decimals, int64_t group, const double *probs,
+                     char *out, int64_t *ends) {
+    if (xy_decimals < 0 || xy_decimals > 16 || (group > 0 && a % group)) return -1;
     const double *cols[5] = {t, x, y, sx, sy};
     int c = (sx && sy) ? 5 : 3;
+    double scale = 1.0;
+    for (int i = 0; i < xy_decimals; i++) scale *= 10.0;
     char *p = out;
-    for (int64_t i = 0; i < a; i++) {
-        if (columns) {
-            *p++ = (char)(0x80 | c);
-            for (int j = 0; j < c; j++) {
-                p = put(p, MP_KEYS[j], (size_t)MP_KEY_LEN[j]);
-                p = mp_array(k, p);
-                const double *v = cols[j] + i * k;
-                for (int64_t q = 0; q < k; q++) p = mp_float(v[q], p);
-            }
-        } else {
-            p = mp_array(k, p);
-            for (int64_t q = 0; q < k; q++) {
-                *p++ = (char)(0x80 | c);
-                for (int j = 0; j < c; j++) {
-                    p = put(p, MP_KEYS[j], (size_t)MP_KEY_LEN[j]);
-                    p = mp_float(cols[j][i * k + q], p);
-                }
-            }
+    if (group <= 0) {
+        for (int64_t i = 0; i < a; i++) {
+            p = mp_row(cols, c, i, k, columns, xy_decimals, scale, p);
+            ends[i] = p - out;
         }
-        ends[i] = p - out;
+        return p - out;
+    }
+    for (int64_t g = 0; g * group < a; g++) {
+        char *first = p;
+        p = mp_row(cols, c, g * group, k, columns, xy_decimals, scale, p);
+        size_t first_len = (size_t)(p - first);
+        p = put(p, MP_MODES, sizeof MP_MODES - 1);
+        p = mp_array(group, p);
+        for (int64_t j = 0; j < group; j++) {
+            p = put(p, MP_PROBABILITY, sizeof MP_PROBABILITY - 1);
+            p = mp_float(probs[g * group + j], p);
+            p = put(p, MP_TRAJECTORY, sizeof MP_TRAJECTORY - 1);
+            if (j == 0)
+                p = put(p, first, first_len);
+            else
+                p = mp_row(cols, c, g * group + j, k, columns, xy_decimals, scale, p);
+        }
+        ends[g] = p - out;
     }
     return p - out;
 }

@@ -208,3 +208,13 @@ def test_futures_need_whole_groups_and_a_probability_per_row():
         points_text(t, x, y, 6, 4, futures=jsontext.Futures(4, b",".join([b"0.5"] * 6)))
     with pytest.raises(ValueError, match="whole groups"):
         points_text(t, x, y, 6, 4, futures=jsontext.Futures(3, b"0.5,0.5"))
+
+
+def test_msgpack_futures_need_a_probability_per_row():
+    t, x, y = _batch(np.random.default_rng(3), 6, 4, True, 10.0)
+    written = jsontext.msgpack_text(t, x, y, probabilities=np.full((2, 3), 1 / 3))
+    assert written is not None and len(written[1]) == 2  # an end per agent
+    with pytest.raises(ValueError, match="one per row"):
+        jsontext.msgpack_text(t, x, y, probabilities=np.full((2, 2), 0.5))
+    with pytest.raises(ValueError, match="decimals"):
+        jsontext.msgpack_text(t, x, y, xy_decimals=17)
