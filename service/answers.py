@@ -156,7 +156,7 @@ def _predictions(
         if encoded is not None:
             return encoded
         xs, ys, sd = _rounded(xy, std)
-        return _msgpack_answers(p, _heads(p), _msgpack_trajectories(t, xs, ys, layout, sd, compiled, buffer))
+        return _msgpack_answers(p, _heads(p), _msgpack_trajectories(t, xs, ys, layout, sd))
     written = _json_answers(p, t, xy, std, layout, compiled, buffer)
     if written is not None:
         return written
@@ -310,23 +310,13 @@ _COLUMN_KEYS = (b"\xa9timestamp", b"\xa1x", b"\xa1y", b"\xa5std_x", b"\xa5std_y"
 
 
 def _msgpack_trajectories(
-    t: np.ndarray,
-    x: np.ndarray,
-    y: np.ndarray,
-    layout: Layout,
-    std: Std = None,
-    compiled: bool = True,
-    buffer: int = 0,
+    t: np.ndarray, x: np.ndarray, y: np.ndarray, layout: Layout, std: Std = None
 ) -> list[Parts]:
     """Each row's trajectory as MessagePack, the same object as ``msgpack.packb`` of the JSON layout gives
-    (``tests/service/test_stream.py`` checks it). A row is the pieces of its bytes, views of one buffer,
-    copied once when the answer is joined. The compiled writer (``service.jsontext``) writes every row in
-    one pass; without it, whole-batch numpy records (several times faster than a Python dict per point, and
-    about four times slower than the writer for a 100-agent answer with six futures)."""
-    written = msgpack_text(t, x, y, compiled, std, layout, buffer)
-    if written is not None:
-        text, ends = written
-        return [[text[s:e]] for s, e in itertools.pairwise([0, *ends])]
+    (``tests/service/test_stream.py`` checks it), for the way without the compiled writer
+    (:func:`_msgpack_written`): whole-batch numpy records (several times faster than a Python dict per
+    point, and about four times slower than the writer for a 100-agent answer with six futures). A row is
+    the pieces of its bytes, views of one buffer, copied once when the answer is joined."""
     a, k = t.shape
     values = (t, x, y, *(std or ()))
     head = _array_header(k)

@@ -3,6 +3,9 @@ answers, state and errors as the HTTP routes; order; refusals and close codes.""
 
 from __future__ import annotations
 
+import itertools
+from typing import Any
+
 import msgpack
 import numpy as np
 import orjson
@@ -10,6 +13,7 @@ import pytest
 from starlette.websockets import WebSocketDisconnect
 
 from service.answers import MSGPACK, Encoded, _msgpack_trajectories, encode
+from service.jsontext import msgpack_text
 from service.schemas import ABPredictResponse, ErrorResponse, PredictResponse
 from tests.service.conftest import MakeClient
 from tests.service.helpers import metric, obs
@@ -226,19 +230,28 @@ def test_stream_and_http_frames_share_one_state(client, replay: Replay):
     assert np.all([p.dt_s is None or p.dt_s > 0 for p in answer.predictions])
 
 
+def _msgpack_rows(compiled: bool, t: Any, x: Any, y: Any, layout: Any, std: Any) -> list[bytes]:
+    """Each row's MessagePack: the compiled writer's, or the numpy records of the way without it."""
+    if not compiled:
+        return [b"".join(parts) for parts in _msgpack_trajectories(t, x, y, layout, std)]
+    written = msgpack_text(t, x, y, std=std, layout=layout)
+    assert written is not None
+    text, ends = written
+    return [bytes(text[s:e]) for s, e in itertools.pairwise([0, *ends])]
+
+
+@pytest.mark.parametrize("compiled", [True, False])
 @pytest.mark.parametrize("with_std", [False, True])
 @pytest.mark.parametrize("layout", ["points", "columns"])
 @pytest.mark.parametrize(("agents", "points"), [(3, 31), (2, 15), (1, 70_000), (0, 31)])
 def test_msgpack_trajectories_are_byte_for_byte_what_msgpack_packs(
-    layout: str, agents: int, points: int, with_std: bool
+    layout: str, agents: int, points: int, with_std: bool, compiled: bool
 ):
     rng = np.random.default_rng(agents * points)
     t, x, y, sx, sy = (rng.normal(size=(agents, points)) for _ in range(5))
     if agents:
         x[0, 0], y[-1, -1] = np.nan, np.inf
-    rows = [
-        b"".join(parts) for parts in _msgpack_trajectories(t, x, y, layout, (sx, sy) if with_std else None)
-    ]
+    rows = _msgpack_rows(compiled, t, x, y, layout, (sx, sy) if with_std else None)
     assert len(rows) == agents
     for i, raw in enumerate(rows):
         ti, xi, yi = t[i].tolist(), x[i].tolist(), y[i].tolist()
