@@ -71,6 +71,23 @@ ALWAYS_INLINE char *whole8(uint32_t n, char *p) {
     return p + w;
 }
 
+/* Four decimals (0 <= n < 10**4) at p without their trailing zeros (one kept): the end. The four digits
+   are computed side by side in one register (two 16-bit lanes of n / 100 and n % 100, then the tens and
+   ones of each in bytes), stored by one 4-byte move, and the trailing zeros counted from the register's
+   zero bytes, not by a loop over the text: the positions' and deviations' decimals, the most numbers of
+   an answer (100 agents with six futures and deviations: 0.59 -> 0.53 ms). */
+ALWAYS_INLINE char *frac4(uint32_t n, char *p) {
+    uint32_t hi = (n * 5243) >> 19; /* n / 100 for n < 43,699 */
+    uint32_t v = hi | (n - hi * 100) << 16;
+    uint32_t tens = ((v * 103) >> 10) & 0x000F000F; /* each lane / 10, lanes below 100 */
+    v = tens | (v - tens * 10) << 8;                /* the digits in bytes, the first in the low byte */
+    uint32_t text = v | 0x30303030u;
+    memcpy(p, &text, 4);
+    /* the digits after the last non-zero one are zero bytes at the top; at least one digit stays */
+    int keep = v ? 4 - (__builtin_clz(v) >> 3) : 1;
+    return p + keep;
+}
+
 /* np.round(v, decimals) as orjson writes it, at p: the end, or NULL outside the range where that text is
    this one: not finite, 2**51 or more once scaled, or small enough (not zero) for orjson's exponent notation.
    The rounding is numpy's (multiply by 10**decimals, rint, divide), written as the decimal n / 10**decimals,
@@ -114,6 +131,7 @@ ALWAYS_INLINE char *number(double v, const int decimals, char *p) {
         p += w;
     }
     *p++ = '.';
+    if (decimals == 4) return frac4((uint32_t)frac, p);
     digits(frac, decimals, p);
     /* without trailing zeros, at least one decimal: each further zero from the end drops one more */
     int keep = decimals, zeros = 1;
@@ -122,6 +140,13 @@ ALWAYS_INLINE char *number(double v, const int decimals, char *p) {
         keep -= zeros;
     }
     return p + keep;
+}
+
+/* 32 bytes from src to dst, which may overlap: loaded whole, then stored (inlined as vector moves) */
+ALWAYS_INLINE void move32(char *dst, const char *src) {
+    char tmp[32];
+    memcpy(tmp, src, 32);
+    memcpy(dst, tmp, 32);
 }
 
 ALWAYS_INLINE char *put(char *p, const char *text, size_t n) {
@@ -141,10 +166,12 @@ ALWAYS_INLINE char *points_row(const double *t, const double *x, const double *y
         if (j) *p++ = ',';
         p = put(p, HEAD, sizeof HEAD - 1);
         if (i && t[at] == t[at - k]) {
-            /* a fixed-size move (two vector moves, not a call); what it writes past the timestamp the
-               text after it overwrites. memmove: a row of one short point is nearer than 32 bytes */
+            /* a fixed-size move: what it writes past the timestamp the text after it overwrites. Both
+               halves are loaded before either is stored (a row of one short point is nearer than 32
+               bytes); a memmove here stayed a call into libc per point (objdump): 0.65 -> 0.59 ms for a
+               100-agent answer with six futures and deviations */
             if (t_len[j] <= 32)
-                memmove(p, out + t_at[j], 32);
+                move32(p, out + t_at[j]);
             else
                 memcpy(p, out + t_at[j], (size_t)t_len[j]);
             t_at[j] = p - out;

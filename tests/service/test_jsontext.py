@@ -122,6 +122,17 @@ def test_values_not_rounded_are_written_as_np_round_rounds_them(spread: float):
         assert points_rows(t, x, y, 6, 4, layout=layout) == points_rows(*rounded, 6, 4, layout=layout)
 
 
+def test_every_four_decimal_fraction_is_orjsons_text():
+    # the positions' and deviations' four decimals are written side by side in one register, their
+    # trailing zeros counted from its bytes: every fraction, after integer parts of each way, both signs,
+    # and values a little off the grid (rounded by the writer)
+    frac = np.arange(10_000) / 1e4
+    x = np.concatenate([frac, 7.0 + frac, -(1234.0 + frac), 98765.0 + frac]).reshape(-1, 40)
+    y = -(x + 4.9e-5)
+    t = np.full(x.shape, 1.7e9 + 0.1)
+    assert points_rows(t, x, y, 6, 4) == _expected(t, np.round(x, 4), np.round(y, 4))
+
+
 def test_small_timestamps_and_the_exponent_threshold():
     # orjson writes 1e-5 as 0.00001 and anything smaller in exponent notation: the writer takes the former
     t = np.array([[0.00001, 0.000015, 0.1, 3.0]])
