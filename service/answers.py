@@ -3,8 +3,9 @@ and the stream (``service.stream``), so both answer byte for byte the same objec
 
 from __future__ import annotations
 
-import itertools
 import math
+import threading
+from collections.abc import Callable
 from typing import Any, Literal
 
 import msgpack
@@ -14,7 +15,7 @@ import orjson
 from models.agent_types import AGENT_TYPES
 from service.engine import TIME_DECIMALS, Engine
 from service.frames import Predictions
-from service.jsontext import Futures, msgpack_text, points_text
+from service.jsontext import Futures, Heads, Into, msgpack_text, points_text, text_bound
 from service.schemas import POSITION_DECIMALS, Layout
 
 Encoding = Literal["json", "msgpack"]
@@ -135,16 +136,11 @@ def _served(p: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
 
 
 def _predictions(
-    p: Predictions,
-    layout: Layout = "points",
-    encoding: Encoding = "json",
-    compiled: bool = True,
-    buffer: int = 0,
+    p: Predictions, layout: Layout = "points", encoding: Encoding = "json", compiled: bool = True
 ) -> Any:
-    """One model's answers (the :class:`Prediction` schema, one per agent) for :func:`encode`: the list
-    already encoded (:class:`Encoded`: MessagePack, or JSON text when the compiled writer takes every value),
-    else as a list of dicts. ``buffer``: which of the thread's writer buffers the encoded trajectories are
-    views of (:func:`service.jsontext.points_text`): one per model of an answer.
+    """One model's answers (the :class:`Prediction` schema, one per agent) for :func:`encode`: with the
+    compiled writer, the list to be written into the answer's buffer (:class:`Later`); else the list
+    already encoded (:class:`Encoded`: MessagePack) or as a list of dicts (JSON).
 
     Built directly (not through pydantic) because a frame of a few hundred agents has thousands of points,
     and from whole-batch conversions rather than per agent; ``tests/service`` validates answers against the
@@ -152,14 +148,17 @@ def _predictions(
     """
     t, xy, std = _served(p)
     if encoding == "msgpack":
-        encoded = _msgpack_written(p, t, xy, std, layout, compiled, buffer)
-        if encoded is not None:
-            return encoded
-        xs, ys, sd = _rounded(xy, std)
-        return _msgpack_answers(p, _heads(p), _msgpack_trajectories(t, xs, ys, layout, sd))
-    written = _json_answers(p, t, xy, std, layout, compiled, buffer)
-    if written is not None:
-        return written
+        later = _msgpack_later(p, t, xy, std, layout) if compiled else None
+        return Encoded([later]) if later is not None else _msgpack_slow(p, t, xy, std, layout)
+    later = _json_later(p, t, xy, std, layout) if compiled else None
+    return Encoded([later]) if later is not None else _json_slow(p, t, xy, std, layout)
+
+
+def _json_slow(
+    p: Predictions, t: np.ndarray, xy: np.ndarray, std: np.ndarray | None, layout: Layout
+) -> list[dict[str, Any]]:
+    """The list of answers as JSON data (orjson writes it): the way without the compiled writer, or for
+    values it declines."""
     heads = _heads(p)
     flat = _trajectories(t, xy, std, layout)
     k = p.probs.shape[1]
@@ -180,36 +179,50 @@ _TRAJECTORY_KEY = msgpack.packb("trajectory")
 _MODES_KEY = msgpack.packb("modes")
 
 
-def _msgpack_written(
-    p: Predictions,
-    t: np.ndarray,
-    xy: np.ndarray,
-    std: np.ndarray | None,
-    layout: Layout,
-    compiled: bool,
-    buffer: int,
-) -> Encoded | None:
-    """The list of answers as MessagePack pieces for :func:`encode`: each answer's fields before its
-    trajectory packed by msgpack (with a nil trajectory, the map's last value, that the writer's bytes
-    replace), then the compiled writer's bytes of the agent: its trajectory and, with ``?modes``, the modes
-    with their probabilities (rounded by the writer as :func:`_rounded` rounds). ``None`` without the
-    compiled writer; ``tests/service/test_answers.py`` holds it to msgpack's bytes."""
+def _msgpack_later(
+    p: Predictions, t: np.ndarray, xy: np.ndarray, std: np.ndarray | None, layout: Layout
+) -> Later | None:
+    """The list of answers as MessagePack, for the compiled writer to write into the answer's buffer: the
+    array's header, then each answer's fields before its trajectory packed by msgpack (with a nil
+    trajectory, the map's last value, that the writer's bytes replace) followed by the writer's bytes of the
+    agent: its trajectory and, with ``?modes``, the modes with their probabilities (rounded by the writer as
+    :func:`_rounded` rounds). ``None`` without the compiled writer; ``tests/service/test_answers.py`` holds
+    it to msgpack's bytes."""
     sd = None if std is None else (std[..., 0], std[..., 1])
     probs = p.probs if p.show_modes else None
-    written = msgpack_text(t, xy[..., 0], xy[..., 1], compiled, sd, layout, buffer, POSITION_DECIMALS, probs)
-    if written is None:
-        return None
-    text, ends = written
+    futures = Futures(p.probs.shape[1], b"") if p.show_modes else None
     packer = msgpack.Packer(use_bin_type=True)
-    heads = _heads(p)
-    parts: Parts = [_array_header(len(heads))]
-    for d, (s, e) in zip(heads, itertools.pairwise([0, *ends]), strict=True):
+    packed = []
+    for d in _heads(p):
         d["trajectory"] = None
         head = packer.pack(d)[:-1]
         if p.show_modes:  # one more key in the map (the modes, after the trajectory): its fixmap header too
             head = bytes((head[0] + 1,)) + head[1:]
-        parts += [head, text[s:e]]
-    return Encoded(parts)
+        packed.append(head)
+    heads = Heads.of(packed)
+    header = _array_header(len(packed))
+    bound = text_bound(len(t), t.shape[1], futures, heads)
+    if bound is None:
+        return None
+
+    def write(into: Into) -> int | None:
+        out, at = into
+        out[at : at + len(header)] = np.frombuffer(header, np.uint8)
+        at += len(header)
+        written = msgpack_text(
+            t, xy[..., 0], xy[..., 1], True, sd, layout, 0, POSITION_DECIMALS, probs, heads, (out, at)
+        )
+        return None if written is None else at + len(written[0])
+
+    return Later(len(header) + bound, write, lambda: _msgpack_slow(p, t, xy, std, layout))
+
+
+def _msgpack_slow(
+    p: Predictions, t: np.ndarray, xy: np.ndarray, std: np.ndarray | None, layout: Layout
+) -> Encoded:
+    """The list of answers as MessagePack without the compiled writer (:func:`_msgpack_answers`)."""
+    xs, ys, sd = _rounded(xy, std)
+    return _msgpack_answers(p, _heads(p), _msgpack_trajectories(t, xs, ys, layout, sd))
 
 
 def _msgpack_answers(p: Predictions, heads: list[dict[str, Any]], rows: list[Parts]) -> Encoded:
@@ -239,54 +252,66 @@ def _msgpack_answers(p: Predictions, heads: list[dict[str, Any]], rows: list[Par
     return Encoded(parts)
 
 
-def _json_answers(
-    p: Predictions,
-    t: np.ndarray,
-    xy: np.ndarray,
-    std: np.ndarray | None,
-    layout: Layout,
-    compiled: bool,
-    buffer: int,
-) -> Encoded | None:
-    """The JSON of the answers' list as pieces for :func:`encode`, which copies the trajectories' text
-    once: the compiled writer's text of each agent, as it lies in its buffer (with ``?modes``, the modes
-    and their probabilities too), after the answer's fields (orjson's text for them). With six futures a
-    100-agent answer is about 1.8 MB, and copying it per row, per answer and again in orjson cost as much
-    as writing it; so did a list of pieces per mode. The writer rounds the positions and deviations
-    itself (as :func:`_rounded`). ``None`` where it declines (the caller takes the slower way);
-    ``tests/service/test_answers.py`` holds it to orjson's bytes."""
+def _json_later(
+    p: Predictions, t: np.ndarray, xy: np.ndarray, std: np.ndarray | None, layout: Layout
+) -> Later | None:
+    """The JSON of the answers' list, for the compiled writer to write into the answer's buffer: each
+    answer's fields (orjson's text for them) and its trajectory (with ``?modes``, the modes and their
+    probabilities too), the positions and deviations rounded by the writer (as :func:`_rounded`). With six
+    futures a 100-agent answer is about 1.8 MB: written where the answer's bytes are sent from, it is not
+    copied again (a join of the writer's text with the fields cost a fifth as much as writing it).
+    ``None`` without the compiled writer; ``tests/service/test_answers.py`` holds it to orjson's bytes."""
     sd = None if std is None else (std[..., 0], std[..., 1])
     futures = None
     if p.show_modes:
         # each agent's rows end its answer: the trajectory, then the modes with their probabilities
         probs = orjson.dumps(p.probs.ravel(), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
         futures = Futures(p.probs.shape[1], probs)
-    written = points_text(
-        t, xy[..., 0], xy[..., 1], TIME_DECIMALS, POSITION_DECIMALS, compiled, sd, layout, buffer, futures
-    )
-    if written is None:
+    heads = Heads.of(_heads_json(p))
+    bound = text_bound(len(t), t.shape[1], futures, heads)
+    if bound is None:
         return None
-    text, ends = written
-    key = b"" if futures else b',"trajectory":'  # with futures, each agent's text starts with it
-    parts: list[bytes | memoryview] = []
-    for head, (s, e) in zip(_heads_json(p), itertools.pairwise([0, *ends]), strict=True):
-        parts += [b",", head, key, text[s:e], b"}"]
-    if parts:
-        parts[0] = b"["  # the first answer's comma
-    else:
-        parts.append(b"[")
-    parts.append(b"]")
-    return Encoded(parts)
+
+    def write(into: Into) -> int | None:
+        out, at = into
+        out[at] = ord("[")
+        written = points_text(
+            t, xy[..., 0], xy[..., 1], TIME_DECIMALS, POSITION_DECIMALS, True, sd, layout, 0, futures, heads,
+            (out, at + 1),
+        )  # fmt: skip
+        if written is None:
+            return None
+        end = at + 1 + len(written[0])
+        out[end] = ord("]")
+        return end + 1
+
+    def slow() -> Parts:
+        return [orjson.dumps(_json_slow(p, t, xy, std, layout), option=orjson.OPT_SERIALIZE_NUMPY)]
+
+    return Later(bound + 2, write, slow)
 
 
-Parts = list[bytes | memoryview]  # pieces of one value's encoding, joined once with the rest of the answer
+class Later:
+    """A list of answers that the compiled writer writes straight into the answer's buffer when
+    :func:`encode` assembles it: ``bound`` bytes at most; ``write((buffer, offset))`` writes it there and
+    returns where it ends, or ``None`` where the writer declines a value (not finite, or beyond the range
+    where its text is exact), and then ``fallback()`` gives the same bytes the slow way."""
+
+    def __init__(
+        self,
+        bound: int,
+        write: Callable[[Into], int | None],
+        fallback: Callable[[], list[bytes | memoryview]],
+    ) -> None:
+        self.bound, self.write, self.fallback = bound, write, fallback
+
+
+Parts = list[Any]  # pieces of one value's encoding (bytes, memoryview, Later), assembled with the answer
 
 
 class Encoded(Parts):
-    """A value already encoded in the answer's encoding (JSON text or MessagePack), as the pieces
-    :func:`encode` splices into the answer: the whole answer is then joined with one copy. Pieces may be
-    views of the answer writer's per-thread buffers (:mod:`service.jsontext`): encode the answer before
-    the thread writes another."""
+    """A value already encoded in the answer's encoding (JSON text or MessagePack), or to be written by the
+    compiled writer (:class:`Later`), as the pieces :func:`encode` splices into the answer."""
 
 
 def _array_header(n: int) -> bytes:
@@ -386,16 +411,87 @@ def _splice_json(obj: Any, out: Parts) -> None:
         out.append(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY))
 
 
-def encode(payload: dict[str, Any], encoding: Encoding) -> bytes:
-    """An answer as bytes, joined with one copy: JSON by orjson (thousands of floats per frame: the stdlib
-    encoder was a large share of the request in ``scripts/profile_hot_path.py``), or MessagePack; either
-    way with the :class:`Encoded` values that :func:`predict_payload` built for that encoding spliced in."""
+def encode(payload: dict[str, Any], encoding: Encoding) -> bytes | memoryview:
+    """An answer's bytes: JSON by orjson (thousands of floats per frame: the stdlib encoder was a large
+    share of the request in ``scripts/profile_hot_path.py``), or MessagePack; either way with the
+    :class:`Encoded` values that :func:`predict_payload` built for that encoding spliced in. With the
+    compiled writer's lists (:class:`Later`) the answer is one buffer that they are written into, and the
+    result a view of it; else the pieces joined."""
     out: Parts = []
     if encoding == "msgpack":
         _splice_msgpack(payload, out)
     else:
         _splice_json(payload, out)
+    if any(isinstance(piece, Later) for piece in out):
+        body = _assembled(out)
+        if body is not None:
+            return body
+        out = [q for piece in out for q in (piece.fallback() if isinstance(piece, Later) else (piece,))]
     return b"".join(out)
+
+
+def _assembled(out: Parts) -> memoryview | None:
+    """The pieces in one buffer (:class:`_Bodies`), each :class:`Later` written there by the compiled
+    writer; ``None`` if one declines."""
+    buf = _bodies.take(sum(p.bound if isinstance(p, Later) else len(p) for p in out))
+    array = np.frombuffer(buf, np.uint8)
+    view = memoryview(buf)
+    at = 0
+    for piece in out:
+        if isinstance(piece, Later):
+            end = piece.write((array, at))
+            if end is None:
+                return None
+            at = end
+        else:
+            view[at : at + len(piece)] = piece
+            at += len(piece)
+    return view[:at]
+
+
+class _Bodies(threading.local):
+    """This thread's buffers that answers are written into and sent from, each taken again once nothing
+    holds a view of it any more (the server has sent the answer and dropped it).
+
+    A fresh buffer per answer paid a page fault per 4 KB written: encoding a 100-agent answer with six
+    futures (about 1.9 MB) took 1.27 ms in a fresh buffer, 0.80 ms in a reused one and 0.91 ms the way
+    before it (the writer's text joined with the answer's fields: a copy), one scratch measurement. Whether
+    a buffer is in use is what a bytearray itself knows: while a view of it exists it refuses to change
+    size (``BufferError``). At most ``KEEP`` buffers of at most ``KEEP_BYTES`` each are kept; beyond that
+    (answers of thousands of agents with six futures, or more answers in flight) a buffer is used once."""
+
+    KEEP = 4
+    KEEP_BYTES = 1 << 25
+
+    def __init__(self) -> None:
+        self.bufs: list[bytearray] = []
+
+    def take(self, size: int) -> bytearray:
+        """A buffer of at least ``size`` bytes that nothing else holds."""
+        for buf in self.bufs:
+            if _unheld(buf):
+                if len(buf) < size <= self.KEEP_BYTES:
+                    buf.extend(bytes(size - len(buf)))
+                if len(buf) >= size:
+                    return buf
+        buf = bytearray(size)
+        if size <= self.KEEP_BYTES and len(self.bufs) < self.KEEP:
+            self.bufs.append(buf)
+        return buf
+
+
+def _unheld(buf: bytearray) -> bool:
+    """Whether no view of ``buf`` exists: a bytearray with views cannot change size. (Its first check may
+    reallocate it once: a grown bytearray keeps room for one more byte.)"""
+    try:
+        buf.append(0)
+    except BufferError:
+        return False
+    del buf[-1]
+    return True
+
+
+_bodies = _Bodies()
 
 
 def predict_payload(
@@ -413,5 +509,5 @@ def predict_payload(
         return {**refs[role], "predictions": _predictions(out[role], layout, encoding, compiled)}
     return {
         "models": refs,
-        "predictions": {r: _predictions(out[r], layout, encoding, compiled, i) for i, r in enumerate(roles)},
+        "predictions": {r: _predictions(out[r], layout, encoding, compiled) for r in roles},
     }

@@ -61,8 +61,9 @@ class _Scratch(threading.local):
     """A thread's output buffers of the writer, kept between calls: a 100-agent answer with six futures is
     about 1.4 MB of text, and a fresh buffer each call paid a page fault per 4 KB written. Sized for the
     longest text possible (about twice the usual), so only the pages written stay resident; a buffer above
-    ``KEEP_BYTES`` (frames of thousands of agents with six futures) is not kept. Several buffers, so that
-    an answer with two models' predictions holds both texts until it is joined."""
+    ``KEEP_BYTES`` (frames of thousands of agents with six futures) is not kept. Several buffers (by index),
+    so that a caller can hold the texts of several calls. The service's answers do not use them: they are
+    written into the answer's own buffer (``into``, ``service.answers``)."""
 
     KEEP_BYTES = 1 << 25
 
@@ -92,6 +93,38 @@ class Futures:
     probabilities: bytes
 
 
+@dataclass(frozen=True)
+class Heads:
+    """Each answer's fields before its trajectory, one per row (or per group of futures), back to back in
+    ``text``, answer ``u`` ending at ``ends[u]``: JSON text of the object up to its last field before the
+    trajectory (no closing brace), or its packed MessagePack map up to there. With heads the writer writes
+    the whole list of answers but its brackets (JSON) or its array header (MessagePack)."""
+
+    text: bytes
+    ends: np.ndarray  # (U,) int64
+
+    @staticmethod
+    def of(parts: list[bytes]) -> Heads:
+        """Heads from each answer's bytes."""
+        return Heads(b"".join(parts), np.cumsum([len(h) for h in parts], dtype=np.int64))
+
+
+#: where the writer writes instead of this thread's buffer: (array of bytes, offset); it must hold the
+#: writer's bound (:func:`text_bound`) from the offset
+Into = tuple[np.ndarray, int]
+
+
+def text_bound(a: int, k: int, futures: Futures | None = None, heads: Heads | None = None) -> int | None:
+    """The bytes :func:`points_text` and :func:`msgpack_text` may write for ``a`` rows of ``k`` points (with
+    these futures and heads; for MessagePack, futures' probabilities take no text); ``None`` without the
+    compiled writer."""
+    w = _writer()
+    if w is None:
+        return None
+    group, probs = (futures.k, len(futures.probabilities)) if futures is not None else (0, 0)
+    return int(w.size(a, k, group, probs, 0 if heads is None else len(heads.text)))
+
+
 def points_text(
     t: np.ndarray,
     x: np.ndarray,
@@ -103,6 +136,8 @@ def points_text(
     layout: Layout = "points",
     buffer: int = 0,
     futures: Futures | None = None,
+    heads: Heads | None = None,
+    into: Into | None = None,
 ) -> Rows | None:
     """Row ``i`` as the JSON of the list ``[{"timestamp": t[i, k], "x": x[i, k], "y": y[i, k]}, ...]``, each
     point also with ``"std_x"``, ``"std_y"`` when ``std`` gives them; with ``layout="columns"`` as the JSON of
@@ -118,9 +153,12 @@ def points_text(
     some value is outside the range where the text is exactly orjson's, or when the compiled writer is
     unavailable or not wanted (``compiled=False``).
 
+    With ``heads`` (one per agent), each agent's text is its whole answer (:class:`Heads`), the answers
+    separated by commas: the list of answers without its brackets.
+
     The text is a view of one of this thread's reused buffers (``buffer``, a small index): it is valid until
-    the thread's next call with the same ``buffer``, so a caller copies what it keeps (``bytes.join`` over
-    slices of it writes an answer with one copy).
+    the thread's next call with the same ``buffer``, so a caller copies what it keeps. With ``into`` it is
+    written there instead (the answer's own buffer: no copy).
     """
     if not (1 <= t_decimals <= 16 and 1 <= xy_decimals <= 16):
         raise ValueError("decimals must be within 1..16")
@@ -128,17 +166,14 @@ def points_text(
     if futures is not None and (group < 1 or len(t) % group or probs.count(b",") != max(len(t) - 1, 0)):
         raise ValueError("futures: the rows must be whole groups of k, with one probability each")
 
-    def size(w: _Writer, a: int, k: int) -> int:
-        return int(w.size(a, k, group, len(probs)))
-
     def write(w: _Writer, columns: tuple[Any, ...], out: Any, ends: Any) -> int:
         k = columns[-1]
         scratch = np.empty(2 * k, np.int64)  # where the previous row wrote each timestamp, and its length
         spans = (w.ffi.from_buffer("int64_t[]", scratch[:k]), w.ffi.from_buffer("int64_t[]", scratch[k:]))
-        where = (int(layout == "columns"), group, probs, len(probs))
+        where = (int(layout == "columns"), group, probs, len(probs), *_heads_args(w, heads))
         return int(w.json(*columns, t_decimals, xy_decimals, *where, out, ends, *spans))
 
-    return _rows(t, x, y, std, compiled, size, write, buffer, group)
+    return _rows(t, x, y, std, compiled, write, buffer, futures, heads, into)
 
 
 def msgpack_text(
@@ -151,6 +186,8 @@ def msgpack_text(
     buffer: int = 0,
     xy_decimals: int = 0,
     probabilities: np.ndarray | None = None,
+    heads: Heads | None = None,
+    into: Into | None = None,
 ) -> Rows | None:
     """:func:`points_text` as MessagePack: each row the bytes ``msgpack.packb`` writes for the same object
     (every float as a float 64, NaN and infinities included), x, y and the deviations rounded as
@@ -158,7 +195,9 @@ def msgpack_text(
     compiled writer is unavailable or not wanted.
 
     With ``probabilities`` (agents x K), each agent's K rows are written as the values that end its answer's
-    map: ``<first row>``, ``"modes"``, ``[{"probability": p, "trajectory": <row>}, ...]``, one end per agent."""
+    map: ``<first row>``, ``"modes"``, ``[{"probability": p, "trajectory": <row>}, ...]``, one end per agent.
+    With ``heads``, each agent's bytes start with its answer's packed fields (:class:`Heads`): the list's
+    answers back to back, without the array's header."""
     if not 0 <= xy_decimals <= 16:
         raise ValueError("decimals must be within 0..16")
     group = 0
@@ -169,14 +208,19 @@ def msgpack_text(
             raise ValueError("probabilities: one per row, the rows whole groups of an agent's futures")
         probs = np.ascontiguousarray(probabilities, dtype=np.float64).ravel()
 
-    def size(w: _Writer, a: int, k: int) -> int:
-        return int(w.size(a, k, group, 0))
-
     def write(w: _Writer, columns: tuple[Any, ...], out: Any, ends: Any) -> int:
         p = w.ffi.NULL if probs is None else w.ffi.from_buffer("double[]", probs)
-        return int(w.msgpack(*columns, int(layout == "columns"), xy_decimals, group, p, out, ends))
+        how = (int(layout == "columns"), xy_decimals, group, p, *_heads_args(w, heads))
+        return int(w.msgpack(*columns, *how, out, ends))
 
-    return _rows(t, x, y, std, compiled, size, write, buffer, group)
+    futures = None if probs is None else Futures(group, b"")
+    return _rows(t, x, y, std, compiled, write, buffer, futures, heads, into)
+
+
+def _heads_args(w: _Writer, heads: Heads | None) -> tuple[Any, Any]:
+    if heads is None:
+        return w.ffi.NULL, w.ffi.NULL
+    return w.ffi.from_buffer("char[]", heads.text), w.ffi.from_buffer("int64_t[]", heads.ends)
 
 
 def _check(t: np.ndarray, x: np.ndarray, y: np.ndarray, std: tuple[np.ndarray, np.ndarray] | None) -> None:
@@ -191,25 +235,36 @@ def _rows(
     y: np.ndarray,
     std: tuple[np.ndarray, np.ndarray] | None,
     compiled: bool,
-    size: Callable[[_Writer, int, int], int],
     write: Callable[[_Writer, tuple[Any, ...], Any, Any], int],
     buffer: int,
-    group: int = 0,
+    futures: Futures | None,
+    heads: Heads | None,
+    into: Into | None,
 ) -> Rows | None:
     """Checks the shapes and calls ``write(writer, columns, out, ends)``: ``columns`` the C functions' leading
-    arguments (t, x, y, sx, sy, NULL without ``std``, then A and K), ``out`` this thread's output buffer
-    ``buffer`` (``size(writer, A, K)`` bytes) and ``ends`` the row ends to fill (one per ``group`` rows when
-    given); ``write`` returns the length written, or -1 (then ``None``)."""
+    arguments (t, x, y, sx, sy, NULL without ``std``, then A and K), ``out`` the output (this thread's buffer
+    ``buffer``, or ``into``) and ``ends`` the row ends to fill (one per group of ``futures``); ``write``
+    returns the length written, or -1 (then ``None``)."""
     _check(t, x, y, std)
     a, k = t.shape
+    group = futures.k if futures is not None else 0
+    if heads is not None and len(heads.ends) != (a // group if group else a):
+        raise ValueError("heads: one per answer (per row, or per group of futures)")
     if a == 0:
         return memoryview(b""), []
     w = _writer() if compiled else None
-    if w is None:
+    bound = text_bound(a, k, futures, heads) if w is not None else None
+    if w is None or bound is None:
         return None
     t, x, y = (np.ascontiguousarray(v, dtype=np.float64) for v in (t, x, y))
     sx, sy = (np.ascontiguousarray(v, dtype=np.float64) for v in std) if std is not None else (None, None)
-    out = _scratch.out(size(w, a, k), buffer)
+    if into is None:
+        out = _scratch.out(bound, buffer)
+    else:
+        whole, at = into
+        out = whole[at:]
+        if len(out) < bound:
+            raise ValueError(f"into: {len(out)} bytes from the offset, the writer needs up to {bound}")
     ends = np.empty(a // group if group else a, np.int64)
     buf = w.ffi.from_buffer  # typed views of the (contiguous) arrays, checked against the C declaration
     columns = (

@@ -227,24 +227,38 @@ static const char TRAJECTORY_KEY[] = ",\"trajectory\":";
 static const char MODES_KEY[] = ",\"modes\":[";
 static const char PROBABILITY_KEY[] = "{\"probability\":";
 
+/* Answer u's fields before its trajectory (heads[head_ends[u - 1]:head_ends[u]], from 0 for the first),
+   after a comma from the answer before it. */
+ALWAYS_INLINE char *json_head(const char *heads, const int64_t *head_ends, int64_t u, char *p) {
+    int64_t start = u ? head_ends[u - 1] : 0;
+    if (u) *p++ = ',';
+    return put(p, heads + start, (size_t)(head_ends[u] - start));
+}
+
 ALWAYS_INLINE int64_t json_rows(const double *t, const double *x, const double *y, const double *sx,
                                 const double *sy, int64_t a, int64_t k, const int t_decimals,
                                 const int xy_decimals, int columns, int64_t group, const char *probs,
-                                int64_t probs_len, char *out, int64_t *ends, int64_t *t_at,
-                                int64_t *t_len) {
+                                int64_t probs_len, const char *heads, const int64_t *head_ends, char *out,
+                                int64_t *ends, int64_t *t_at, int64_t *t_len) {
 #define ROW(i)                                                                                               \
     (columns ? columns_row(t, x, y, sx, sy, (i), k, t_decimals, xy_decimals, p)                             \
              : points_row(t, x, y, sx, sy, (i), k, t_decimals, xy_decimals, out, p, t_at, t_len))
     char *p = out;
     if (group <= 0) {
         for (int64_t i = 0; i < a; i++) {
+            if (heads) {
+                p = json_head(heads, head_ends, i, p);
+                p = put(p, TRAJECTORY_KEY, sizeof TRAJECTORY_KEY - 1);
+            }
             if (!(p = ROW(i))) return -1;
+            if (heads) *p++ = '}';
             ends[i] = p - out;
         }
         return p - out;
     }
     const char *prob = probs, *probs_end = probs + probs_len;
     for (int64_t g = 0; g * group < a; g++) {
+        if (heads) p = json_head(heads, head_ends, g, p);
         p = put(p, TRAJECTORY_KEY, sizeof TRAJECTORY_KEY - 1);
         char *first = p;
         if (!(p = ROW(g * group))) return -1;
@@ -267,6 +281,7 @@ ALWAYS_INLINE int64_t json_rows(const double *t, const double *x, const double *
             *p++ = '}';
         }
         *p++ = ']';
+        if (heads) *p++ = '}';
         ends[g] = p - out;
     }
     return p - out;
@@ -283,26 +298,32 @@ ALWAYS_INLINE int64_t json_rows(const double *t, const double *x, const double *
    ,"trajectory":<first row>,"modes":[{"probability":<p>,"trajectory":<row>},...] ending at ends[g]:
    `probs` holds the probabilities' JSON text, one per row, separated by commas (probs_len bytes).
 
+   With heads (not NULL), each row (or group) is one whole answer of the list, the text between its
+   brackets: a comma after the answer before it, the answer's fields (heads[head_ends[u - 1]:head_ends[u]],
+   from 0 for the first: a JSON object's text up to its last field, without the closing brace), the
+   trajectory (and the modes) as above, then the closing brace; ends[u] is after it.
+
    out holds json_rows_size() bytes; t_at and t_len k int64 each (scratch). The service's decimals (6 for
    times, 4 for positions) have their own compiled loop; the rest the same loop with the decimals as
    variables (2.3x slower). */
 int64_t answer_json_rows(const double *t, const double *x, const double *y, const double *sx,
                          const double *sy, int64_t a, int64_t k, int t_decimals, int xy_decimals, int columns,
-                         int64_t group, const char *probs, int64_t probs_len, char *out, int64_t *ends,
-                         int64_t *t_at, int64_t *t_len) {
+                         int64_t group, const char *probs, int64_t probs_len, const char *heads,
+                         const int64_t *head_ends, char *out, int64_t *ends, int64_t *t_at, int64_t *t_len) {
     if (t_decimals < 1 || t_decimals > 16 || xy_decimals < 1 || xy_decimals > 16) return -1;
     if (group > 0 && a % group) return -1;
     if (t_decimals == 6 && xy_decimals == 4)
-        return json_rows(t, x, y, sx, sy, a, k, 6, 4, columns, group, probs, probs_len, out, ends, t_at,
-                         t_len);
-    return json_rows(t, x, y, sx, sy, a, k, t_decimals, xy_decimals, columns, group, probs, probs_len, out,
-                     ends, t_at, t_len);
+        return json_rows(t, x, y, sx, sy, a, k, 6, 4, columns, group, probs, probs_len, heads, head_ends,
+                         out, ends, t_at, t_len);
+    return json_rows(t, x, y, sx, sy, a, k, t_decimals, xy_decimals, columns, group, probs, probs_len, heads,
+                     head_ends, out, ends, t_at, t_len);
 }
 
 /* The bytes out must hold for answer_json_rows (and msgpack_rows, without groups): every row at its
    longest (keys, brackets, and numbers of sign, 20 integer digits, a point and 16 decimals), and with
-   groups the first row again, each group's keys and the probabilities' text. */
-int64_t json_rows_size(int64_t a, int64_t k, int64_t group, int64_t probs_len) {
+   groups the first row again, each group's keys and the probabilities' text; with heads (heads_len
+   bytes in all), the heads and what joins each to its trajectory. */
+int64_t json_rows_size(int64_t a, int64_t k, int64_t group, int64_t probs_len, int64_t heads_len) {
     int64_t point = (int64_t)(sizeof HEAD - 1 + sizeof X_KEY - 1 + sizeof Y_KEY - 1 + sizeof SX_KEY - 1 +
                               sizeof SY_KEY - 1 + 2 + 5 * (1 + 20 + 1 + 16));
     int64_t row = k * point + 64; /* a columns row's keys and brackets are 52 at most */
@@ -310,6 +331,7 @@ int64_t json_rows_size(int64_t a, int64_t k, int64_t group, int64_t probs_len) {
     if (group > 0)
         size += (a / group) * (row + sizeof TRAJECTORY_KEY + sizeof MODES_KEY + 2) +
                 a * (sizeof PROBABILITY_KEY + sizeof TRAJECTORY_KEY + 2) + probs_len;
+    size += heads_len + a * (int64_t)(sizeof TRAJECTORY_KEY + 2);
     return size + 64; /* the last number's moves write a few bytes past its text */
 }
 
@@ -371,6 +393,13 @@ ALWAYS_INLINE char *mp_row(const double *const *cols, int c, int64_t i, int64_t 
     return p;
 }
 
+/* Answer u's packed fields before its trajectory (heads[head_ends[u - 1]:head_ends[u]], from 0 for the
+   first). */
+ALWAYS_INLINE char *mp_head(const char *heads, const int64_t *head_ends, int64_t u, char *p) {
+    int64_t start = u ? head_ends[u - 1] : 0;
+    return put(p, heads + start, (size_t)(head_ends[u] - start));
+}
+
 /* {"probability": p, "trajectory": ...} up to the trajectory's value: a fixmap of 2, each key a fixstr */
 static const char MP_PROBABILITY[] = "\x82\xabprobability";
 static const char MP_TRAJECTORY[] = "\xaatrajectory";
@@ -383,10 +412,12 @@ static const char MP_MODES[] = "\xa5modes";
    Without groups (group == 0) rows are back to back in out, row i ending at ends[i]. With groups, rows are
    taken `group` at a time as one agent's futures, most probable first, and each group is written as the
    values that end its answer's map: <first row>, "modes", [{"probability": probs[row], "trajectory": <row>},
-   ...], ending at ends[g]. out holds json_rows_size(a, k, group, 0) bytes. */
+   ...], ending at ends[g]. With heads (not NULL), each row (or group) starts with its answer's packed
+   fields before the trajectory (heads[head_ends[u - 1]:head_ends[u]], from 0 for the first): the list's
+   answers back to back. out holds json_rows_size(a, k, group, 0, heads_len) bytes. */
 int64_t msgpack_rows(const double *t, const double *x, const double *y, const double *sx, const double *sy,
                      int64_t a, int64_t k, int columns, int xy_decimals, int64_t group, const double *probs,
-                     char *out, int64_t *ends) {
+                     const char *heads, const int64_t *head_ends, char *out, int64_t *ends) {
     if (xy_decimals < 0 || xy_decimals > 16 || (group > 0 && a % group)) return -1;
     const double *cols[5] = {t, x, y, sx, sy};
     int c = (sx && sy) ? 5 : 3;
@@ -395,12 +426,14 @@ int64_t msgpack_rows(const double *t, const double *x, const double *y, const do
     char *p = out;
     if (group <= 0) {
         for (int64_t i = 0; i < a; i++) {
+            if (heads) p = mp_head(heads, head_ends, i, p);
             p = mp_row(cols, c, i, k, columns, xy_decimals, scale, p);
             ends[i] = p - out;
         }
         return p - out;
     }
     for (int64_t g = 0; g * group < a; g++) {
+        if (heads) p = mp_head(heads, head_ends, g, p);
         char *first = p;
         p = mp_row(cols, c, g * group, k, columns, xy_decimals, scale, p);
         size_t first_len = (size_t)(p - first);

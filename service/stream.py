@@ -231,9 +231,11 @@ class _Session:
             try:
                 reply = await self._reply(msg)
                 if msg.encoding == "msgpack":
-                    await self.ws.send_bytes(reply)
+                    # what send_bytes sends, with the answer's buffer as it is (a view: websockets sends
+                    # any bytes-like message; send_bytes is typed for bytes only)
+                    await self.ws.send({"type": "websocket.send", "bytes": reply})
                 else:
-                    await self.ws.send_text(reply.decode())
+                    await self.ws.send_text(str(reply, "utf-8"))
                 self.runtime.engine.answer_sent()  # as the HTTP routes do once their answer is handed over
             except (WebSocketDisconnect, RuntimeError):
                 self.close_code = None  # the client is gone
@@ -242,7 +244,7 @@ class _Session:
                 gauge.dec()
                 self.credits.release()
 
-    async def _reply(self, msg: _Message) -> bytes:
+    async def _reply(self, msg: _Message) -> bytes | memoryview:
         metrics = self.runtime.metrics
         start = time.perf_counter()
         try:

@@ -115,7 +115,8 @@ def test_hot_path_profile_reports_its_figures_and_the_ratio_bound_uses_them(tmp_
     assert f"{fig['total']:.2f} ms per request" in done.stdout
     assert 0 < fig["step"] < fig["engine: batched model step (all models)"] < fig["total"]
     assert fig["validate_body"] > 0 and 0 < fig["answer"] < fig["total"]
-    assert fig["answer"] == fig["answer as JSON data (answers._predictions)"] + fig["JSON encoding (orjson)"]
+    fields = fig["answer: the fields and what the writer takes (answers._predictions)"]
+    assert fig["answer"] == fields + fig["answer written: the compiled writer, or orjson (answers.encode)"]
 
     # ping 1 ms a cycle, step 0.5 ms, body 0.25 ms, answer 0.25 ms: 1 / 1.5 from the step, 1 / 2 with all
     results = {

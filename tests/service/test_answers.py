@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
-from service.answers import _predictions, encode
+from service.answers import _Bodies, _predictions, encode
 from service.frames import Predictions
 from service.schemas import PredictResponse
 
@@ -89,7 +89,7 @@ def test_answers_are_the_plain_objects_bytes(
         "model_version": "v",
         "predictions": _predictions(p, layout, encoding, compiled),
     }  # type: ignore[arg-type]
-    body = encode(payload, encoding)  # type: ignore[arg-type]
+    body = bytes(encode(payload, encoding))  # type: ignore[arg-type]
     plain = {**payload, "predictions": _plain(p, layout)}
     if encoding == "json":
         assert body == orjson.dumps(plain)
@@ -107,3 +107,41 @@ def test_values_the_compiled_writer_declines_are_written_the_slow_way():
         body = encode({"predictions": _predictions(p, layout)}, "json")  # type: ignore[arg-type]
         assert body == orjson.dumps({"predictions": _plain(p, layout)})
         assert orjson.loads(body)["predictions"][2]["modes"][3]["trajectory"] is not None
+
+
+def test_an_answer_declined_by_one_model_of_two_is_written_the_slow_way_whole():
+    # the A/B answer: the first model's list is written, the second's declined: the whole answer is then
+    # written again the slow way, nothing of the first attempt left in it
+    good, bad = _predictions_of(4, 6, True, seed=1), _predictions_of(4, 6, True, seed=2)
+    bad.modes_xy[1, 0, 0, 1] = np.inf
+    payload = {
+        "predictions": {"ipnet": _predictions(good, "points"), "baseline": _predictions(bad, "points")}
+    }
+    plain = {"predictions": {"ipnet": _plain(good, "points"), "baseline": _plain(bad, "points")}}
+    assert encode(payload, "json") == orjson.dumps(plain)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("encoding", ["json", "msgpack"])
+def test_an_answer_is_not_overwritten_while_it_is_held(encoding: str):
+    # answers are written into reused buffers: one still held (not yet sent) must keep its bytes while the
+    # next answers are written
+    answers = [_predictions_of(30, 6, True, seed=s) for s in range(3)]
+    bodies = [encode({"predictions": _predictions(p, "points", encoding)}, encoding) for p in answers]  # type: ignore[arg-type]
+    for p, body in zip(answers, bodies, strict=True):
+        plain = {"predictions": _plain(p, "points")}
+        assert body == (
+            orjson.dumps(plain) if encoding == "json" else msgpack.packb(plain, use_bin_type=True)
+        )
+
+
+def test_answer_buffers_are_taken_again_once_released():
+    bodies = _Bodies()
+    first = bodies.take(1000)
+    held = memoryview(first)[:10]
+    second = bodies.take(1000)
+    assert second is not first  # the first is still viewed
+    del held
+    assert bodies.take(1000) is first  # released: taken again, grown when needed
+    assert bodies.take(5000) is first and len(first) >= 5000
+    views = [memoryview(bodies.take(10)) for _ in range(_Bodies.KEEP + 2)]  # more in flight than kept
+    assert len({id(v.obj) for v in views}) == len(views) and len(bodies.bufs) == _Bodies.KEEP

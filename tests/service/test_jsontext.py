@@ -229,3 +229,22 @@ def test_msgpack_futures_need_a_probability_per_row():
         jsontext.msgpack_text(t, x, y, probabilities=np.full((2, 2), 0.5))
     with pytest.raises(ValueError, match="decimals"):
         jsontext.msgpack_text(t, x, y, xy_decimals=17)
+
+
+def test_heads_are_one_per_answer_and_into_must_hold_the_bound():
+    t, x, y = _batch(np.random.default_rng(4), 6, 4, True, 10.0)
+    heads = jsontext.Heads.of([b'{"agent_id":"a"', b'{"agent_id":"b"'])
+    futures = jsontext.Futures(3, b",".join([b"0.5"] * 6))
+    bound = jsontext.text_bound(6, 4, futures, heads)
+    assert bound is not None
+    out = np.zeros(bound + 3, np.uint8)
+    written = points_text(t, x, y, 6, 4, futures=futures, heads=heads, into=(out, 3))
+    assert written is not None
+    text = b"[" + bytes(written[0]) + b"]"  # the list of answers but its brackets, written at the offset
+    assert bytes(out[3 : 3 + len(written[0])]) == text[1:-1]
+    answers = orjson.loads(text)
+    assert [a["agent_id"] for a in answers] == ["a", "b"] and len(answers[1]["modes"]) == 3
+    with pytest.raises(ValueError, match="heads: one per answer"):
+        points_text(t, x, y, 6, 4, heads=heads)  # six rows without futures are six answers
+    with pytest.raises(ValueError, match="needs up to"):
+        points_text(t, x, y, 6, 4, futures=futures, heads=heads, into=(out, 4))
