@@ -229,6 +229,14 @@ def _check(t: np.ndarray, x: np.ndarray, y: np.ndarray, std: tuple[np.ndarray, n
         raise ValueError(f"t, x, y (and std) must be (A, K) arrays of one shape, not {shapes}")
 
 
+def _strided(v: np.ndarray) -> np.ndarray:
+    """``v`` as float64 whose strides are whole doubles (a view as it is, for the writer's strides: the x
+    and y of one (A, K, 2) array, or a leading slice of longer rows, are not copied); else a copy."""
+    if v.dtype != np.float64 or any(s % 8 for s in v.strides):
+        return np.ascontiguousarray(v, dtype=np.float64)
+    return v
+
+
 def _rows(
     t: np.ndarray,
     x: np.ndarray,
@@ -242,7 +250,8 @@ def _rows(
     into: Into | None,
 ) -> Rows | None:
     """Checks the shapes and calls ``write(writer, columns, out, ends)``: ``columns`` the C functions' leading
-    arguments (t, x, y, sx, sy, NULL without ``std``, then A and K), ``out`` the output (this thread's buffer
+    arguments (t, x, y, sx, sy, NULL without ``std``, their strides, then A and K: each array as it lies,
+    not copied), ``out`` the output (this thread's buffer
     ``buffer``, or ``into``) and ``ends`` the row ends to fill (one per group of ``futures``); ``write``
     returns the length written, or -1 (then ``None``)."""
     _check(t, x, y, std)
@@ -256,8 +265,9 @@ def _rows(
     bound = text_bound(a, k, futures, heads) if w is not None else None
     if w is None or bound is None:
         return None
-    t, x, y = (np.ascontiguousarray(v, dtype=np.float64) for v in (t, x, y))
-    sx, sy = (np.ascontiguousarray(v, dtype=np.float64) for v in std) if std is not None else (None, None)
+    values = [_strided(v) for v in (t, x, y, *(std or ()))]
+    strides = np.zeros(10, np.int64)  # (row, point) per column, in doubles; a column left out: zeros
+    strides[: 2 * len(values)] = [s // 8 for v in values for s in v.strides]
     if into is None:
         out = _scratch.out(bound, buffer)
     else:
@@ -266,16 +276,10 @@ def _rows(
         if len(out) < bound:
             raise ValueError(f"into: {len(out)} bytes from the offset, the writer needs up to {bound}")
     ends = np.empty(a // group if group else a, np.int64)
-    buf = w.ffi.from_buffer  # typed views of the (contiguous) arrays, checked against the C declaration
-    columns = (
-        buf("double[]", t),
-        buf("double[]", x),
-        buf("double[]", y),
-        w.ffi.NULL if sx is None else buf("double[]", sx),
-        w.ffi.NULL if sy is None else buf("double[]", sy),
-        a,
-        k,
-    )
+    buf = w.ffi.from_buffer  # typed views of contiguous arrays, checked against the C declaration
+    pointers = [w.ffi.cast("const double *", v.ctypes.data) for v in values]  # ``values`` keeps them alive
+    pointers += [w.ffi.NULL] * (5 - len(pointers))
+    columns = (*pointers, buf("int64_t[]", strides), a, k)
     size_written = write(w, columns, buf("char[]", out), buf("int64_t[]", ends))
     if size_written < 0:
         return None

@@ -158,14 +158,18 @@ ALWAYS_INLINE char *put(char *p, const char *text, size_t n) {
    timestamps: one equal to the one above it in the previous row is copied from that row's text (t_at and
    t_len: where the previous row wrote each, and its length). */
 ALWAYS_INLINE char *points_row(const double *t, const double *x, const double *y, const double *sx,
-                               const double *sy, int64_t i, int64_t k, const int t_decimals,
+                               const double *sy, const int64_t *s, int64_t i, int64_t k, const int t_decimals,
                                const int xy_decimals, char *out, char *p, int64_t *t_at, int64_t *t_len) {
+    /* this row's values and their point strides, as locals: the text's stores cannot alias them */
+    const double *tr = t + i * s[0], *tb = t + (i - 1) * s[0], *xr = x + i * s[2], *yr = y + i * s[4];
+    const int64_t tp = s[1], xp = s[3], yp = s[5];
+    const double *sxr = sx ? sx + i * s[6] : NULL, *syr = sy ? sy + i * s[8] : NULL;
+    const int64_t sxp = s[7], syp = s[9];
     *p++ = '[';
     for (int64_t j = 0; j < k; j++) {
-        int64_t at = i * k + j;
         if (j) *p++ = ',';
         p = put(p, HEAD, sizeof HEAD - 1);
-        if (i && t[at] == t[at - k]) {
+        if (i && tr[j * tp] == tb[j * tp]) {
             /* a fixed-size move: what it writes past the timestamp the text after it overwrites. Both
                halves are loaded before either is stored (a row of one short point is nearer than 32
                bytes); a memmove here stayed a call into libc per point (objdump): 0.65 -> 0.59 ms for a
@@ -177,21 +181,21 @@ ALWAYS_INLINE char *points_row(const double *t, const double *x, const double *y
             t_at[j] = p - out;
             p += t_len[j];
         } else {
-            char *end = number(t[at], t_decimals, p);
+            char *end = number(tr[j * tp], t_decimals, p);
             if (!end) return NULL;
             t_at[j] = p - out;
             t_len[j] = end - p;
             p = end;
         }
         p = put(p, X_KEY, sizeof X_KEY - 1);
-        if (!(p = number(x[at], xy_decimals, p))) return NULL;
+        if (!(p = number(xr[j * xp], xy_decimals, p))) return NULL;
         p = put(p, Y_KEY, sizeof Y_KEY - 1);
-        if (!(p = number(y[at], xy_decimals, p))) return NULL;
-        if (sx && sy) {
+        if (!(p = number(yr[j * yp], xy_decimals, p))) return NULL;
+        if (sxr && syr) {
             p = put(p, SX_KEY, sizeof SX_KEY - 1);
-            if (!(p = number(sx[at], xy_decimals, p))) return NULL;
+            if (!(p = number(sxr[j * sxp], xy_decimals, p))) return NULL;
             p = put(p, SY_KEY, sizeof SY_KEY - 1);
-            if (!(p = number(sy[at], xy_decimals, p))) return NULL;
+            if (!(p = number(syr[j * syp], xy_decimals, p))) return NULL;
         }
         *p++ = '}';
     }
@@ -205,16 +209,17 @@ static const size_t COLUMN_KEY_LEN[5] = {14, 7, 7, 11, 11};
 
 /* Row i of (a, k) in the columns layout at p: the end, or NULL. */
 ALWAYS_INLINE char *columns_row(const double *t, const double *x, const double *y, const double *sx,
-                                const double *sy, int64_t i, int64_t k, const int t_decimals,
-                                const int xy_decimals, char *p) {
+                                const double *sy, const int64_t *s, int64_t i, int64_t k,
+                                const int t_decimals, const int xy_decimals, char *p) {
     const double *cols[5] = {t, x, y, sx, sy};
     int c = (sx && sy) ? 5 : 3;
     for (int j = 0; j < c; j++) {
         p = put(p, COLUMN_KEYS[j], COLUMN_KEY_LEN[j]);
-        const double *v = cols[j] + i * k;
+        const double *v = cols[j] + i * s[2 * j];
+        const int64_t step = s[2 * j + 1];
         for (int64_t q = 0; q < k; q++) {
             if (q) *p++ = ',';
-            p = j ? number(v[q], xy_decimals, p) : number(v[q], t_decimals, p);
+            p = j ? number(v[q * step], xy_decimals, p) : number(v[q * step], t_decimals, p);
             if (!p) return NULL;
         }
     }
@@ -236,13 +241,13 @@ ALWAYS_INLINE char *json_head(const char *heads, const int64_t *head_ends, int64
 }
 
 ALWAYS_INLINE int64_t json_rows(const double *t, const double *x, const double *y, const double *sx,
-                                const double *sy, int64_t a, int64_t k, const int t_decimals,
+                                const double *sy, const int64_t *s, int64_t a, int64_t k, const int t_decimals,
                                 const int xy_decimals, int columns, int64_t group, const char *probs,
                                 int64_t probs_len, const char *heads, const int64_t *head_ends, char *out,
                                 int64_t *ends, int64_t *t_at, int64_t *t_len) {
 #define ROW(i)                                                                                               \
-    (columns ? columns_row(t, x, y, sx, sy, (i), k, t_decimals, xy_decimals, p)                             \
-             : points_row(t, x, y, sx, sy, (i), k, t_decimals, xy_decimals, out, p, t_at, t_len))
+    (columns ? columns_row(t, x, y, sx, sy, s, (i), k, t_decimals, xy_decimals, p)                          \
+             : points_row(t, x, y, sx, sy, s, (i), k, t_decimals, xy_decimals, out, p, t_at, t_len))
     char *p = out;
     if (group <= 0) {
         for (int64_t i = 0; i < a; i++) {
@@ -288,10 +293,12 @@ ALWAYS_INLINE int64_t json_rows(const double *t, const double *x, const double *
 #undef ROW
 }
 
-/* Rows of t, x, y ((a, k) row-major float64) back to back in out: in the points layout (columns == 0, a
-   list of {"timestamp", "x", "y"}) or the columns layout (a dict of lists); the length, or -1. Each value is
+/* Rows of t, x, y ((a, k) float64 each) back to back in out: in the points layout (columns == 0, a list
+   of {"timestamp", "x", "y"}) or the columns layout (a dict of lists); the length, or -1. Each value is
    written as np.round(value, decimals) (t_decimals for t, xy_decimals for the rest). sx and sy (the same
-   shape) are written as "std_x" and "std_y" after them, or left out when NULL.
+   shape) are written as "std_x" and "std_y" after them, or left out when NULL. Value (i, q) of column c
+   (t, x, y, sx, sy) is at c[i * strides[2c] + q * strides[2c + 1]] (in doubles): x and y can be the two
+   components of one (a, k, 2) array, and the served horizons a leading slice of longer rows, with no copy.
 
    Without groups (group == 0) row i ends at ends[i]. With groups, rows are taken `group` at a time as one
    agent's futures, most probable first, and each group is written as
@@ -307,15 +314,15 @@ ALWAYS_INLINE int64_t json_rows(const double *t, const double *x, const double *
    times, 4 for positions) have their own compiled loop; the rest the same loop with the decimals as
    variables (2.3x slower). */
 int64_t answer_json_rows(const double *t, const double *x, const double *y, const double *sx,
-                         const double *sy, int64_t a, int64_t k, int t_decimals, int xy_decimals, int columns,
+                         const double *sy, const int64_t *strides, int64_t a, int64_t k, int t_decimals, int xy_decimals, int columns,
                          int64_t group, const char *probs, int64_t probs_len, const char *heads,
                          const int64_t *head_ends, char *out, int64_t *ends, int64_t *t_at, int64_t *t_len) {
     if (t_decimals < 1 || t_decimals > 16 || xy_decimals < 1 || xy_decimals > 16) return -1;
     if (group > 0 && a % group) return -1;
     if (t_decimals == 6 && xy_decimals == 4)
-        return json_rows(t, x, y, sx, sy, a, k, 6, 4, columns, group, probs, probs_len, heads, head_ends,
+        return json_rows(t, x, y, sx, sy, strides, a, k, 6, 4, columns, group, probs, probs_len, heads, head_ends,
                          out, ends, t_at, t_len);
-    return json_rows(t, x, y, sx, sy, a, k, t_decimals, xy_decimals, columns, group, probs, probs_len, heads,
+    return json_rows(t, x, y, sx, sy, strides, a, k, t_decimals, xy_decimals, columns, group, probs, probs_len, heads,
                      head_ends, out, ends, t_at, t_len);
 }
 
@@ -369,15 +376,19 @@ ALWAYS_INLINE double mp_round(double v, int decimals, double scale) {
 }
 
 /* One row (row i of (a, k)) as MessagePack at p. */
-ALWAYS_INLINE char *mp_row(const double *const *cols, int c, int64_t i, int64_t k, int columns,
-                           int xy_decimals, double scale, char *p) {
+ALWAYS_INLINE char *mp_row(const double *const *cols, const int64_t *s, int c, int64_t i, int64_t k,
+                           int columns, int xy_decimals, double scale, char *p) {
     if (columns) {
         *p++ = (char)(0x80 | c);
         for (int j = 0; j < c; j++) {
             p = put(p, MP_KEYS[j], (size_t)MP_KEY_LEN[j]);
             p = mp_array(k, p);
-            const double *v = cols[j] + i * k;
-            for (int64_t q = 0; q < k; q++) p = mp_float(j ? mp_round(v[q], xy_decimals, scale) : v[q], p);
+            const double *v = cols[j] + i * s[2 * j];
+            const int64_t step = s[2 * j + 1];
+            for (int64_t q = 0; q < k; q++) {
+                double u = v[q * step];
+                p = mp_float(j ? mp_round(u, xy_decimals, scale) : u, p);
+            }
         }
         return p;
     }
@@ -385,7 +396,7 @@ ALWAYS_INLINE char *mp_row(const double *const *cols, int c, int64_t i, int64_t 
     for (int64_t q = 0; q < k; q++) {
         *p++ = (char)(0x80 | c);
         for (int j = 0; j < c; j++) {
-            double v = cols[j][i * k + q];
+            double v = cols[j][i * s[2 * j] + q * s[2 * j + 1]];
             p = put(p, MP_KEYS[j], (size_t)MP_KEY_LEN[j]);
             p = mp_float(j ? mp_round(v, xy_decimals, scale) : v, p);
         }
@@ -407,7 +418,8 @@ static const char MP_MODES[] = "\xa5modes";
 
 /* MessagePack of the rows as msgpack packs the JSON objects: the points layout (columns == 0) or the
    columns layout; the length. Every double is written (NaN and infinities too: MessagePack has them), x, y
-   and the deviations rounded to xy_decimals (0: as they are; times as they are).
+   and the deviations rounded to xy_decimals (0: as they are; times as they are). The columns' strides are
+   answer_json_rows's.
 
    Without groups (group == 0) rows are back to back in out, row i ending at ends[i]. With groups, rows are
    taken `group` at a time as one agent's futures, most probable first, and each group is written as the
@@ -416,7 +428,7 @@ static const char MP_MODES[] = "\xa5modes";
    fields before the trajectory (heads[head_ends[u - 1]:head_ends[u]], from 0 for the first): the list's
    answers back to back. out holds json_rows_size(a, k, group, 0, heads_len) bytes. */
 int64_t msgpack_rows(const double *t, const double *x, const double *y, const double *sx, const double *sy,
-                     int64_t a, int64_t k, int columns, int xy_decimals, int64_t group, const double *probs,
+                     const int64_t *strides, int64_t a, int64_t k, int columns, int xy_decimals, int64_t group, const double *probs,
                      const char *heads, const int64_t *head_ends, char *out, int64_t *ends) {
     if (xy_decimals < 0 || xy_decimals > 16 || (group > 0 && a % group)) return -1;
     const double *cols[5] = {t, x, y, sx, sy};
@@ -427,7 +439,7 @@ int64_t msgpack_rows(const double *t, const double *x, const double *y, const do
     if (group <= 0) {
         for (int64_t i = 0; i < a; i++) {
             if (heads) p = mp_head(heads, head_ends, i, p);
-            p = mp_row(cols, c, i, k, columns, xy_decimals, scale, p);
+            p = mp_row(cols, strides, c, i, k, columns, xy_decimals, scale, p);
             ends[i] = p - out;
         }
         return p - out;
@@ -435,7 +447,7 @@ int64_t msgpack_rows(const double *t, const double *x, const double *y, const do
     for (int64_t g = 0; g * group < a; g++) {
         if (heads) p = mp_head(heads, head_ends, g, p);
         char *first = p;
-        p = mp_row(cols, c, g * group, k, columns, xy_decimals, scale, p);
+        p = mp_row(cols, strides, c, g * group, k, columns, xy_decimals, scale, p);
         size_t first_len = (size_t)(p - first);
         p = put(p, MP_MODES, sizeof MP_MODES - 1);
         p = mp_array(group, p);
@@ -446,7 +458,7 @@ int64_t msgpack_rows(const double *t, const double *x, const double *y, const do
             if (j == 0)
                 p = put(p, first, first_len);
             else
-                p = mp_row(cols, c, g * group + j, k, columns, xy_decimals, scale, p);
+                p = mp_row(cols, strides, c, g * group + j, k, columns, xy_decimals, scale, p);
         }
         ends[g] = p - out;
     }

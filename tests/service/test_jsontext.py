@@ -248,3 +248,21 @@ def test_heads_are_one_per_answer_and_into_must_hold_the_bound():
         points_text(t, x, y, 6, 4, heads=heads)  # six rows without futures are six answers
     with pytest.raises(ValueError, match="needs up to"):
         points_text(t, x, y, 6, 4, futures=futures, heads=heads, into=(out, 4))
+
+
+@pytest.mark.parametrize("layout", ["points", "columns"])
+def test_strided_values_are_written_as_they_lie(layout: str):
+    # x and y the two components of one (A, H, 2) array, rows a leading slice of longer ones, a reversed
+    # view, float32: the same text as contiguous float64 copies give
+    rng = np.random.default_rng(5)
+    t = np.round(1.7e9 + np.cumsum(rng.random((7, 12)), axis=1), 6)
+    xy = rng.normal(0.0, 500.0, (7, 20, 2))[:, :12]
+    std = rng.gamma(2.0, 0.5, (7, 12, 2)).astype(np.float32)[:, ::-1]
+    views = (t, xy[..., 0], xy[..., 1], (std[..., 0], std[..., 1]))
+    copies = (t, *(np.ascontiguousarray(v, np.float64) for v in (xy[..., 0], xy[..., 1])))
+    sd = tuple(np.ascontiguousarray(v, np.float64) for v in (std[..., 0], std[..., 1]))
+    want = points_rows(*copies, 6, 4, std=sd, layout=layout)
+    assert want is not None and points_rows(*views[:3], 6, 4, std=views[3], layout=layout) == want
+    packed = jsontext.msgpack_text(*views[:3], std=views[3], layout=layout, xy_decimals=4)
+    assert packed is not None
+    assert bytes(packed[0]) == bytes(jsontext.msgpack_text(*copies, std=sd, layout=layout, xy_decimals=4)[0])  # type: ignore[index]
