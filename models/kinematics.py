@@ -243,8 +243,10 @@ def to_world_with_prior(kin: KinState, corr: np.ndarray, horizons_s: np.ndarray)
 
 
 @njit(cache=True, nogil=True)
-def _world_std(heading: np.ndarray, std_agent: np.ndarray) -> np.ndarray:  # pragma: no cover (compiled)
-    b, k, n_h = std_agent.shape[0], std_agent.shape[1], std_agent.shape[2]
+def _world_std(
+    heading: np.ndarray, std_agent: np.ndarray, n_h: int
+) -> np.ndarray:  # pragma: no cover (compiled)
+    b, k = std_agent.shape[0], std_agent.shape[1]
     out = np.empty((b, k, n_h, 2))
     for i in range(b):
         c2, s2 = heading[i, 0] * heading[i, 0], heading[i, 1] * heading[i, 1]
@@ -257,17 +259,20 @@ def _world_std(heading: np.ndarray, std_agent: np.ndarray) -> np.ndarray:  # pra
     return out
 
 
-def world_std(kin: KinState, std_agent: np.ndarray) -> np.ndarray:
+def world_std(kin: KinState, std_agent: np.ndarray, horizons: int | None = None) -> np.ndarray:
     """Agent-frame deviations (B, K, H, 2) along / across the heading -> world-axis marginals (x, y):
     ``sqrt(c^2 va + s^2 vc)`` and ``sqrt(s^2 va + c^2 vc)`` for the variances ``va``, ``vc`` and the heading's
-    cosine and sine.
+    cosine and sine; of the first ``horizons`` only (B, K, horizons, 2) when given (the served ones).
 
     One compiled pass, the same operations in the same order as the numpy expressions (``tests/models``
     checks bit equality): with six futures the numpy form's temporaries (half a megabyte each at 100 agents,
     fresh pages every call) made it a quarter of the serving step.
     """
+    n_h = std_agent.shape[2] if horizons is None else min(max(horizons, 0), std_agent.shape[2])
     return _world_std(
-        np.ascontiguousarray(kin.heading, dtype=np.float64), np.ascontiguousarray(std_agent, dtype=np.float64)
+        np.ascontiguousarray(kin.heading, dtype=np.float64),
+        np.ascontiguousarray(std_agent, dtype=np.float64),
+        n_h,
     )
 
 

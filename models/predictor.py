@@ -33,7 +33,10 @@ class StepResult:
     memory: np.ndarray  # (B, M) float32
     modes: np.ndarray  # (B, K, H, 2) world metres at horizons_s after each observation, most probable first
     probs: np.ndarray  # (B, K) float64 mode probabilities, descending, summing to 1
-    std: np.ndarray | None  # (B, K, H, 2) world-axis standard deviations (x, y), metres; None: not modeled
+    std: (
+        np.ndarray | None
+    )  # (B, K, H', 2) world-axis standard deviations (x, y), metres, at the first H' <= H
+    # horizons (``std_horizons``); None: not modeled
     energy_j: np.ndarray  # (B,) modeled physical energy of the memory update (IPNet), joules
     # (B, K, H, 2) the deviations along / across the heading (``kin.heading``): the axes of the 95% ellipse
     std_agent: np.ndarray | None = None
@@ -197,9 +200,12 @@ class Predictor:
         dt: np.ndarray,
         types: np.ndarray,
         modes: int | None = None,
+        std_horizons: int | None = None,
     ) -> StepResult:
         """Advance B agents by one observation each (one batched forward); ``modes``: return only the most
-        probable ones (their probabilities as the model gives them, not renormalised; None: every mode)."""
+        probable ones (their probabilities as the model gives them, not renormalised; None: every mode);
+        ``std_horizons``: the world-axis deviations (``StepResult.std``) of the first horizons only (the
+        ones an answer shows; None: all)."""
         kin2, feats = observe(kin, xy, dt, types)
         energy = np.zeros(len(xy))
         dt_s = np.where(kin.n == 0, 0.0, dt)
@@ -224,5 +230,5 @@ class Predictor:
             world = to_world_with_prior(kin_k, flat, self.horizons_s)
         else:
             world = to_world(kin_k, flat.astype(np.float64))
-        std = None if fc.std is None else world_std(kin2, fc.std)
+        std = None if fc.std is None else world_std(kin2, fc.std, std_horizons)
         return StepResult(kin2, memory, world.reshape(b, k, -1, 2), fc.probs, std, energy, fc.std)

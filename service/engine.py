@@ -297,9 +297,14 @@ class Engine:
         # the step's trajectories taken as they are (fancy-indexed copies of ~0.5 MB at 1,000 agents)
         whole = frame.depth == 1
         shape = (n_agents, n_modes, len(pred.horizons_s), 2)
+        # the world-axis deviations only answer (scoring uses those along / across the heading): only the
+        # served horizons are computed
+        served = self._served_horizons(model)
         modes_xy = np.empty(0) if whole else np.zeros(shape)
         probs = np.empty(0) if whole else np.zeros((n_agents, n_modes))
-        std: np.ndarray | None = None if whole or not pred.has_uncertainty else np.zeros(shape)
+        std: np.ndarray | None = None
+        if not whole and pred.has_uncertainty:
+            std = np.zeros((n_agents, n_modes, served, 2))
         std_agent: np.ndarray | None = (
             None if whole or not pred.has_uncertainty else np.zeros(shape[:1] + shape[2:])
         )
@@ -336,7 +341,7 @@ class Engine:
                 rewound[frame.agent[at][reset & (kin_n_before > 0) & (gap <= 0)]] = True
                 new_tracks += int(reset.sum())
             dt = np.where(reset, 0.0, gap)
-            res = pred.step(kin, mem, xy, dt, types[idx], n_modes)
+            res = pred.step(kin, mem, xy, dt, types[idx], n_modes, served)
             kin_arr[idx] = res.kin.to_array()
             memory[idx] = res.memory
             last_t[idx] = t
@@ -407,11 +412,16 @@ class Engine:
         """Account every committed request not accounted yet (metrics, online scoring), oldest first."""
         self.accounting.flush()
 
+    def _served_horizons(self, model: str) -> int:
+        """How many of the model's horizons (ascending) an answer shows: those up to the prediction horizon."""
+        h = self.predictors[model].horizons_s
+        return int(np.searchsorted(h, self.settings.prediction_horizon_s + 1e-9, side="right"))
+
     def _answers(self, model: str, agents: list[str], c: Computed, show_modes: bool = False) -> Predictions:
         h = self.predictors[model].horizons_s  # ascending
         # the horizons served: a leading slice, so the futures are views (a mask copied them, 0.6 MB for a
         # 100-agent frame with six futures and their deviations)
-        keep = slice(0, int(np.searchsorted(h, self.settings.prediction_horizon_s + 1e-9, side="right")))
+        keep = slice(0, self._served_horizons(model))
         last_t = c.last_t
         return Predictions(
             agent_ids=agents,

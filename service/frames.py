@@ -102,7 +102,7 @@ class Computed:
     agent_type: np.ndarray  # (A,) TYPE_INDEX
     modes_xy: np.ndarray  # (A, K, H, 2) the K served futures from each agent's newest observation
     probs: np.ndarray  # (A, K) their probabilities, renormalised over the K, descending
-    std: np.ndarray | None  # (A, K, H, 2) world-axis standard deviations; None: the model has none
+    std: np.ndarray | None  # (A, K, P, 2) world-axis standard deviations at the served horizons; None: none
     std_agent: np.ndarray | None  # (A, H, 2) the most probable future's deviations along / across the heading
     new_track: np.ndarray  # (A,) bool
     rewound: np.ndarray  # (A,) bool: a track that had run ahead of the clock restarted earlier

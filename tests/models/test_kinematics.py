@@ -111,6 +111,8 @@ def test_world_std_is_the_numpy_expressions_bit_for_bit():
         va, vc = std[..., 0] ** 2, std[..., 1] ** 2
         expected = np.sqrt(np.stack([c2 * va + s2 * vc, s2 * va + c2 * vc], axis=-1))
         np.testing.assert_array_equal(world_std(kin, std), expected)
+        # the served horizons only: the same values, the later horizons not computed
+        np.testing.assert_array_equal(world_std(kin, std, 30), expected[:, :, :30])
         # along the heading, the world x deviation is the along-track one
         if b == 1:
             flat = KinState(kin.last_xy, kin.last_v, np.array([[1.0, 0.0]]), kin.n)
