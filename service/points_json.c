@@ -161,7 +161,8 @@ ALWAYS_INLINE char *points_row(const double *t, const double *x, const double *y
                                const double *sy, const int64_t *s, int64_t i, int64_t k, const int t_decimals,
                                const int xy_decimals, char *out, char *p, int64_t *t_at, int64_t *t_len) {
     /* this row's values and their point strides, as locals: the text's stores cannot alias them */
-    const double *tr = t + i * s[0], *tb = t + (i - 1) * s[0], *xr = x + i * s[2], *yr = y + i * s[4];
+    /* (tb: the previous row's times; the first row has none, and compares with no row) */
+    const double *tr = t + i * s[0], *tb = i ? tr - s[0] : tr, *xr = x + i * s[2], *yr = y + i * s[4];
     const int64_t tp = s[1], xp = s[3], yp = s[5];
     const double *sxr = sx ? sx + i * s[6] : NULL, *syr = sy ? sy + i * s[8] : NULL;
     const int64_t sxp = s[7], syp = s[9];
@@ -241,10 +242,11 @@ ALWAYS_INLINE char *json_head(const char *heads, const int64_t *head_ends, int64
 }
 
 ALWAYS_INLINE int64_t json_rows(const double *t, const double *x, const double *y, const double *sx,
-                                const double *sy, const int64_t *s, int64_t a, int64_t k, const int t_decimals,
-                                const int xy_decimals, int columns, int64_t group, const char *probs,
-                                int64_t probs_len, const char *heads, const int64_t *head_ends, char *out,
-                                int64_t *ends, int64_t *t_at, int64_t *t_len) {
+                                const double *sy, const int64_t *s, int64_t a, int64_t k,
+                                const int t_decimals, const int xy_decimals, int columns, int64_t group,
+                                const char *probs, int64_t probs_len, const char *heads,
+                                const int64_t *head_ends, char *out, int64_t *ends, int64_t *t_at,
+                                int64_t *t_len) {
 #define ROW(i)                                                                                               \
     (columns ? columns_row(t, x, y, sx, sy, s, (i), k, t_decimals, xy_decimals, p)                          \
              : points_row(t, x, y, sx, sy, s, (i), k, t_decimals, xy_decimals, out, p, t_at, t_len))
@@ -314,16 +316,17 @@ ALWAYS_INLINE int64_t json_rows(const double *t, const double *x, const double *
    times, 4 for positions) have their own compiled loop; the rest the same loop with the decimals as
    variables (2.3x slower). */
 int64_t answer_json_rows(const double *t, const double *x, const double *y, const double *sx,
-                         const double *sy, const int64_t *strides, int64_t a, int64_t k, int t_decimals, int xy_decimals, int columns,
-                         int64_t group, const char *probs, int64_t probs_len, const char *heads,
-                         const int64_t *head_ends, char *out, int64_t *ends, int64_t *t_at, int64_t *t_len) {
+                         const double *sy, const int64_t *strides, int64_t a, int64_t k, int t_decimals,
+                         int xy_decimals, int columns, int64_t group, const char *probs, int64_t probs_len,
+                         const char *heads, const int64_t *head_ends, char *out, int64_t *ends, int64_t *t_at,
+                         int64_t *t_len) {
     if (t_decimals < 1 || t_decimals > 16 || xy_decimals < 1 || xy_decimals > 16) return -1;
     if (group > 0 && a % group) return -1;
     if (t_decimals == 6 && xy_decimals == 4)
-        return json_rows(t, x, y, sx, sy, strides, a, k, 6, 4, columns, group, probs, probs_len, heads, head_ends,
-                         out, ends, t_at, t_len);
-    return json_rows(t, x, y, sx, sy, strides, a, k, t_decimals, xy_decimals, columns, group, probs, probs_len, heads,
-                     head_ends, out, ends, t_at, t_len);
+        return json_rows(t, x, y, sx, sy, strides, a, k, 6, 4, columns, group, probs, probs_len, heads,
+                         head_ends, out, ends, t_at, t_len);
+    return json_rows(t, x, y, sx, sy, strides, a, k, t_decimals, xy_decimals, columns, group, probs,
+                     probs_len, heads, head_ends, out, ends, t_at, t_len);
 }
 
 /* The bytes out must hold for answer_json_rows (and msgpack_rows, without groups): every row at its
@@ -428,8 +431,9 @@ static const char MP_MODES[] = "\xa5modes";
    fields before the trajectory (heads[head_ends[u - 1]:head_ends[u]], from 0 for the first): the list's
    answers back to back. out holds json_rows_size(a, k, group, 0, heads_len) bytes. */
 int64_t msgpack_rows(const double *t, const double *x, const double *y, const double *sx, const double *sy,
-                     const int64_t *strides, int64_t a, int64_t k, int columns, int xy_decimals, int64_t group, const double *probs,
-                     const char *heads, const int64_t *head_ends, char *out, int64_t *ends) {
+                     const int64_t *strides, int64_t a, int64_t k, int columns, int xy_decimals,
+                     int64_t group, const double *probs, const char *heads, const int64_t *head_ends,
+                     char *out, int64_t *ends) {
     if (xy_decimals < 0 || xy_decimals > 16 || (group > 0 && a % group)) return -1;
     const double *cols[5] = {t, x, y, sx, sy};
     int c = (sx && sy) ? 5 : 3;
