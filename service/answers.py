@@ -471,16 +471,24 @@ class _Bodies(threading.local):
 
     def take(self, size: int) -> mmap.mmap:
         """A buffer of at least ``size`` bytes that nothing else holds."""
-        for buf in self.bufs:
+        for i, buf in enumerate(self.bufs):
             if _unheld(buf):
-                if len(buf) < size <= self.KEEP_BYTES:
-                    buf.resize(size)
                 if len(buf) >= size:
                     return buf
-        buf = mmap.mmap(-1, max(size, 1))
+                if size <= self.KEEP_BYTES:  # too small: replaced by a larger one
+                    buf.close()
+                    self.bufs[i] = buf = _anonymous(size)
+                    return buf
+        buf = _anonymous(size)
         if size <= self.KEEP_BYTES and len(self.bufs) < self.KEEP:
             self.bufs.append(buf)
         return buf
+
+
+def _anonymous(size: int) -> mmap.mmap:
+    # private: a shared anonymous map (mmap's default) is backed by a memory file of the size it was made
+    # with, and its pages beyond that fault (SIGBUS) if it is ever remapped larger
+    return mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE)
 
 
 def _unheld(buf: mmap.mmap) -> bool:

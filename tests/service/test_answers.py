@@ -141,7 +141,9 @@ def test_answer_buffers_are_taken_again_once_released():
     second = bodies.take(1000)
     assert second is not first  # the first is still viewed
     del held
-    assert bodies.take(1000) is first  # released: taken again, grown when needed
-    assert bodies.take(5000) is first and len(first) >= 5000
+    assert bodies.take(1000) is first  # released: taken again
+    grown = bodies.take(50_000)  # too small: replaced by a larger one, every byte of it writable
+    assert grown is not first and len(grown) >= 50_000 and bodies.take(10) is grown
+    np.frombuffer(grown, np.uint8)[:] = 1
     views = [memoryview(bodies.take(10)) for _ in range(_Bodies.KEEP + 2)]  # more in flight than kept
     assert len({id(v.obj) for v in views}) == len(views) and len(bodies.bufs) == _Bodies.KEEP
