@@ -183,3 +183,27 @@ def test_the_listener_opens_before_the_models_load_and_a_failed_startup_fails_li
     ) as ok:
         assert ok.client.get("/healthz").status_code == 200
         assert ok.client.get("/readyz").json()["status"] == "ready"
+
+
+def test_answers_of_every_size_in_a_row_from_one_server(weights: Path, tmp_path: Path):
+    # a real server writes its answers into buffers it reuses once sent and replaces when too small: answers
+    # that grow, shrink and grow again (both encodings, six futures) all arrive whole and the server lives
+    import msgpack
+
+    from clients.bench import Fleet
+
+    env = {"TRAJPRED_WEIGHTS_DIR": str(weights), "TRAJPRED_SNAPSHOT_PATH": ""}
+    with serve(env, tmp_path / "serve.log") as server:
+        for k, n in enumerate([1, 10, 300, 2, 300, 40]):
+            fleet = Fleet(n, f"size-{k}", 0.1)
+            for encoding in ("json", "msgpack"):
+                headers = {"content-type": "application/json"}
+                if encoding == "msgpack":
+                    headers["accept"] = "application/msgpack"
+                r = server.client.post("/v1/predict?modes=6", content=fleet.frame(0), headers=headers)
+                assert r.status_code == 200, r.text
+                answer = r.json() if encoding == "json" else msgpack.unpackb(r.content)
+                assert [p["agent_id"] for p in answer["predictions"]] == fleet.ids
+                assert all(len(p["modes"]) == 6 for p in answer["predictions"])
+                fleet = Fleet(n, f"size-{k}-{encoding}", 0.1)  # new agents for the second encoding
+        assert server.client.get("/healthz").status_code == 200
