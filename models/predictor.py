@@ -33,10 +33,9 @@ class StepResult:
     memory: np.ndarray  # (B, M) float32
     modes: np.ndarray  # (B, K, H, 2) world metres at horizons_s after each observation, most probable first
     probs: np.ndarray  # (B, K) float64 mode probabilities, descending, summing to 1
-    std: (
-        np.ndarray | None
-    )  # (B, K, H', 2) world-axis standard deviations (x, y), metres, at the first H' <= H
-    # horizons (``std_horizons``); None: not modeled
+    # (B, K, H', 2) world-axis standard deviations (x, y), metres, at the first H' <= H horizons
+    # (``std_horizons``); None: not modeled
+    std: np.ndarray | None
     energy_j: np.ndarray  # (B,) modeled physical energy of the memory update (IPNet), joules
     # (B, K, H, 2) the deviations along / across the heading (``kin.heading``): the axes of the 95% ellipse
     std_agent: np.ndarray | None = None

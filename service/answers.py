@@ -211,7 +211,7 @@ def _msgpack_later(
         out[at : at + len(header)] = np.frombuffer(header, np.uint8)
         at += len(header)
         written = msgpack_text(
-            t, xy[..., 0], xy[..., 1], True, sd, layout, 0, POSITION_DECIMALS, probs, heads, (out, at)
+            t, xy[..., 0], xy[..., 1], True, sd, layout, POSITION_DECIMALS, probs, heads, (out, at)
         )
         return None if written is None else at + len(written[0])
 
@@ -277,7 +277,7 @@ def _json_later(
         out, at = into
         out[at] = ord("[")
         written = points_text(
-            t, xy[..., 0], xy[..., 1], TIME_DECIMALS, POSITION_DECIMALS, True, sd, layout, 0, futures, heads,
+            t, xy[..., 0], xy[..., 1], TIME_DECIMALS, POSITION_DECIMALS, True, sd, layout, futures, heads,
             (out, at + 1),
         )  # fmt: skip
         if written is None:
@@ -340,7 +340,7 @@ def _msgpack_trajectories(
 ) -> list[Parts]:
     """Each row's trajectory as MessagePack, the same object as ``msgpack.packb`` of the JSON layout gives
     (``tests/service/test_stream.py`` checks it), for the way without the compiled writer
-    (:func:`_msgpack_written`): whole-batch numpy records (several times faster than a Python dict per
+    (:func:`_msgpack_later`): whole-batch numpy records (several times faster than a Python dict per
     point, and about four times slower than the writer for a 100-agent answer with six futures). A row is
     the pieces of its bytes, views of one buffer, copied once when the answer is joined."""
     a, k = t.shape

@@ -22,7 +22,6 @@ is not built (a source tree used without installing the package: one warning at 
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,32 +56,6 @@ def available() -> bool:
     return _writer() is not None
 
 
-class _Scratch(threading.local):
-    """A thread's output buffers of the writer, kept between calls: a 100-agent answer with six futures is
-    about 1.4 MB of text, and a fresh buffer each call paid a page fault per 4 KB written. Sized for the
-    longest text possible (about twice the usual), so only the pages written stay resident; a buffer above
-    ``KEEP_BYTES`` (frames of thousands of agents with six futures) is not kept. Several buffers (by index),
-    so that a caller can hold the texts of several calls. The service's answers do not use them: they are
-    written into the answer's own buffer (``into``, ``service.answers``)."""
-
-    KEEP_BYTES = 1 << 25
-
-    def __init__(self) -> None:
-        self.bufs: dict[int, np.ndarray] = {}
-
-    def out(self, size: int, index: int) -> np.ndarray:
-        buf = self.bufs.get(index)
-        if buf is not None and len(buf) >= size:
-            return buf
-        buf = np.empty(size, np.uint8)
-        if size <= self.KEEP_BYTES:
-            self.bufs[index] = buf
-        return buf
-
-
-_scratch = _Scratch()
-
-
 @dataclass(frozen=True)
 class Futures:
     """Rows taken ``k`` at a time as one agent's futures, most probable first, with their probabilities:
@@ -109,7 +82,7 @@ class Heads:
         return Heads(b"".join(parts), np.cumsum([len(h) for h in parts], dtype=np.int64))
 
 
-#: where the writer writes instead of this thread's buffer: (array of bytes, offset); it must hold the
+#: where the writer writes instead of a buffer of its own: (array of bytes, offset); it must hold the
 #: writer's bound (:func:`text_bound`) from the offset
 Into = tuple[np.ndarray, int]
 
@@ -134,7 +107,6 @@ def points_text(
     compiled: bool = True,
     std: tuple[np.ndarray, np.ndarray] | None = None,
     layout: Layout = "points",
-    buffer: int = 0,
     futures: Futures | None = None,
     heads: Heads | None = None,
     into: Into | None = None,
@@ -156,9 +128,8 @@ def points_text(
     With ``heads`` (one per agent), each agent's text is its whole answer (:class:`Heads`), the answers
     separated by commas: the list of answers without its brackets.
 
-    The text is a view of one of this thread's reused buffers (``buffer``, a small index): it is valid until
-    the thread's next call with the same ``buffer``, so a caller copies what it keeps. With ``into`` it is
-    written there instead (the answer's own buffer: no copy).
+    The text is a view of a buffer of its own, or with ``into`` of that one (the answer's buffer, which the
+    service reuses: ``service.answers``).
     """
     if not (1 <= t_decimals <= 16 and 1 <= xy_decimals <= 16):
         raise ValueError("decimals must be within 1..16")
@@ -173,7 +144,7 @@ def points_text(
         where = (int(layout == "columns"), group, probs, len(probs), *_heads_args(w, heads))
         return int(w.json(*columns, t_decimals, xy_decimals, *where, out, ends, *spans))
 
-    return _rows(t, x, y, std, compiled, write, buffer, futures, heads, into)
+    return _rows(t, x, y, std, compiled, write, futures, heads, into)
 
 
 def msgpack_text(
@@ -183,7 +154,6 @@ def msgpack_text(
     compiled: bool = True,
     std: tuple[np.ndarray, np.ndarray] | None = None,
     layout: Layout = "points",
-    buffer: int = 0,
     xy_decimals: int = 0,
     probabilities: np.ndarray | None = None,
     heads: Heads | None = None,
@@ -214,7 +184,7 @@ def msgpack_text(
         return int(w.msgpack(*columns, *how, out, ends))
 
     futures = None if probs is None else Futures(group, b"")
-    return _rows(t, x, y, std, compiled, write, buffer, futures, heads, into)
+    return _rows(t, x, y, std, compiled, write, futures, heads, into)
 
 
 def _heads_args(w: _Writer, heads: Heads | None) -> tuple[Any, Any]:
@@ -244,15 +214,14 @@ def _rows(
     std: tuple[np.ndarray, np.ndarray] | None,
     compiled: bool,
     write: Callable[[_Writer, tuple[Any, ...], Any, Any], int],
-    buffer: int,
     futures: Futures | None,
     heads: Heads | None,
     into: Into | None,
 ) -> Rows | None:
     """Checks the shapes and calls ``write(writer, columns, out, ends)``: ``columns`` the C functions' leading
     arguments (t, x, y, sx, sy, NULL without ``std``, their strides, then A and K: each array as it lies,
-    not copied), ``out`` the output (this thread's buffer
-    ``buffer``, or ``into``) and ``ends`` the row ends to fill (one per group of ``futures``); ``write``
+    not copied), ``out`` the output (a new buffer, or
+    ``into``) and ``ends`` the row ends to fill (one per group of ``futures``); ``write``
     returns the length written, or -1 (then ``None``)."""
     _check(t, x, y, std)
     a, k = t.shape
@@ -269,7 +238,7 @@ def _rows(
     strides = np.zeros(10, np.int64)  # (row, point) per column, in doubles; a column left out: zeros
     strides[: 2 * len(values)] = [s // 8 for v in values for s in v.strides]
     if into is None:
-        out = _scratch.out(bound, buffer)
+        out = np.empty(bound, np.uint8)
     else:
         whole, at = into
         out = whole[at:]
