@@ -32,7 +32,7 @@ import numpy as np
 import orjson
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import WebSocketException
+from websockets.exceptions import ConnectionClosedOK, WebSocketException
 
 from clients.client import ApiError, AsyncTrajpredClient, RetryPolicy, parse_metrics
 from clients.stream import stream_url
@@ -397,7 +397,7 @@ class StreamWire:
         self.timeout_s = timeout_s
         self.binary = encoding == "msgpack"
         self.ws: ClientConnection | None = None
-        self._waiting: collections.deque[asyncio.Future[bytes | str]] = collections.deque()
+        self._waiting: collections.deque[asyncio.Future[bytes]] = collections.deque()
         self._reader: asyncio.Task[None] | None = None
 
     async def open(self) -> StreamWire:
@@ -407,8 +407,13 @@ class StreamWire:
 
     async def _read(self, ws: ClientConnection) -> None:
         try:
-            async for reply in ws:
+            while True:
+                # a text reply as its UTF-8 bytes: a client parses those, it need not decode them first
+                reply = await ws.recv(decode=False)
+                assert isinstance(reply, bytes)
                 self._waiting.popleft().set_result(reply)
+        except ConnectionClosedOK:
+            pass
         except WebSocketException as e:
             while self._waiting:
                 self._waiting.popleft().set_exception(OSError(f"stream closed: {e}"))
@@ -418,14 +423,13 @@ class StreamWire:
     async def post(self, path: str, body: bytes) -> None:
         """Send one frame (``path`` is the stream's route, fixed at :meth:`open`) and wait for its reply."""
         assert self.ws is not None, "open() the stream first"
-        done: asyncio.Future[bytes | str] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiting.append(done)
-        await self.ws.send(body if self.binary else body.decode())
+        await self.ws.send(body, text=not self.binary)
         async with asyncio.timeout(self.timeout_s):
             reply = await done
-        head = reply[:8] if isinstance(reply, bytes) else reply[:9].encode()
-        if b"error" in head:  # {"error": ...} or a MessagePack map whose first key is "error"
-            data = msgpack.unpackb(reply, raw=False) if isinstance(reply, bytes) else json.loads(reply)
+        if b"error" in reply[:9]:  # {"error": ...} or a MessagePack map whose first key is "error"
+            data = msgpack.unpackb(reply, raw=False) if self.binary else json.loads(reply)
             raise _Rejected(str(data["error"]["code"]))
 
     async def aclose(self) -> None:

@@ -61,16 +61,18 @@ def observations_json(observations: Iterable[Observation | Mapping[str, Any]]) -
     return [o.model_dump(exclude_none=True) if isinstance(o, Observation) else dict(o) for o in observations]
 
 
-def _frame(observations: Iterable[Observation | Mapping[str, Any]], encoding: Encoding) -> bytes | str:
+def _frame(observations: Iterable[Observation | Mapping[str, Any]], encoding: Encoding) -> bytes:
+    """A frame's message: MessagePack, or JSON's UTF-8 bytes (sent as a text frame, ``text=`` below)."""
     body = {"observations": observations_json(observations)}
     if encoding == "msgpack":
         return bytes(msgpack.packb(body, use_bin_type=True))
-    return orjson.dumps(body).decode()
+    return orjson.dumps(body)
 
 
-def _answer(message: bytes | str, model: type[BaseModel]) -> Any:
-    """The reply as the route's answer; an error reply raises :class:`ApiError`."""
-    data = msgpack.unpackb(message, raw=False) if isinstance(message, bytes) else orjson.loads(message)
+def _answer(message: bytes | str, model: type[BaseModel], encoding: Encoding) -> Any:
+    """The reply as the route's answer; an error reply raises :class:`ApiError`. Text replies are read as
+    their UTF-8 bytes (``recv(decode=False)``): orjson parses and checks them without a decoded copy."""
+    data = msgpack.unpackb(message, raw=False) if encoding == "msgpack" else orjson.loads(message)
     if isinstance(data, dict) and "error" in data:
         try:
             error = ErrorResponse.model_validate(data).error
@@ -96,17 +98,17 @@ class TrajpredStream:
     def send(self, observations: Iterable[Observation | Mapping[str, Any]]) -> None:
         """Send one frame without waiting for its reply (read it with :meth:`recv`, in order)."""
         try:
-            self.connection.send(_frame(observations, self.encoding))
+            self.connection.send(_frame(observations, self.encoding), text=self.encoding == "json")
         except ConnectionClosed as e:
             raise _closed(e) from None
 
     def recv(self, timeout_s: float | None = None) -> Any:
         """The reply to the oldest frame not yet read: the route's answer; :class:`ApiError` if rejected."""
         try:
-            message = self.connection.recv(timeout=timeout_s)
+            message = self.connection.recv(timeout=timeout_s, decode=False)
         except ConnectionClosed as e:
             raise _closed(e) from None
-        return _answer(message, self._model)
+        return _answer(message, self._model, self.encoding)
 
     def predict(self, observations: Iterable[Observation | Mapping[str, Any]]) -> Any:
         """Send one frame and wait for its reply."""
@@ -155,17 +157,17 @@ class AsyncTrajpredStream:
     async def send(self, observations: Iterable[Observation | Mapping[str, Any]]) -> None:
         """Send one frame without waiting for its reply."""
         try:
-            await self._open().send(_frame(observations, self.encoding))
+            await self._open().send(_frame(observations, self.encoding), text=self.encoding == "json")
         except ConnectionClosed as e:
             raise _closed(e) from None
 
     async def recv(self) -> Any:
         """The reply to the oldest frame not yet read."""
         try:
-            message = await self._open().recv()
+            message = await self._open().recv(decode=False)
         except ConnectionClosed as e:
             raise _closed(e) from None
-        return _answer(message, self._model)
+        return _answer(message, self._model, self.encoding)
 
     async def predict(self, observations: Iterable[Observation | Mapping[str, Any]]) -> Any:
         """Send one frame and wait for its reply."""

@@ -259,11 +259,24 @@ def guarded_protocol(
     )
 
 
+#: the ASGI extension the stream's protocol advertises in its scope: a ``websocket.send`` message's ``text`` may
+#: be UTF-8 bytes (any bytes-like object), sent as a text frame as it is. A JSON answer is written as bytes;
+#: without the extension it is decoded to a ``str`` that the server encodes again, two copies and a UTF-8
+#: check of megabytes at 1,000-agent frames (``service.stream`` sends a ``str`` where the extension is absent)
+TEXT_BYTES_EXTENSION = "ipnet.websocket.send.text_bytes"
+
+
 def draining_ws_protocol(drain: Callable[[], None]) -> type[Any]:
-    """The WebSocket protocol class for ``uvicorn.run(ws=...)``: at a graceful shutdown an open stream is
-    not cut with 1012 (uvicorn's default) but told to drain (``drain()``: it stops reading, answers what it
-    read and closes with 1001); uvicorn waits for the connection to close, up to its graceful timeout."""
+    """The WebSocket protocol class for ``uvicorn.run(ws=...)``: uvicorn's sans-I/O protocol that
+
+    - at a graceful shutdown does not cut an open stream with 1012 (uvicorn's default) but tells it to drain
+      (``drain()``: it stops reading, answers what it read and closes with 1001); uvicorn waits for the
+      connection to close, up to its graceful timeout;
+    - sends UTF-8 bytes as a text frame without decoding them (:data:`TEXT_BYTES_EXTENSION`).
+    """
+    from uvicorn.protocols.utils import ClientDisconnected
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    from websockets.exceptions import InvalidState
 
     class DrainingWebSocketsProtocol(WebSocketsSansIOProtocol):
         def shutdown(self) -> None:
@@ -271,5 +284,28 @@ def draining_ws_protocol(drain: Callable[[], None]) -> type[Any]:
                 drain()
                 return
             super().shutdown()
+
+        def handle_connect(self, event: Any) -> None:
+            super().handle_connect(event)
+            scope = getattr(self, "scope", None)  # absent when the handshake was refused
+            if scope is not None:
+                scope["extensions"][TEXT_BYTES_EXTENSION] = {}
+
+        async def send(self, message: Any) -> None:
+            text = message.get("text") if message["type"] == "websocket.send" else None
+            if text is None or isinstance(text, str):
+                await super().send(message)
+                return
+            await self.writable.wait()
+            if self.disconnected:
+                raise ClientDisconnected()
+            if not self.handshake_complete or self.close_sent or self.initial_response is not None:
+                await super().send(message)  # uvicorn's own refusal of a send in this state
+                return
+            try:
+                self.conn.send_text(text)
+                self.transport.write(b"".join(self.conn.data_to_send()))
+            except InvalidState:
+                raise ClientDisconnected() from None
 
     return DrainingWebSocketsProtocol

@@ -44,6 +44,7 @@ from service.errors import (
     Unauthorized,
     from_validation_errors,
 )
+from service.protocol import TEXT_BYTES_EXTENSION
 from service.schemas import PredictRequest
 from service.settings import Settings
 from service.validation import FrameValidator, observations_of
@@ -166,6 +167,8 @@ class _Session:
         self.inbox: asyncio.Queue[_Message | None] = asyncio.Queue()
         self.close_code: int | None = CLOSE_GOING_AWAY
         self.close_reason = ""
+        # whether the server sends UTF-8 bytes as a text frame (``ipnet serve``'s protocol does)
+        self.text_bytes = TEXT_BYTES_EXTENSION in (websocket.scope.get("extensions") or {})
 
     async def run(self) -> None:
         reader = asyncio.create_task(self._read())
@@ -234,6 +237,8 @@ class _Session:
                     # what send_bytes sends, with the answer's buffer as it is (a view: websockets sends
                     # any bytes-like message; send_bytes is typed for bytes only)
                     await self.ws.send({"type": "websocket.send", "bytes": reply})
+                elif self.text_bytes:  # the answer's UTF-8 bytes as they are, in a text frame
+                    await self.ws.send({"type": "websocket.send", "text": reply})
                 else:
                     await self.ws.send_text(str(reply, "utf-8"))
                 self.runtime.engine.answer_sent()  # as the HTTP routes do once their answer is handed over
