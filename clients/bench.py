@@ -115,6 +115,9 @@ class BenchResult:
             f"throughput: {self.requests_per_s:.1f} requests/s, {self.agent_updates_per_s:.0f} agent-updates/s",
             "latency: " + ", ".join(f"{k} {v:.2f} ms" for k, v in lat.items()),
         ]
+        cpu = self.extra.get("client_cpu_ms_per_request")
+        if cpu is not None:
+            lines.append(f"client CPU (this process): {cpu:.2f} ms per request")
         srv = self.extra.get("server") or {}
         if srv:
             lines.append(
@@ -602,6 +605,9 @@ async def run_bench_async(cfg: BenchConfig, http: httpx.AsyncClient | None = Non
                 )
                 streams.append(await stream.open())
         send: Sender | list[Sender] = [w.post for w in streams] if streams else _sender(client, wire)
+        # this process's CPU over the load: the client's own cost (encoding frames, the transport, reading
+        # answers), beside the server's (``extra["server"]``); the server is another process
+        cpu0 = time.process_time()
         try:
             if cfg.rate_hz is not None:
                 elapsed = await _open_loop(send[0] if isinstance(send, list) else send, cfg, path, tally)
@@ -616,6 +622,7 @@ async def run_bench_async(cfg: BenchConfig, http: httpx.AsyncClient | None = Non
                 await wire.aclose()
             for stream in streams:
                 await stream.aclose()
+        client_cpu_s = time.process_time() - cpu0
         mode += (", stream" if cfg.stream else ", http") + f", {cfg.encoding}"
         rss1, tracked1 = await server_memory(client)
         timing1 = server_timing(parse_metrics(await client.metrics()), timed_path)
@@ -640,7 +647,11 @@ async def run_bench_async(cfg: BenchConfig, http: httpx.AsyncClient | None = Non
         tracked_agents=tracked1,
         rss_delta_bytes=rss_delta,
         bytes_per_tracked_agent=per_agent,
-        extra={"server": _server_delta(timing0, timing1), **({"modes": cfg.modes} if cfg.modes else {})},
+        extra={
+            "server": _server_delta(timing0, timing1),
+            "client_cpu_ms_per_request": client_cpu_s * 1e3 / max(1, n_req),
+            **({"modes": cfg.modes} if cfg.modes else {}),
+        },
     )
 
 

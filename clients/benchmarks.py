@@ -24,6 +24,7 @@ import contextlib
 import datetime as dt
 import itertools
 import json
+import math
 import os
 import platform
 import subprocess
@@ -414,6 +415,68 @@ def _ratio_bound(results: dict[str, Any]) -> str:
     )
 
 
+def _stream_budgets(results: dict[str, Any]) -> list[str]:
+    """What each transport and peer target leaves for everything but the model step, from this run: the
+    cycle (1 / requests/s) a target allows, the in-process step's share of it, and the ratio the service
+    would reach with every other cost at zero. The peers run the same step (``clients/peers/state.py``),
+    so the step bounds how far ahead of a peer any service of this model can get."""
+    side = results.get("peers")
+    if side is None:
+        return []
+    steps = results["model_step"]["gru"]  # the model of the routes these rows measure
+    s100 = steps[100]["step_us_per_agent"] * 100 * 1e-3  # ms per 100-agent frame
+    s1000 = steps[1000]["step_us_per_agent"] * 1000 * 1e-3
+    ours100, ours1000 = side["ours"]["100"], side["ours"]["1000"]
+    http_ms = 1e3 / ours100["http_points_json"]["requests_per_s"]
+    stream_ms = 1e3 / ours100["stream_points_json"]["requests_per_s"]
+    stream1000_ms = 1e3 / ours1000["stream_points_json"]["requests_per_s"]
+
+    def client(r: dict[str, Any]) -> float:  # the load generator's own CPU per request (NaN: not measured)
+        return float(r.get("extra", {}).get("client_cpu_ms_per_request", math.nan))
+
+    # (target, cycle it allows ms, step ms, the cycle now ms, the client's CPU ms, the ratio at best)
+    rows: list[tuple[str, float, float, float, float, str]] = [
+        ("stream >= 2x HTTP, 100 agents", http_ms / 2, s100, stream_ms, client(ours100["stream_points_json"]),
+         f"{(s100 + http_ms - stream_ms) / s100:.2f}x: the stream saves HTTP's own cost, {http_ms - stream_ms:.2f} ms"),
+        (">= 100,000 agent-updates/s, stream, 1,000 agents", 10.0, s1000, stream1000_ms,
+         client(ours1000["stream_points_json"]), f"{1000 / s1000 * 1e3:,.0f}/s"),
+        ("end-to-end <= 2x the step, stream, 1,000 agents", 2 * s1000, s1000, stream1000_ms,
+         client(ours1000["stream_points_json"]), "1.0x"),
+    ]  # fmt: skip
+    measured = {n: b["100"] for n, b in side["peers"].items() if "100" in b}
+    if measured:
+        name, best = max(measured.items(), key=lambda kv: kv[1]["peer"]["requests_per_s"])
+        peer_ms = 1e3 / best["peer"]["requests_per_s"]
+        at_best = f"{peer_ms / s100:.2f}x: {name}'s cycle, {peer_ms:.2f} ms, over the step alone"
+        rows += [
+            (f">= 1.5x {name} over HTTP, 100 agents", peer_ms / 1.5, s100,
+             1e3 / best["ours_http"]["requests_per_s"], client(best["ours_http"]), at_best),
+            (f">= 3x {name} over the stream, 100 agents", peer_ms / 3, s100,
+             1e3 / best["ours_stream"]["requests_per_s"], client(best["ours_stream"]), at_best),
+        ]  # fmt: skip
+    lines = [
+        "## What the transport and peer targets leave for everything but the model step",
+        "",
+        "From the figures of this run: the cycle a target allows (closed loop, one sender: 1 / requests/s), "
+        "the GRU's in-process step for the frame (the model-step table below; the routes measured serve the "
+        "GRU, and every peer runs the same step), what that leaves for everything else (client, transport, "
+        "framework, parse and validation, state, answer, scoring, metrics) against what everything else takes "
+        "now (of it, the load generator's own CPU per request: no server removes that), and the ratio the "
+        "service would reach if everything but the step cost nothing. A budget below the client's own cost "
+        "means no serving code meets the target with this model, this client and this machine. The stream's "
+        "gain over HTTP is the HTTP cycle's extra cost over the stream's (both do the same work).",
+        "",
+        "| target | cycle allowed, ms | model step, ms | left for the rest, ms | the rest now, ms | of it, the client's CPU, ms | at best |",
+        "|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for target, allowed, step, now, cpu, best_text in rows:
+        lines.append(
+            f"| {target} | {allowed:.2f} | {step:.2f} | {allowed - step:.2f} | {now - step:.2f} | {cpu:.2f} "
+            f"| {best_text} |"
+        )
+    return [*lines, ""]
+
+
 def _profile(plan: Plan, tmp: Path) -> tuple[str, dict[str, dict[str, float]]]:
     """The hot-path profile (a script, in its own process: it imports the service, this package does not):
     its Markdown, and its figures per route (ms per request) where it ran."""
@@ -579,6 +642,7 @@ def _header(results: dict[str, Any], command: str) -> list[str]:
         "|---|---|---|",
         *_targets(results),
         "",
+        *_stream_budgets(results),
     ]
 
 

@@ -22,6 +22,7 @@ from clients.benchmarks import (
     Plan,
     _modes_section,
     _ratio_bound,
+    _stream_budgets,
     _targets,
     bench_model_step,
     bench_modes,
@@ -205,3 +206,37 @@ def test_the_targets_table_judges_each_row_from_the_results() -> None:
     results["peers"]["ours"]["1000"]["stream_points_json"]["requests_per_s"] = 0.0
     rows = {r.split(" | ")[0].lstrip("| "): r.split(" | ")[1:] for r in _targets(results)}
     assert next(v for k, v in rows.items() if k.startswith("end-to-end"))[1] == "no |"
+
+
+def test_the_budgets_of_the_stream_and_peer_targets_follow_from_the_step() -> None:
+    """Step 0.5 ms per 100-agent frame and 4 ms per 1,000; HTTP 2 ms a cycle, the stream 1.5 ms (so HTTP
+    costs 0.5 ms more), the peer 3 ms: the stream can reach at most (0.5 + 0.5) / 0.5 = 2x HTTP, 3 / 0.5 = 6x
+    the peer, and 3x the peer leaves 1 - 0.5 = 0.5 ms for everything but the step."""
+
+    def run(rps: float, client_ms: float) -> dict:
+        return {"requests_per_s": rps, "extra": {"client_cpu_ms_per_request": client_ms}}
+
+    steps = {"gru": {100: {"step_us_per_agent": 5.0}, 1000: {"step_us_per_agent": 4.0}}}
+    results: dict = {
+        "model_step": steps,
+        "peers": {
+            "ours": {
+                "100": {"http_points_json": run(500.0, 0.3), "stream_points_json": run(1000 / 1.5, 0.25)},
+                "1000": {"stream_points_json": run(50.0, 2.0)},
+            },
+            "peers": {"mlserver": {"100": {"peer": {"requests_per_s": 1000 / 3}, "ours_http": run(500.0, 0.3),
+                                           "ours_stream": run(1000 / 1.5, 0.25)}}},
+        },
+    }  # fmt: skip
+    rows = {r.split(" | ")[0].lstrip("| "): r.rstrip(" |").split(" | ")[1:] for r in _stream_budgets(results)}
+    assert rows["stream >= 2x HTTP, 100 agents"][:5] == ["1.00", "0.50", "0.50", "1.00", "0.25"]
+    assert rows["stream >= 2x HTTP, 100 agents"][5].startswith("2.00x")
+    # 1,000 agents: 10 ms allowed, the step 4 ms; the stream's 20 ms cycle leaves 16 ms of the rest
+    assert rows[">= 100,000 agent-updates/s, stream, 1,000 agents"] == ["10.00", "4.00", "6.00", "16.00", "2.00",
+                                                                        "250,000/s"]  # fmt: skip
+    assert rows["end-to-end <= 2x the step, stream, 1,000 agents"][:4] == ["8.00", "4.00", "4.00", "16.00"]
+    assert rows[">= 3x mlserver over the stream, 100 agents"][:4] == ["1.00", "0.50", "0.50", "1.00"]
+    assert rows[">= 1.5x mlserver over HTTP, 100 agents"][:3] == ["2.00", "0.50", "1.50"]
+    assert rows[">= 1.5x mlserver over HTTP, 100 agents"][5].startswith("6.00x")
+    del results["peers"]
+    assert _stream_budgets(results) == []

@@ -203,6 +203,10 @@ def test_bench_closed_loop_counts_errors(server: tuple[Server, int]):
     assert ok.errors == 0 and ok.ok == ok.requests > 2
     assert ok.agent_updates_per_s == pytest.approx(ok.requests_per_s * 5)
     assert "agent-updates/s" in ok.format()
+    # the client's own CPU per request: it encodes each frame and reads each answer, so some, and less than
+    # the wall time of a request (one sender at a time per worker, the server's time in between)
+    cpu_ms = ok.extra["client_cpu_ms_per_request"]
+    assert 0 < cpu_ms < ok.duration_s * 1e3 * 2 / ok.requests and "client CPU" in ok.format()
     # frames over the server's observation limit are rejected: counted by code, not raised (no retries)
     bad = asyncio.run(
         run_bench_async(BenchConfig(server=srv.url, route="ab", agents=10_001, rate_hz=10, duration_s=0.3))
