@@ -9,7 +9,7 @@ from setuptools import setup
 
 builders = runpy.run_path("models/native_build.py")
 extensions = []
-for name in ("mtj_builder", "writer_builder"):
+for name in ("mtj_builder", "writer_builder", "reader_builder"):
     ext = builders[name].distutils_extension(tmpdir="build/cffi", verbose=False)
     ext.optional = True
     extensions.append(ext)

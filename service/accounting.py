@@ -124,17 +124,18 @@ class Accountant:
     def scoring_entry(self, done: Committed) -> ScoringEntry:
         """What online scoring needs of a committed request: tracks restarted back in time (their pending
         predictions, anchored ahead of the clock, mean nothing), the observations, the new predictions."""
-        models, agents, groups, frame, computed = done
+        models, frame, computed = done
+        agents = frame.agents
         first = computed[models[0]]
         rewound = [agents[i] for i in np.flatnonzero(first.rewound)]
         if frame.depth == 1:  # one observation per agent, in the agents' order: the frame's columns
             t_list, xy_new = frame.t.tolist(), frame.xy
             observations = list(zip(agents, t_list, *xy_new.T.tolist(), strict=True))
-        else:
-            observations = [(a, o.t, o.x, o.y) for a in agents for o in groups[a]]
-            newest = [groups[a][-1] for a in agents]
-            t_list = [o.t for o in newest]
-            xy_new = np.array([(o.x, o.y) for o in newest], dtype=np.float64).reshape(-1, 2)
+        else:  # rows agent by agent, each in time order
+            ids = [agents[i] for i in frame.agent.tolist()]
+            observations = list(zip(ids, frame.t.tolist(), *frame.xy.T.tolist(), strict=True))
+            last = frame.last
+            t_list, xy_new = frame.t[last].tolist(), frame.xy[last]
         horizons = self.predictors[models[0]].horizons_s
         same_grid = all(np.array_equal(self.predictors[m].horizons_s, horizons) for m in models)
         return frame_entry(

@@ -15,6 +15,8 @@ from fastapi.routing import APIRoute
 from service.answers import MSGPACK, Encoding, encode, predict_payload
 from service.deps import AnswerEncodingDep, ApiKeyDep, EngineDep, MetricsDep, MetricsKeyDep, RuntimeDep
 from service.errors import REJECTION_CODES, NotReady, ServiceError
+from service.frame_reader import ObservationsBody, read_frame
+from service.frames import Observations
 from service.schemas import (
     AGENT_ID_PATTERN,
     MAX_AGENT_ID_LENGTH,
@@ -27,12 +29,11 @@ from service.schemas import (
     Health,
     IntervalRegime,
     Layout,
-    PredictRequest,
     PredictResponse,
     Readiness,
 )
 from service.stream import STREAM_ROUTE, serve_stream
-from service.validation import MAX_MODES, observations_of
+from service.validation import MAX_MODES
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -88,8 +89,9 @@ AgentIdPath = Annotated[
 ]
 
 
-class _OrjsonRequest(Request):
-    """A request whose JSON body is parsed by orjson (faster than the stdlib on observation frames).
+class _FrameRequest(Request):
+    """A predict request whose JSON body is read by the compiled reader into its observations
+    (:mod:`service.frame_reader`), or else parsed by orjson (faster than the stdlib on observation frames).
 
     Whatever orjson refuses (NaN literals, integers beyond 64 bits, lone surrogates, malformed text) is
     parsed again by the stdlib, so every input meets exactly the same validation and errors as before.
@@ -98,6 +100,10 @@ class _OrjsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             body = await self.body()
+            read = read_frame(body, self.app.state.settings.native_kernel)
+            if read is not None:
+                self._json = read
+                return read
             try:
                 self._json = orjson.loads(body)
             except orjson.JSONDecodeError:
@@ -132,9 +138,10 @@ class _MsgpackRequest(Request):
         return self._json
 
 
-class _OrjsonRoute(APIRoute):
-    """FastAPI's route with :class:`_OrjsonRequest` (FastAPI's documented custom-request pattern), or
-    :class:`_MsgpackRequest` for a MessagePack body (announced to FastAPI as JSON, which it then is)."""
+class _FrameRoute(APIRoute):
+    """FastAPI's route with :class:`_FrameRequest` (FastAPI's documented custom-request pattern), or
+    :class:`_MsgpackRequest` for a MessagePack body (announced to FastAPI as JSON, which it then is): the
+    predict routes, whose body is :data:`service.frame_reader.ObservationsBody`."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -146,12 +153,12 @@ class _OrjsonRoute(APIRoute):
                     for k, v in request.scope["headers"]
                 ]
                 return await handler(_MsgpackRequest({**request.scope, "headers": headers}, request.receive))
-            return await handler(_OrjsonRequest(request.scope, request.receive))
+            return await handler(_FrameRequest(request.scope, request.receive))
 
         return route
 
 
-v1 = APIRouter(prefix="/v1", dependencies=[ApiKeyDep], route_class=_OrjsonRoute)
+v1 = APIRouter(prefix="/v1", dependencies=[ApiKeyDep], route_class=_FrameRoute)
 ops = APIRouter()
 # the stream checks its key in the handshake itself (a WebSocket has no Request for the dependency)
 streams = APIRouter()
@@ -180,13 +187,13 @@ ModesQuery = Annotated[
 
 async def _predict(
     engine: EngineDep,
-    body: PredictRequest,
+    body: Observations,
     roles: list[str],
     layout: Layout,
     encoding: Encoding,
     modes: int | None,
 ) -> Response:
-    out = await engine.predict(observations_of(body), roles, modes)
+    out = await engine.predict(body, roles, modes)
     payload = predict_payload(engine, out, roles, layout, encoding)
     return Response(
         encode(payload, encoding), media_type=MSGPACK if encoding == "msgpack" else "application/json"
@@ -207,7 +214,7 @@ _ANSWER = (
     response_description=_ANSWER,
 )
 async def predict(
-    body: PredictRequest,
+    body: ObservationsBody,
     engine: EngineDep,
     encoding: AnswerEncodingDep,
     layout: LayoutQuery = "points",
@@ -226,7 +233,7 @@ async def predict(
     response_description=_ANSWER,
 )
 async def baseline_predict(
-    body: PredictRequest,
+    body: ObservationsBody,
     engine: EngineDep,
     encoding: AnswerEncodingDep,
     layout: LayoutQuery = "points",
@@ -245,7 +252,7 @@ async def baseline_predict(
     response_description="both models' predictions per agent, each model on its own state",
 )
 async def ab_predict(
-    body: PredictRequest,
+    body: ObservationsBody,
     engine: EngineDep,
     encoding: AnswerEncodingDep,
     layout: LayoutQuery = "points",

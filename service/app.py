@@ -39,6 +39,7 @@ from service.errors import (
     Unauthorized,
     from_validation_errors,
 )
+from service.frame_reader import available as frame_reader_available
 from service.jsontext import available as json_writer_available
 from service.logs import RequestIdMiddleware
 from service.metrics import Metrics
@@ -73,7 +74,8 @@ def load_models(settings: Settings) -> dict[str, Predictor]:
         r = p.step(KinState.empty(2), p.initial_memory(2), np.zeros((2, 2)), np.zeros(2), types)
         p.step(r.kin, r.memory, np.ones((2, 2)), np.full(2, 0.1), types)
     if settings.native_kernel:
-        json_writer_available()  # builds the answer writer now (or loads its cached build), not on a request
+        json_writer_available()  # imports the answer writer now, not on a request
+        frame_reader_available()  # and the reader of request bodies
     return predictors
 
 

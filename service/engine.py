@@ -36,14 +36,14 @@ from service.errors import (
     NotFound,
     StaleObservation,
 )
-from service.frames import Committed, Computed, Frame, Predictions
+from service.frames import Committed, Computed, Frame, Observations, Predictions
 from service.metrics import Metrics
 from service.scoring import OnlineScorer
 from service.scoring_log import LogFollower, ScoringEntry, SharedLog
 from service.settings import BASELINE_NAMES, Settings
 from service.state import AgentState, StateBatch, StateDecodeError, decode_batch, encode_batch, model_tag
 from service.store import StateKey, StateStore, Write
-from service.validation import MOTION_SLACK_M, FrameValidator, Obs
+from service.validation import MOTION_SLACK_M, FrameValidator
 
 log = logging.getLogger("service.engine")
 
@@ -148,17 +148,17 @@ class Engine:
 
     # --- predict --------------------------------------------------------------------------------------
     async def predict(
-        self, observations: Sequence[Obs], roles: Sequence[str], modes: int | None = None
+        self, observations: Observations, roles: Sequence[str], modes: int | None = None
     ) -> dict[str, Predictions]:
         """Apply the observations to the state of each role's model; one prediction per agent and role.
 
         ``modes``: also answer the K most probable futures (at most the model's own), with probabilities;
         None: the single trajectory only. Either way the served futures are the ones scored online.
         """
-        groups = self.validator(observations)
+        frame = self.validator(observations)
         self.validator.check_modes(modes)
         models = [self.roles[r] for r in roles]
-        agents = list(groups)
+        agents = frame.agents
         # the single trajectory, and each of the K modes beside it
         per_agent = self._points_per_trajectory * (1 + modes if modes else 1)
         points = len(agents) * len(models) * per_agent
@@ -170,13 +170,12 @@ class Engine:
                 field="observations",
             )
         keys: list[StateKey] = [(m, a) for m in models for a in agents]
-        frame = Frame.of(agents, groups)
         n = len(agents)
         async with self.locks.hold(agents):
             for _ in range(self.settings.commit_retries):
                 raw = await self.store.load(keys)
                 loaded = {m: self._decode(m, agents, raw[j * n : (j + 1) * n]) for j, m in enumerate(models)}
-                self._check_stale(models, agents, groups, frame, loaded)
+                self._check_stale(models, frame, loaded)
                 if len(frame.t) * len(models) <= self.settings.inline_step_max_updates:
                     computed = self._compute_all(
                         models, frame, loaded, modes or 1
@@ -194,9 +193,9 @@ class Engine:
                 ]
                 entry = None
                 if self.store.shared:  # scored from the log, by every replica: committed with the state
-                    entry = self.accountant.scoring_entry(
-                        Committed(models, agents, groups, frame, computed)
-                    ).encode(self.scorer.horizon_s)
+                    entry = self.accountant.scoring_entry(Committed(models, frame, computed)).encode(
+                        self.scorer.horizon_s
+                    )
                 if await self.store.commit(writes, entry):
                     break
                 self.metrics.commit_conflicts.inc()
@@ -205,7 +204,7 @@ class Engine:
                     f"the agents' state kept changing in {self.settings.commit_retries} attempts; retry",
                     field="agent_id",
                 )
-        return self._after_commit(models, roles, agents, groups, frame, computed, modes is not None)
+        return self._after_commit(models, roles, frame, computed, modes is not None)
 
     def _decode(self, model: str, agents: list[str], raws: Sequence[bytes | None]) -> StateBatch:
         """The agents' states of one model; records of other weights or unreadable ones count as absent."""
@@ -230,32 +229,26 @@ class Engine:
             return None  # written by other weights: its memory means nothing to this model
         return st
 
-    def _check_stale(
-        self,
-        models: Sequence[str],
-        agents: list[str],
-        groups: dict[str, list[Obs]],
-        frame: Frame,
-        loaded: dict[str, StateBatch],
-    ) -> None:
+    def _check_stale(self, models: Sequence[str], frame: Frame, loaded: dict[str, StateBatch]) -> None:
         """Reject observations not after an agent's last one, and jumps from its last position that no
         plausible speed explains (within the TTL: a longer gap starts a new track anyway)."""
         ttl, vmax = self.settings.state_ttl_s, self.settings.max_speed_mps
+        agents = frame.agents
         st = loaded[models[0]]  # every model of an agent saw the same observations
         gap = frame.first_t - st.last_t
         tracked = st.present & (st.kin[:, 6] > 0) & (gap > 0) & (gap <= ttl)
         if tracked.any():
-            first_xy = np.array([[groups[a][0].x, groups[a][0].y] for a in agents])
+            first_xy = frame.xy[frame.first]
             dist = np.hypot(*(first_xy - st.kin[:, 0:2]).T)
             bad = np.flatnonzero(tracked & (dist > vmax * gap + MOTION_SLACK_M))
             if bad.size:
                 i = int(bad[0])
-                o = groups[agents[i]][0]
+                pos = int(frame.pos[frame.first[i]])
                 raise InvalidRequest(
-                    f"observations[{o.pos}].x: agent {agents[i]!r} moved {float(dist[i]):.1f} m in "
+                    f"observations[{pos}].x: agent {agents[i]!r} moved {float(dist[i]):.1f} m in "
                     f"{float(gap[i]):g} s since its last observation: faster than {vmax:g} m/s",
                     field="x",
-                    index=o.pos,
+                    index=pos,
                     code="implausible_motion",
                 )
         # a track whose last timestamp is ahead of this server's clock (beyond the skew) came from a clock
@@ -266,12 +259,13 @@ class Engine:
             stale = np.flatnonzero(st.present & (frame.first_t <= st.last_t) & (st.last_t <= ahead))
             if stale.size:
                 i = int(stale[0])
-                o = groups[agents[i]][0]
+                pos = int(frame.pos[frame.first[i]])
                 raise StaleObservation(
-                    f"observations[{o.pos}].timestamp: {o.t!r} is not after the last observation "
-                    f"of agent {agents[i]!r} ({float(st.last_t[i])!r}, model {m}); send observations in time order",
+                    f"observations[{pos}].timestamp: {float(frame.first_t[i])!r} is not after the last "
+                    f"observation of agent {agents[i]!r} ({float(st.last_t[i])!r}, model {m}); send "
+                    "observations in time order",
                     field="timestamp",
-                    index=o.pos,
+                    index=pos,
                 )
 
     def _compute_all(
@@ -391,16 +385,14 @@ class Engine:
         self,
         models: Sequence[str],
         roles: Sequence[str],
-        agents: list[str],
-        groups: dict[str, list[Obs]],
         frame: Frame,
         computed: dict[str, Computed],
         show_modes: bool = False,
     ) -> dict[str, Predictions]:
         """The answers now; the accounting (metrics, online scoring) after them (``service.accounting``)."""
-        self.accounting.submit(Committed(models, agents, groups, frame, computed))
+        self.accounting.submit(Committed(models, frame, computed))
         return {
-            role: self._answers(m, agents, computed[m], show_modes)
+            role: self._answers(m, frame.agents, computed[m], show_modes)
             for role, m in zip(roles, models, strict=True)
         }
 

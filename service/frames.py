@@ -1,6 +1,6 @@
-"""What the data plane computes for a request, as columns: the request's observations (:class:`Frame`), one
-model's batched steps (:class:`Computed`), the answers (:class:`Predictions`), and what the accounting of a
-committed request reads (:class:`Committed`)."""
+"""What the data plane computes for a request, as columns: the request's observations (:class:`Observations`,
+then grouped per agent: :class:`Frame`), one model's batched steps (:class:`Computed`), the answers
+(:class:`Predictions`), and what the accounting of a committed request reads (:class:`Committed`)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,58 @@ from typing import NamedTuple
 
 import numpy as np
 
+from models.agent_types import AGENT_TYPES
 from models.kinematics import TYPE_INDEX
-from service.validation import Obs
+from service.schemas import PredictRequest
+
+
+class Obs(NamedTuple):
+    """A schema-valid observation and its index in the request (a tuple: the checks that name what is wrong
+    with a request go through its observations one by one)."""
+
+    pos: int  # index of the observation in the request
+    agent_id: str
+    t: float
+    x: float
+    y: float
+    agent_type: str | None
+
+
+@dataclass(frozen=True)
+class Observations:
+    """A schema-valid request's observations as columns, in request order (row ``i`` is ``observations[i]``).
+
+    Columns because a frame has hundreds of observations: the checks of a well-formed frame and its grouping
+    per agent are a few array operations (``service.validation``), and the compiled reader of request bodies
+    (``service.frame_reader``) fills them without an object per observation.
+    """
+
+    ids: list[str]
+    t: np.ndarray  # (O,) float64 seconds
+    xy: np.ndarray  # (O, 2) float64 metres
+    agent_type: np.ndarray  # (O,) int64 index into AGENT_TYPES, -1 where the observation names none
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @staticmethod
+    def of(body: PredictRequest) -> Observations:
+        """The observations of a request the schema has validated."""
+        obs = body.observations
+        return Observations(
+            ids=[o.agent_id for o in obs],
+            t=np.array([o.timestamp for o in obs], dtype=np.float64),
+            xy=np.array([(o.x, o.y) for o in obs], dtype=np.float64).reshape(-1, 2),
+            agent_type=np.array(
+                [-1 if o.agent_type is None else TYPE_INDEX[o.agent_type] for o in obs], dtype=np.int64
+            ),
+        )
+
+    def rows(self) -> list[Obs]:
+        """One tuple per observation (the same floats as the columns)."""
+        kinds: list[str | None] = [None if k < 0 else AGENT_TYPES[k] for k in self.agent_type.tolist()]
+        x, y = self.xy.T.tolist()
+        return list(map(Obs, range(len(self.ids)), self.ids, self.t.tolist(), x, y, kinds))
 
 
 @dataclass
@@ -50,43 +100,62 @@ class Predictions:
 
 @dataclass
 class Frame:
-    """The request's observations as columns, grouped per agent and ranked in time within each agent."""
+    """The request's observations grouped per agent, agents in the order they first appear in the request,
+    and ranked in time within each agent: rows agent by agent, each agent's oldest first."""
 
-    agent: np.ndarray  # (O,) index into the request's agents
+    agents: list[str]  # (A,)
+    agent: np.ndarray  # (O,) index into agents
     rank: np.ndarray  # (O,) 0 for an agent's oldest observation in this request
+    pos: np.ndarray  # (O,) index of the observation in the request
     t: np.ndarray  # (O,)
     xy: np.ndarray  # (O, 2)
     agent_type: np.ndarray  # (O,) TYPE_INDEX, -1 where the observation names none
-    first_t: np.ndarray  # (A,) each agent's oldest timestamp in this request
+    first: np.ndarray  # (A,) the row of each agent's oldest observation in this request
     depth: int  # most observations of one agent
 
+    @property
+    def first_t(self) -> np.ndarray:
+        """(A,) each agent's oldest timestamp in this request."""
+        return self.t if self.depth == 1 else self.t[self.first]
+
+    @property
+    def last(self) -> np.ndarray:
+        """(A,) the row of each agent's newest observation in this request."""
+        return np.append(self.first[1:], len(self.t)) - 1
+
     @staticmethod
-    def of(agents: list[str], groups: dict[str, list[Obs]]) -> Frame:
-        if agents and len(agents) == sum(map(len, groups.values())):
-            # one observation per agent (a perception frame): columns straight from the observations
-            _, _, ts, xs, ys, kinds = zip(*(groups[a][0] for a in agents), strict=True)
-            t = np.array(ts, dtype=np.float64)
-            n = len(agents)
-            return Frame(
-                agent=np.arange(n, dtype=np.int64),
-                rank=np.zeros(n, dtype=np.int64),
-                t=t,
-                xy=np.column_stack([np.array(xs, dtype=np.float64), np.array(ys, dtype=np.float64)]),
-                agent_type=np.array([-1 if k is None else TYPE_INDEX[k] for k in kinds], dtype=np.int64),
-                first_t=t,
-                depth=1,
-            )
-        flat = [(i, k, o) for i, a in enumerate(agents) for k, o in enumerate(groups[a])]
-        t = np.array([o.t for _, _, o in flat])
+    def single(obs: Observations) -> Frame:
+        """One observation per agent (a perception frame): the request's own columns, in its order."""
+        n = len(obs)
+        order = np.arange(n, dtype=np.int64)
         return Frame(
+            agents=obs.ids,
+            agent=order,
+            rank=np.zeros(n, dtype=np.int64),
+            pos=order,
+            t=obs.t,
+            xy=obs.xy,
+            agent_type=obs.agent_type,
+            first=order,
+            depth=1,
+        )
+
+    @staticmethod
+    def of(groups: dict[str, list[Obs]]) -> Frame:
+        """Observations grouped per agent (each group in time order)."""
+        flat = [(i, k, o) for i, group in enumerate(groups.values()) for k, o in enumerate(group)]
+        rank = np.array([k for _, k, _ in flat], dtype=np.int64)
+        return Frame(
+            agents=list(groups),
             agent=np.array([i for i, _, _ in flat], dtype=np.int64),
-            rank=np.array([k for _, k, _ in flat], dtype=np.int64),
-            t=t,
+            rank=rank,
+            pos=np.array([o.pos for _, _, o in flat], dtype=np.int64),
+            t=np.array([o.t for _, _, o in flat], dtype=np.float64),
             xy=np.array([(o.x, o.y) for _, _, o in flat], dtype=np.float64).reshape(-1, 2),
             agent_type=np.array(
                 [-1 if o.agent_type is None else TYPE_INDEX[o.agent_type] for _, _, o in flat], dtype=np.int64
             ),
-            first_t=np.array([groups[a][0].t for a in agents]),
+            first=np.flatnonzero(rank == 0),
             depth=max(len(g) for g in groups.values()),
         )
 
@@ -128,8 +197,6 @@ class Committed(NamedTuple):
     """A committed request, as its accounting needs it."""
 
     models: Sequence[str]
-    agents: list[str]
-    groups: dict[str, list[Obs]]
     frame: Frame
     computed: dict[str, Computed]
 

@@ -44,10 +44,12 @@ from service.errors import (
     Unauthorized,
     from_validation_errors,
 )
+from service.frame_reader import read_frame
+from service.frames import Observations
 from service.protocol import TEXT_BYTES_EXTENSION
 from service.schemas import PredictRequest
 from service.settings import Settings
-from service.validation import FrameValidator, observations_of
+from service.validation import FrameValidator
 
 log = logging.getLogger("service.stream")
 
@@ -253,13 +255,8 @@ class _Session:
         metrics = self.runtime.metrics
         start = time.perf_counter()
         try:
-            body = _decode(msg)
-            try:
-                request = PredictRequest.model_validate(body)
-            except ValidationError as e:
-                raise from_validation_errors(e.errors()) from None
             engine = self.runtime.engine
-            out = await engine.predict(observations_of(request), self.roles, self.modes)
+            out = await engine.predict(self._observations(msg), self.roles, self.modes)
             payload = predict_payload(engine, out, self.roles, self.layout, msg.encoding)
         except ServiceError as err:
             metrics.count_error(err)
@@ -272,6 +269,18 @@ class _Session:
         finally:
             metrics.request_duration.labels(route=STREAM_ROUTE).observe(time.perf_counter() - start)
         return encode(payload, msg.encoding)
+
+    def _observations(self, msg: _Message) -> Observations:
+        """The message's observations: read by the compiled reader, or validated as the HTTP routes'
+        ``PredictRequest`` with the same errors."""
+        if msg.encoding == "json" and isinstance(msg.data, str) and msg.data.isascii():
+            read = read_frame(msg.data.encode("ascii"), self.runtime.settings.native_kernel)
+            if read is not None:
+                return read
+        try:
+            return Observations.of(PredictRequest.model_validate(_decode(msg)))
+        except ValidationError as e:
+            raise from_validation_errors(e.errors()) from None
 
 
 def _decode(msg: _Message) -> Any:

@@ -1,19 +1,18 @@
 """The settings-dependent checks of a request's observations (the schema has checked each one already):
 bounds, timestamps not in the future, per-agent counts, duplicates and implausible motion, each issue named
-by field and index."""
+by field and index; and their grouping per agent (:class:`service.frames.Frame`)."""
 
 from __future__ import annotations
 
 import itertools
 import math
 import time
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable
 
 import numpy as np
 
 from service.errors import MAX_REPORTED_ISSUES, InvalidRequest
-from service.schemas import PredictRequest
+from service.frames import Frame, Obs, Observations
 from service.settings import Settings
 
 #: position noise allowed on top of the speed bound: two observations milliseconds apart may differ by a
@@ -25,22 +24,6 @@ MAX_MODES = 6
 
 def _implausible(x0: float, y0: float, x1: float, y1: float, dt: float, max_speed: float) -> bool:
     return math.hypot(x1 - x0, y1 - y0) > max_speed * dt + MOTION_SLACK_M
-
-
-class Obs(NamedTuple):
-    """A schema-valid observation and its index in the request (a tuple: a frame makes hundreds)."""
-
-    pos: int  # index of the observation in the request
-    agent_id: str
-    t: float
-    x: float
-    y: float
-    agent_type: str | None
-
-
-def observations_of(body: PredictRequest) -> list[Obs]:
-    """A schema-valid request's observations, each with its index in the request."""
-    return [Obs(i, o.agent_id, o.timestamp, o.x, o.y, o.agent_type) for i, o in enumerate(body.observations)]
 
 
 class FrameValidator:
@@ -58,32 +41,29 @@ class FrameValidator:
                 f"modes must be within 1..{MAX_MODES}, got {modes}", field="modes", code="out_of_range"
             )
 
-    def __call__(self, observations: Sequence[Obs]) -> dict[str, list[Obs]]:
-        """Settings-dependent checks of the whole request; returns observations grouped per agent.
+    def __call__(self, observations: Observations) -> Frame:
+        """Settings-dependent checks of the whole request; returns its observations grouped per agent.
 
-        Groups keep the order in which agents first appear; each group is sorted by timestamp.
+        Agents keep the order in which they first appear; each agent's observations are sorted by timestamp.
         """
         s = self.settings
-        if len(observations) > s.max_observations:
+        n = len(observations)
+        if n > s.max_observations:
             raise InvalidRequest(
-                f"{len(observations)} observations in one request; the maximum is {s.max_observations}",
+                f"{n} observations in one request; the maximum is {s.max_observations}",
                 field="observations",
                 code="too_many_observations",
             )
         latest = self.clock() + s.max_future_s
-        if observations:
-            # the common case checked in three array passes; the loop below names what is wrong
-            _, ids, ts, xs, ys, _ = zip(*observations, strict=True)
-            bound = s.max_abs_coordinate_m
-            fine = not (
-                (np.abs(np.array(xs)) > bound).any()
-                or (np.abs(np.array(ys)) > bound).any()
-                or (np.array(ts) > latest).any()
-            )
-            if fine and len(set(ids)) == len(ids):  # one observation per agent: nothing within the request
-                return {o.agent_id: [o] for o in observations}  # one observation per agent: nothing to sort
+        # the common case checked in three array passes; the loop below names what is wrong
+        fine = not (
+            (np.abs(observations.xy) > s.max_abs_coordinate_m).any() or (observations.t > latest).any()
+        )
+        if fine and len(set(observations.ids)) == n:  # one observation per agent: nothing to group or sort
+            return Frame.single(observations)
+        rows = observations.rows()
         issues: list[tuple[str, int, str, str]] = []
-        for o in observations:
+        for o in rows:
             for name, v in (("x", o.x), ("y", o.y)):
                 if abs(v) > s.max_abs_coordinate_m:
                     issues.append(
@@ -104,7 +84,7 @@ class FrameValidator:
                     )
                 )
         groups: dict[str, list[Obs]] = {}
-        for o in observations:
+        for o in rows:
             groups.setdefault(o.agent_id, []).append(o)
         for agent, group in groups.items():
             group.sort(key=lambda o: o.t)
@@ -153,4 +133,4 @@ class FrameValidator:
                     for f, i, m, _ in issues[:MAX_REPORTED_ISSUES]
                 ],
             )
-        return groups
+        return Frame.of(groups)

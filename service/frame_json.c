@@ -1,0 +1,232 @@
+/* A predict request's JSON body read in one pass: each observation's agent id (where it lies in the body),
+   timestamp, position (x, y side by side) and agent type, as columns.
+
+   Only bodies that the schema (service/schemas.py, PredictRequest) accepts as they are and that read the same
+   way everywhere are taken: one object with the one key "observations", a non-empty list of objects with the
+   keys agent_id, timestamp, x, y and optionally agent_type, each at most once; ids of 1 to 128 printable ASCII
+   characters without escapes; numbers as JSON writes them (finite, timestamps not negative); agent_type one
+   of the four names, or null. Anything else (an error to report, an escape, a non-ASCII byte, a duplicate
+   key, a number of 64 characters or more) returns 0 and the caller validates the body the general way, which
+   then gives the same observations or names what is wrong. So this reader never decides an error, and it
+   need not know any.
+
+   Numbers are read as the reference path reads them (orjson, then the schema's float): correctly rounded.
+   A decimal of at most 2^53 with a power of ten within 10^22 either way is one exact integer times or over one
+   exact power of ten, a single IEEE operation, so correctly rounded (Clinger's fast path); other numbers go
+   to strtod (glibc's is correctly rounded). An integer is an int to orjson and becomes a float without a
+   sign, so "-0" is +0.0 here too. tests/service/test_frame_json.py holds every observation to the general
+   path's. */
+#include "frame_json.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const unsigned char *p, *end;
+} cursor;
+
+static inline void skip_ws(cursor *c) {
+    while (c->p < c->end && (*c->p == ' ' || *c->p == '\n' || *c->p == '\r' || *c->p == '\t')) c->p++;
+}
+
+static inline int take(cursor *c, unsigned char ch) {
+    if (c->p < c->end && *c->p == ch) {
+        c->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* a string of printable ASCII without escapes: its characters are [*at, *at + *n) */
+static int plain_string(cursor *c, const unsigned char **at, int64_t *n) {
+    if (!take(c, '"')) return 0;
+    const unsigned char *start = c->p;
+    while (c->p < c->end) {
+        unsigned char ch = *c->p;
+        if (ch == '"') {
+            *at = start;
+            *n = c->p - start;
+            c->p++;
+            return 1;
+        }
+        if (ch < 0x20 || ch > 0x7e || ch == '\\') return 0;
+        c->p++;
+    }
+    return 0;
+}
+
+static const double POW10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+static inline int is_digit(const cursor *c) { return c->p < c->end && *c->p >= '0' && *c->p <= '9'; }
+
+/* a JSON number (RFC 8259 grammar), finite */
+static int number(cursor *c, double *out) {
+    const unsigned char *start = c->p;
+    int negative = take(c, '-'), integer = 1, digits = 0;
+    uint64_t mantissa = 0;
+    int64_t exp10 = 0;
+    if (!is_digit(c)) return 0;
+    if (*c->p == '0') {
+        c->p++;
+    } else {
+        while (is_digit(c)) {
+            if (digits < 19) mantissa = mantissa * 10 + (uint64_t)(*c->p - '0');
+            else exp10++;  /* past 19 digits the fast path is off anyway (mantissa > 2^53) */
+            digits++;
+            c->p++;
+        }
+    }
+    if (take(c, '.')) {
+        integer = 0;
+        if (!is_digit(c)) return 0;
+        while (is_digit(c)) {
+            if (digits < 19) {
+                mantissa = mantissa * 10 + (uint64_t)(*c->p - '0');
+                exp10--;
+                if (mantissa != 0) digits++;  /* leading zeros of "0.000123" are not significant */
+            } else {
+                digits++;
+            }
+            c->p++;
+        }
+    }
+    if (c->p < c->end && (*c->p == 'e' || *c->p == 'E')) {
+        integer = 0;
+        c->p++;
+        int exp_negative = 0;
+        if (!take(c, '+')) exp_negative = take(c, '-');
+        if (!is_digit(c)) return 0;
+        int64_t e = 0;
+        while (is_digit(c)) {
+            if (e < 100000) e = e * 10 + (*c->p - '0');
+            c->p++;
+        }
+        exp10 += exp_negative ? -e : e;
+    }
+    int64_t n = c->p - start;
+    if (n >= 64) return 0;
+    double v;
+    if (digits < 19 && mantissa <= (1ULL << 53) && exp10 >= -22 && exp10 <= 22) {
+        v = (double)mantissa;
+        v = exp10 < 0 ? v / POW10[-exp10] : v * POW10[exp10];
+        if (negative) v = -v;
+    } else {
+        char text[64];
+        char *stop;
+        memcpy(text, start, (size_t)n);
+        text[n] = 0;
+        v = strtod(text, &stop);
+        if (stop != text + n) return 0; /* a locale with another decimal point: not ours to read */
+    }
+    if (!isfinite(v)) return 0;
+    if (integer && v == 0.0) v = 0.0;
+    *out = v;
+    return 1;
+}
+
+static int key_is(const unsigned char *at, int64_t n, const char *name, int64_t len) {
+    return n == len && memcmp(at, name, (size_t)len) == 0;
+}
+
+/* agent_type: -1 null (or absent), else its index among the schema's names */
+static int agent_type(cursor *c, int8_t *kind) {
+    static const char *NAMES[4] = {"vehicle", "pedestrian", "cyclist", "unknown"};
+    if (c->end - c->p >= 4 && memcmp(c->p, "null", 4) == 0) {
+        c->p += 4;
+        *kind = -1;
+        return 1;
+    }
+    const unsigned char *at;
+    int64_t n;
+    if (!plain_string(c, &at, &n)) return 0;
+    for (int8_t i = 0; i < 4; i++) {
+        if (key_is(at, n, NAMES[i], (int64_t)strlen(NAMES[i]))) {
+            *kind = i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+enum { SEEN_ID = 1, SEEN_T = 2, SEEN_X = 4, SEEN_Y = 8, SEEN_TYPE = 16, REQUIRED = 15 };
+
+static int observation(cursor *c, const unsigned char *body, int64_t *id_at, int64_t *id_len, double *t,
+                       double *x, double *y, int8_t *kind) {
+    int seen = 0;
+    *kind = -1;
+    if (!take(c, '{')) return 0;
+    for (;;) {
+        skip_ws(c);
+        const unsigned char *key;
+        int64_t n;
+        if (!plain_string(c, &key, &n)) return 0;
+        skip_ws(c);
+        if (!take(c, ':')) return 0;
+        skip_ws(c);
+        int bit;
+        if (key_is(key, n, "agent_id", 8)) {
+            const unsigned char *at;
+            int64_t len;
+            if (!plain_string(c, &at, &len) || len < 1 || len > 128) return 0;
+            *id_at = at - body;
+            *id_len = len;
+            bit = SEEN_ID;
+        } else if (key_is(key, n, "timestamp", 9)) {
+            if (!number(c, t) || !(*t >= 0.0)) return 0;
+            bit = SEEN_T;
+        } else if (key_is(key, n, "x", 1)) {
+            if (!number(c, x)) return 0;
+            bit = SEEN_X;
+        } else if (key_is(key, n, "y", 1)) {
+            if (!number(c, y)) return 0;
+            bit = SEEN_Y;
+        } else if (key_is(key, n, "agent_type", 10)) {
+            if (!agent_type(c, kind)) return 0;
+            bit = SEEN_TYPE;
+        } else {
+            return 0;
+        }
+        if (seen & bit) return 0; /* a duplicate key: which one counts is the general path's to say */
+        seen |= bit;
+        skip_ws(c);
+        if (take(c, ',')) continue;
+        if (take(c, '}')) break;
+        return 0;
+    }
+    return (seen & REQUIRED) == REQUIRED;
+}
+
+int64_t frame_observations(const char *text, int64_t len, int64_t cap, int64_t *id_at, int64_t *id_len,
+                           double *t, double *xy, int8_t *kind) {
+    const unsigned char *body = (const unsigned char *)text;
+    cursor c = {body, body + len};
+    const unsigned char *key;
+    int64_t n;
+    skip_ws(&c);
+    if (!take(&c, '{')) return 0;
+    skip_ws(&c);
+    if (!plain_string(&c, &key, &n) || !key_is(key, n, "observations", 12)) return 0;
+    skip_ws(&c);
+    if (!take(&c, ':')) return 0;
+    skip_ws(&c);
+    if (!take(&c, '[')) return 0;
+    int64_t count = 0;
+    for (;;) {
+        skip_ws(&c);
+        if (count >= cap) return 0;
+        if (!observation(&c, body, &id_at[count], &id_len[count], &t[count], &xy[2 * count],
+                         &xy[2 * count + 1], &kind[count]))
+            return 0;
+        count++;
+        skip_ws(&c);
+        if (take(&c, ',')) continue;
+        if (take(&c, ']')) break;
+        return 0;
+    }
+    skip_ws(&c);
+    if (!take(&c, '}')) return 0;
+    skip_ws(&c);
+    return c.p == c.end ? count : 0;
+}

@@ -1,0 +1,220 @@
+"""The compiled reader of request bodies (``service/frame_json.c``) against the general way (orjson, or the
+stdlib where orjson refuses, then the schema): the same observations, bit for bit, for every body it takes;
+every other body left to the schema, which answers it as before."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from service import frame_reader
+from service.frame_reader import read_frame
+from service.frames import Observations
+from service.schemas import PredictRequest
+from tests.service.conftest import MakeClient
+from tests.support import Replay
+
+pytestmark = pytest.mark.skipif(not frame_reader.available(), reason="the compiled reader is not built")
+
+
+def _general(body: bytes) -> Observations:
+    """What the routes did before the reader: orjson (the stdlib where orjson refuses), then the schema."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = json.loads(body)
+    return Observations.of(PredictRequest.model_validate(data))
+
+
+def _bits(a: np.ndarray) -> list[int]:
+    return np.ascontiguousarray(a, dtype=np.float64).view(np.int64).ravel().tolist()  # -0.0 is not 0.0
+
+
+def _assert_same(read: Observations | None, general: Observations) -> None:
+    assert read is not None, "the reader refused a body the schema accepts as it is"
+    assert read.ids == general.ids
+    assert _bits(read.t) == _bits(general.t)
+    assert _bits(read.xy) == _bits(general.xy)
+    assert read.agent_type.tolist() == general.agent_type.tolist()
+    assert read.agent_type.dtype == general.agent_type.dtype == np.int64
+
+
+def test_real_frames_read_as_the_schema_reads_them(replay: Replay) -> None:
+    for i in range(0, len(replay.times), max(1, len(replay.times) // 20)):
+        body = orjson.dumps(replay.body(i))
+        _assert_same(read_frame(body), _general(body))
+    # the stdlib's spacing (", " and ": ") and an indented body
+    body = json.dumps(replay.body(0), indent=2).encode()
+    _assert_same(read_frame(body), _general(body))
+
+
+def _number_texts(v: float) -> list[str]:
+    """The ways a client may write the number ``v``."""
+    texts = [repr(v), f"{v:.3f}", f"{v:.1f}", f"{v:.6e}", f"{v:.17g}", f"{v:E}", f"{v:.12f}"]
+    if abs(v) < 1e18:
+        texts.append(str(int(v)))
+    # (a number of 64 characters or more is left to the schema: a test below)
+    return [t for t in texts if "n" not in t.lower() and len(t) < 64]
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+coordinates = st.one_of(
+    finite,
+    st.floats(-1e6, 1e6),
+    st.integers(-(10**25), 10**25).map(float),
+    st.sampled_from([0.0, -0.0, 5e-324, 2.2250738585072014e-308, 9007199254740993.0, 1718000000.1, 0.1]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(st.tuples(coordinates, coordinates, coordinates), min_size=1, max_size=6),
+    form=st.integers(0, 7),
+    kinds=st.lists(
+        st.sampled_from([None, "null", "vehicle", "pedestrian", "cyclist", "unknown"]), min_size=6
+    ),
+    spacing=st.sampled_from(["", " ", "\n\t ", "\r\n"]),
+    order=st.permutations(["agent_id", "timestamp", "x", "y", "agent_type"]),
+)
+def test_numbers_in_every_form_read_as_the_schema_reads_them(
+    values: list[tuple[float, float, float]],
+    form: int,
+    kinds: list[str | None],
+    spacing: str,
+    order: list[str],
+) -> None:
+    obs = []
+    for i, (t, x, y) in enumerate(values):
+        # one of the ways to write each number, the same for the whole body (the texts differ per number)
+        fields: dict[str, str] = {
+            "agent_id": json.dumps(f"a-{i}/~ !{i}"),
+            "timestamp": _pick(_number_texts(abs(t)), form),
+            "x": _pick(_number_texts(x), form),
+            "y": _pick(_number_texts(y), form),
+        }
+        kind = kinds[i]
+        if kind is not None:
+            fields["agent_type"] = "null" if kind == "null" else json.dumps(kind)
+        members = [f'"{k}"{spacing}:{spacing}{fields[k]}' for k in order if k in fields]
+        obs.append("{" + spacing + f",{spacing}".join(members) + spacing + "}")
+    body = ("{" + spacing + '"observations":' + spacing + "[" + ",".join(obs) + "]" + spacing + "}").encode()
+    try:
+        general = _general(body)
+    except ValidationError:  # a number beyond the float range: the schema's error, the reader must refuse
+        assert read_frame(body) is None
+        return
+    _assert_same(read_frame(body), general)
+
+
+def _pick(texts: list[str], form: int) -> str:
+    return texts[form % len(texts)]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0", "-0", "-0.0", "0.0", "1e0", "1E+2", "1e-2", "-1.5e-7", "123456789012345678", "1234567890123456789",
+        "12345678901234567890123", "9007199254740993", "9007199254740992.5", "0.30000000000000004",
+        "1.7976931348623157e308", "4.9e-324", "2e-400", "1718000000.123456789", "0.000000000000000000001",
+        "100000000000000000000000.0", "1e22", "1e23", "123456789e-22", "0.1e1", "3.141592653589793238462643383",
+    ],
+)  # fmt: skip
+def test_each_number_form_reads_as_the_reference_parser(text: str) -> None:
+    negative = text[1:] if text.startswith("-") else "-" + text
+    body = f'{{"observations": [{{"agent_id": "a", "timestamp": 1.5, "x": {text}, "y": {negative}}}]}}'
+    _assert_same(read_frame(body.encode()), _general(body.encode()))
+    body = (
+        f'{{"observations": [{{"agent_id": "a", "timestamp": {text.lstrip("-")}, "x": 0, "y": 0}}]}}'.encode()
+    )
+    _assert_same(read_frame(body), _general(body))
+
+
+REFUSED = [
+    # errors: the schema names them
+    b'{"observations": []}',
+    b'{"observations": [{"agent_id": "a", "timestamp": 1, "x": 1}]}',
+    b'{"observations": [{"agent_id": "", "timestamp": 1, "x": 1, "y": 2}]}',
+    b'{"observations": [{"agent_id": "a", "timestamp": -1, "x": 1, "y": 2}]}',
+    b'{"observations": [{"agent_id": "a", "timestamp": 1, "x": NaN, "y": 2}]}',
+    b'{"observations": [{"agent_id": "a", "timestamp": 1, "x": Infinity, "y": 2}]}',
+    b'{"observations": [{"agent_id": "a", "timestamp": 1, "x": 1e999, "y": 2}]}',
+    b'{"observations": [{"agent_id": "a", "timestamp": 1, "x": "1", "y": 2}]}',
+    b'{"observations": [{"agent_id": "a", "timestamp": 1, "x": true, "y": 2}]}',
+    b'{"observations": [{"agent_id": 7, "timestamp": 1, "x": 1, "y": 2}]}',
+    b'{"observations": [{"agent_id": "a", "timestamp": 1, "x": 1, "y": 2, "speed": 3}]}',
+    b'{"observations": [{"agent_id": "a", "timestamp": 1, "x": 1, "y": 2, "agent_type": "bus"}]}',
+    b'{"observations": [{"agent_id": "a", "timestamp": 1, "x": 1, "y": 2}], "more": 1}',
+    b'{"observations": [{"agent_id": "a\x01", "timestamp": 1, "x": 1, "y": 2}]}',
+    b'{"observations": [{"agent_id": "' + b"a" * 129 + b'", "timestamp": 1, "x": 1, "y": 2}]}',
+    b'{"observations": [{"agent_id": "a", "timestamp": 01, "x": 1, "y": 2}]}',
+    b'{"observations": [{"agent_id": "a", "timestamp": 1., "x": 1, "y": 2}]}',
+    b'{"observations": [{"agent_id": "a", "timestamp": .5, "x": 1, "y": 2}]}',
+    b'{"observations": [{"agent_id": "a", "timestamp": +1, "x": 1, "y": 2}]}',
+    b'{"observations": [{"agent_id": "a", "timestamp": 1e, "x": 1, "y": 2}]}',
+    b'{"observations": [{"agent_id": "a", "timestamp": 1, "x": 1, "y": 2},]}',
+    b'{"observations": [{"agent_id": "a", "timestamp": 1, "x": 1, "y": 2}]} x',
+    b'{"observations": [{"agent_id": "a", "timestamp": 1, "x": 1, "y": 2}]',
+    b'[{"agent_id": "a", "timestamp": 1, "x": 1, "y": 2}]',
+    b"",
+    # valid, but not the reader's to read: escapes, non-ASCII, duplicate keys, a number of 64 characters
+    b'{"observations": [{"agent_id": "a\\u0062", "timestamp": 1, "x": 1, "y": 2}]}',
+    '{"observations": [{"agent_id": "véh", "timestamp": 1, "x": 1, "y": 2}]}'.encode(),
+    b'{"observations": [{"agent_id": "a", "timestamp": 1, "x": 1, "x": 3, "y": 2}]}',
+    b'{"observations": [{"agent_id": "a", "timestamp": 1, "x": 1.' + b"0" * 62 + b', "y": 2}]}',
+    b'{"observations": [{"agent_id": "a", "timestamp": 1, "x": 1, "y": 2, "agent_type": "v\\u0065hicle"}]}',
+    b'{"observations": [{"agent_id": "a", "timestamp": 1, "x": 1, "y": 2}], "observations": []}',
+]
+
+
+@pytest.mark.parametrize("body", REFUSED)
+def test_bodies_outside_the_readers_subset_are_left_to_the_schema(body: bytes) -> None:
+    assert read_frame(body) is None
+
+
+def test_without_the_reader_wanted_every_body_takes_the_general_way(replay: Replay) -> None:
+    body = orjson.dumps(replay.body(0))
+    assert read_frame(body) is not None and read_frame(body, compiled=False) is None
+
+
+def test_a_frame_answers_the_same_read_either_way(make_client: MakeClient, replay: Replay) -> None:
+    """Two services fed the same frames, one as the reader takes them, one with the first agent id's first
+    character escaped (the same ids to the schema, refused by the reader): the same answers, byte for byte,
+    over HTTP and then over the stream."""
+    plain, escaped = make_client(), make_client()
+
+    def both_ways(i: int) -> tuple[bytes, bytes]:
+        body = replay.body(i)
+        first_id = body["observations"][0]["agent_id"]
+        raw = orjson.dumps(body)
+        other = raw.replace(
+            b'"agent_id":"' + first_id.encode(),
+            b'"agent_id":"\\u%04x' % ord(first_id[0]) + first_id[1:].encode(),
+            1,
+        )
+        assert other != raw and read_frame(other) is None and read_frame(raw) is not None
+        assert _general(other).ids == _general(raw).ids
+        return raw, other
+
+    for i in range(6):
+        raw, other = both_ways(i)
+        headers = {"content-type": "application/json"}
+        a = plain.post("/v1/ab/predict", content=raw, headers=headers)
+        b = escaped.post("/v1/ab/predict", content=other, headers=headers)
+        assert a.status_code == b.status_code == 200, (a.text, b.text)
+        assert a.content == b.content
+    with (
+        plain.websocket_connect("/v1/stream?route=ab") as ws_plain,
+        escaped.websocket_connect("/v1/stream?route=ab") as ws_escaped,
+    ):
+        for i in range(6, 10):
+            raw, other = both_ways(i)
+            ws_plain.send_text(raw.decode())
+            ws_escaped.send_text(other.decode())
+            a_text, b_text = ws_plain.receive_text(), ws_escaped.receive_text()
+            assert '"error"' not in a_text[:10] and a_text == b_text
