@@ -192,6 +192,8 @@ import json, os, shutil, sys
 from pathlib import Path
 before = sorted(str(p) for p in Path("/opt/numba-cache").rglob("*"))
 import models._mtj_native as mtj_ext, service._points_json_native as writer_ext
+import service._frame_json_native as reader_ext
+from service import frame_reader
 from service.app import load_models
 from service.jsontext import available
 from service.settings import Settings
@@ -200,11 +202,12 @@ after = sorted(str(p) for p in Path("/opt/numba-cache").rglob("*"))
 print(json.dumps({
     "uid": os.getuid(),
     "compilers": [c for c in ("cc", "gcc", "clang") if shutil.which(c)],
-    "extensions": [m.__file__ for m in (mtj_ext, writer_ext)],
+    "extensions": [m.__file__ for m in (mtj_ext, writer_ext, reader_ext)],
     "numba_index": len([p for p in before if p.endswith(".nbi")]),
     "written_at_start": sorted(set(after) - set(before)),
     "native_mtj": bool(models["ipnet"].infer.native),
     "native_writer": bool(available()),
+    "native_reader": bool(frame_reader.available()),
 }))
 """
 
@@ -218,8 +221,9 @@ def test_the_image_runs_as_non_root_with_its_kernels_built_at_build_time(engine:
     assert facts["uid"] == 10001
     assert facts["compilers"] == []  # nothing could compile at start: the kernels must come from the build
     # the C extensions, built by the package's install in the build stage, in the virtualenv
+    assert len(facts["extensions"]) == 3
     assert all(f.startswith("/opt/venv/") and f.endswith(".so") for f in facts["extensions"])
-    assert facts["native_mtj"] and facts["native_writer"]
+    assert facts["native_mtj"] and facts["native_writer"] and facts["native_reader"]
     assert facts["numba_index"] > 0
     assert facts["written_at_start"] == []  # every kernel loaded from the caches, nothing compiled
 

@@ -180,9 +180,10 @@ def test_shipped_predictors_agree_with_and_without_the_kernel_on_a_real_log(
 def test_the_kernels_are_extensions_built_with_the_package() -> None:
     # the package's build (pip install, editable or not) compiles them: nothing is compiled at run time
     import models._mtj_native
+    import service._frame_json_native
     import service._points_json_native
 
-    for mod in (models._mtj_native, service._points_json_native):
+    for mod in (models._mtj_native, service._points_json_native, service._frame_json_native):
         assert Path(mod.__file__).suffix == ".so"
     ext = native.load()
     assert ext is not None and ext.lib.mtj_frame is models._mtj_native.lib.mtj_frame
@@ -208,7 +209,11 @@ def test_the_wheel_carries_the_extensions_and_installs_without_a_compiler(tmp_pa
         [whl] = (tmp_path / out).glob("*.whl")
         return sorted(n.split(".")[0] for n in zipfile.ZipFile(whl).namelist() if n.endswith(".so"))
 
-    assert wheel_extensions("with-cc") == ["models/_mtj_native", "service/_points_json_native"]
+    assert wheel_extensions("with-cc") == [
+        "models/_mtj_native",
+        "service/_frame_json_native",
+        "service/_points_json_native",
+    ]
     # no compiler: the extensions are optional, the wheel is made without them (the service falls back)
     assert wheel_extensions("no-cc", CC=str(tmp_path / "no-such-compiler")) == []
 

@@ -5,6 +5,9 @@ every other body left to the schema, which answers it as before."""
 from __future__ import annotations
 
 import json
+import logging
+import sys
+from collections.abc import Iterator
 
 import numpy as np
 import orjson
@@ -180,6 +183,32 @@ def test_bodies_outside_the_readers_subset_are_left_to_the_schema(body: bytes) -
 def test_without_the_reader_wanted_every_body_takes_the_general_way(replay: Replay) -> None:
     body = orjson.dumps(replay.body(0))
     assert read_frame(body) is not None and read_frame(body, compiled=False) is None
+
+
+@pytest.fixture
+def fresh_reader() -> Iterator[None]:
+    """``frame_reader._reader`` is cached per process: clear it around a test that changes its environment."""
+    frame_reader._reader.cache_clear()
+    yield
+    frame_reader._reader.cache_clear()
+
+
+def test_without_the_reader_built_the_service_validates_every_body(
+    make_client: MakeClient,
+    replay: Replay,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fresh_reader: None,
+) -> None:
+    # the import fails, as in a source tree used without installing the package: one warning, then the schema
+    monkeypatch.setitem(sys.modules, "service._frame_json_native", None)
+    with caplog.at_level(logging.WARNING, logger="models.native"):
+        client = make_client()
+    assert not frame_reader.available() and "using the schema's validation" in caplog.text
+    body = orjson.dumps(replay.body(0))
+    assert read_frame(body) is None
+    r = client.post("/v1/predict", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200 and len(r.json()["predictions"]) == len(replay.body(0)["observations"])
 
 
 def test_a_frame_answers_the_same_read_either_way(make_client: MakeClient, replay: Replay) -> None:
