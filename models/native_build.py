@@ -13,8 +13,8 @@ carries its own flags:
   built on one runs on another); :func:`models.native.cpu_supported` checks before the import.
 - ``service._points_json_native``: the answer writer (``points_json.c``: JSON text and MessagePack), no
   ``-ffast-math``: its rounding must be numpy's (IEEE multiplication, rint).
-- ``service._frame_json_native``: the reader of a request's observations (``frame_json.c``), no
-  ``-ffast-math``: its numbers must be the correctly rounded ones any JSON parser reads.
+- ``service._frame_reader_native``: the reader of a request's observations, JSON or MessagePack
+  (``frame_reader.c``), no ``-ffast-math``: its numbers must be the correctly rounded ones any parser reads.
 
 Not imported at run time (cffi's setuptools hook runs this file by path, from the project's root).
 """
@@ -91,14 +91,16 @@ writer_builder.set_source(
 reader_builder = FFI()
 reader_builder.cdef(
     """
-    int64_t frame_observations(const char *body, int64_t len, int64_t cap, int64_t *id_at, int64_t *id_len,
-                               double *t, double *xy, int8_t *kind);
+    int64_t frame_observations_json(const char *body, int64_t len, int64_t cap, int64_t *id_at,
+                                    int64_t *id_len, double *t, double *xy, int8_t *kind);
+    int64_t frame_observations_msgpack(const char *body, int64_t len, int64_t cap, int64_t *id_at,
+                                       int64_t *id_len, double *t, double *xy, int8_t *kind);
     """
 )
 reader_builder.set_source(
-    "service._frame_json_native",
-    '#include "frame_json.h"',
-    sources=["service/frame_json.c"],
+    "service._frame_reader_native",
+    '#include "frame_reader.h"',
+    sources=["service/frame_reader.c"],
     include_dirs=["service"],
     libraries=["m"],
     extra_compile_args=BASE_FLAGS,

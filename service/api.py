@@ -100,7 +100,7 @@ class _FrameRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             body = await self.body()
-            read = read_frame(body, self.app.state.settings.native_kernel)
+            read = read_frame(body, "json", self.app.state.settings.native_kernel)
             if read is not None:
                 self._json = read
                 return read
@@ -125,13 +125,19 @@ class _FrameRequest(Request):
 
 
 class _MsgpackRequest(Request):
-    """A request whose body is MessagePack (``Content-Type: application/msgpack``): decoded to the same
-    objects a JSON body gives, then validated exactly like one."""
+    """A request whose body is MessagePack (``Content-Type: application/msgpack``): read by the compiled
+    reader into its observations, or else decoded to the same objects a JSON body gives, then validated
+    exactly like one."""
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
+            body = await self.body()
+            read = read_frame(body, "msgpack", self.app.state.settings.native_kernel)
+            if read is not None:
+                self._json = read
+                return read
             try:
-                self._json = msgpack.unpackb(await self.body(), raw=False, strict_map_key=True)
+                self._json = msgpack.unpackb(body, raw=False, strict_map_key=True)
             except (ValueError, msgpack.UnpackException) as e:
                 # FastAPI reports a JSONDecodeError as a malformed body (400 malformed_json, field body)
                 raise json.JSONDecodeError(f"not valid MessagePack ({e})", "", 0) from None

@@ -1,18 +1,19 @@
 """A predict request's body as its observations (:class:`service.frames.Observations`): read by one compiled
-pass (``frame_json.c``) for the JSON bodies a perception stack sends, validated by the schema otherwise.
+pass (``frame_reader.c``) for the JSON and MessagePack bodies a perception stack sends, validated by the schema
+otherwise.
 
-The general way (orjson to dicts, the schema's validation to objects, then the columns) costs about 2 ms of
-a 1,000-agent frame; the compiled pass a fraction of that. The reader takes only bodies the schema accepts as
-they are (see ``frame_json.c``); for any other body, and when the reader is not built or not wanted
-(``TRAJPRED_NATIVE_KERNEL=false``), :func:`read_frame` returns None and the body is validated the general
-way, which gives the same observations or the error. So every body meets exactly the same validation and
-errors either way (``tests/service/test_frame_json.py``).
+The general way (orjson or msgpack to dicts, the schema's validation to objects, then the columns) costs
+about 2 ms of a 1,000-agent frame; the compiled pass a fraction of that. The reader takes only bodies the
+schema accepts as they are (see ``frame_reader.c``); for any other body, and when the reader is not built or
+not wanted (``TRAJPRED_NATIVE_KERNEL=false``), :func:`read_frame` returns None and the body is validated the
+general way, which gives the same observations or the error. So every body meets exactly the same validation
+and errors either way (``tests/service/test_frame_reader.py``).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import Body
@@ -23,16 +24,17 @@ from models.native import Extension, load_extension
 from service.frames import Observations
 from service.schemas import PredictRequest
 
-#: the fewest bytes an observation takes: ``{"agent_id":"a","timestamp":0,"x":0,"y":0}`` and a comma
-MIN_OBSERVATION_BYTES = 43
+#: the fewest bytes an observation takes, so a body of n bytes has at most n // it + 1: in JSON
+#: ``{"agent_id":"a","timestamp":0,"x":0,"y":0}`` and a comma; in MessagePack that map (1 + 9 + 2 + 10 + 1 + 2
+#: + 1 + 2 + 1 bytes)
+MIN_OBSERVATION_BYTES = {"json": 43, "msgpack": 29}
 
 
 @functools.cache
 def _reader() -> Extension | None:
-    ext = load_extension(
-        "service._frame_json_native", "the compiled reader of request bodies", "the schema's validation"
+    return load_extension(
+        "service._frame_reader_native", "the compiled reader of request bodies", "the schema's validation"
     )
-    return ext
 
 
 def available() -> bool:
@@ -41,13 +43,16 @@ def available() -> bool:
     return _reader() is not None
 
 
-def read_frame(body: bytes, compiled: bool = True) -> Observations | None:
-    """The observations of a predict request's JSON body, in request order; None when the body is not one the
-    reader takes (then validate it the general way), or the reader is not built or not wanted."""
+def read_frame(
+    body: bytes, encoding: Literal["json", "msgpack"] = "json", compiled: bool = True
+) -> Observations | None:
+    """The observations of a predict request's body (JSON, or MessagePack), in request order; None when the
+    body is not one the reader takes (then validate it the general way), or the reader is not built or not
+    wanted."""
     ext = _reader() if compiled else None
     if ext is None:
         return None
-    cap = len(body) // MIN_OBSERVATION_BYTES + 1
+    cap = len(body) // MIN_OBSERVATION_BYTES[encoding] + 1
     id_at = np.empty(cap, np.int64)
     id_len = np.empty(cap, np.int64)
     t = np.empty(cap, np.float64)
@@ -58,7 +63,8 @@ def read_frame(body: bytes, compiled: bool = True) -> Observations | None:
     def ptr(a: np.ndarray, c_type: str) -> Any:
         return ffi.cast(c_type, a.ctypes.data)
 
-    n = ext.lib.frame_observations(
+    read = ext.lib.frame_observations_json if encoding == "json" else ext.lib.frame_observations_msgpack
+    n = read(
         ffi.from_buffer(body),
         len(body),
         cap,
@@ -70,8 +76,9 @@ def read_frame(body: bytes, compiled: bool = True) -> Observations | None:
     )
     if n <= 0:
         return None
-    # every byte of a body the reader took is ASCII (it refuses any other): one decode, then slices
-    text = body.decode("ascii")
+    # the ids the reader took are printable ASCII: slices of the body decoded byte for character (latin-1
+    # maps every byte, so MessagePack's binary numbers around them decode too) are those ids
+    text = body.decode("latin-1")
     ids = [text[a : a + m] for a, m in zip(id_at[:n].tolist(), id_len[:n].tolist(), strict=True)]
     return Observations(ids, t[:n], xy[:n], kind[:n].astype(np.int64))
 

@@ -273,10 +273,14 @@ class _Session:
     def _observations(self, msg: _Message) -> Observations:
         """The message's observations: read by the compiled reader, or validated as the HTTP routes'
         ``PredictRequest`` with the same errors."""
-        if msg.encoding == "json" and isinstance(msg.data, str) and msg.data.isascii():
-            read = read_frame(msg.data.encode("ascii"), self.runtime.settings.native_kernel)
-            if read is not None:
-                return read
+        compiled = self.runtime.settings.native_kernel
+        read = None
+        if isinstance(msg.data, bytes):  # a binary message: MessagePack
+            read = read_frame(msg.data, "msgpack", compiled)
+        elif msg.data.isascii():  # (a text with other characters is not one the reader takes)
+            read = read_frame(msg.data.encode("ascii"), "json", compiled)
+        if read is not None:
+            return read
         try:
             return Observations.of(PredictRequest.model_validate(_decode(msg)))
         except ValidationError as e:

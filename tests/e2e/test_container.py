@@ -192,7 +192,7 @@ import json, os, shutil, sys
 from pathlib import Path
 before = sorted(str(p) for p in Path("/opt/numba-cache").rglob("*"))
 import models._mtj_native as mtj_ext, service._points_json_native as writer_ext
-import service._frame_json_native as reader_ext
+import service._frame_reader_native as reader_ext
 from service import frame_reader
 from service.app import load_models
 from service.jsontext import available

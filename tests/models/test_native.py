@@ -180,10 +180,10 @@ def test_shipped_predictors_agree_with_and_without_the_kernel_on_a_real_log(
 def test_the_kernels_are_extensions_built_with_the_package() -> None:
     # the package's build (pip install, editable or not) compiles them: nothing is compiled at run time
     import models._mtj_native
-    import service._frame_json_native
+    import service._frame_reader_native
     import service._points_json_native
 
-    for mod in (models._mtj_native, service._points_json_native, service._frame_json_native):
+    for mod in (models._mtj_native, service._points_json_native, service._frame_reader_native):
         assert Path(mod.__file__).suffix == ".so"
     ext = native.load()
     assert ext is not None and ext.lib.mtj_frame is models._mtj_native.lib.mtj_frame
@@ -211,7 +211,7 @@ def test_the_wheel_carries_the_extensions_and_installs_without_a_compiler(tmp_pa
 
     assert wheel_extensions("with-cc") == [
         "models/_mtj_native",
-        "service/_frame_json_native",
+        "service/_frame_reader_native",
         "service/_points_json_native",
     ]
     # no compiler: the extensions are optional, the wheel is made without them (the service falls back)
