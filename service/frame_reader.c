@@ -131,32 +131,79 @@ static int key_is(const unsigned char *at, int64_t n, const char *name, int64_t 
     return n == len && memcmp(at, name, (size_t)len) == 0;
 }
 
-/* agent_type: -1 null (or absent), else its index among the schema's names */
-static int agent_type(cursor *c, int8_t *kind) {
-    static const char *NAMES[4] = {"vehicle", "pedestrian", "cyclist", "unknown"};
+/* how an encoding writes a string, a number and a null */
+typedef struct {
+    int (*string)(cursor *c, const unsigned char **at, int64_t *n);
+    int (*number)(cursor *c, double *out);
+    int (*null)(cursor *c);
+} encoding;
+
+/* where the reader puts one observation's fields */
+typedef struct {
+    int64_t *id_at, *id_len;
+    double *t, *x, *y;
+    int8_t *kind;
+} row;
+
+enum { SEEN_ID = 1, SEEN_T = 2, SEEN_X = 4, SEEN_Y = 8, SEEN_TYPE = 16, REQUIRED = 15 };
+
+/* the value of the observation's key [key, key + n), into its field; *seen gains the key's bit. 0: a key the
+   schema does not know, a key twice (which one counts is the general way's to say), or a value this reader
+   does not take */
+static int field(cursor *c, const encoding *e, const unsigned char *body, const unsigned char *key, int64_t n,
+                 const row *r, int *seen) {
+    static const char *TYPES[4] = {"vehicle", "pedestrian", "cyclist", "unknown"}; /* AGENT_TYPES' order */
+    int bit;
+    if (key_is(key, n, "agent_id", 8)) {
+        const unsigned char *at;
+        int64_t len;
+        if (!e->string(c, &at, &len) || len < 1 || len > 128) return 0;
+        *r->id_at = at - body;
+        *r->id_len = len;
+        bit = SEEN_ID;
+    } else if (key_is(key, n, "timestamp", 9)) {
+        if (!e->number(c, r->t) || !(*r->t >= 0.0)) return 0;
+        bit = SEEN_T;
+    } else if (key_is(key, n, "x", 1)) {
+        if (!e->number(c, r->x)) return 0;
+        bit = SEEN_X;
+    } else if (key_is(key, n, "y", 1)) {
+        if (!e->number(c, r->y)) return 0;
+        bit = SEEN_Y;
+    } else if (key_is(key, n, "agent_type", 10)) {
+        if (e->null(c)) {
+            *r->kind = -1;
+        } else {
+            const unsigned char *at;
+            int64_t len;
+            if (!e->string(c, &at, &len)) return 0;
+            int8_t i = 0;
+            while (i < 4 && !key_is(at, len, TYPES[i], (int64_t)strlen(TYPES[i]))) i++;
+            if (i == 4) return 0;
+            *r->kind = i;
+        }
+        bit = SEEN_TYPE;
+    } else {
+        return 0;
+    }
+    if (*seen & bit) return 0;
+    *seen |= bit;
+    return 1;
+}
+
+static int json_null(cursor *c) {
     if (c->end - c->p >= 4 && memcmp(c->p, "null", 4) == 0) {
         c->p += 4;
-        *kind = -1;
         return 1;
-    }
-    const unsigned char *at;
-    int64_t n;
-    if (!plain_string(c, &at, &n)) return 0;
-    for (int8_t i = 0; i < 4; i++) {
-        if (key_is(at, n, NAMES[i], (int64_t)strlen(NAMES[i]))) {
-            *kind = i;
-            return 1;
-        }
     }
     return 0;
 }
 
-enum { SEEN_ID = 1, SEEN_T = 2, SEEN_X = 4, SEEN_Y = 8, SEEN_TYPE = 16, REQUIRED = 15 };
+static const encoding JSON = {plain_string, number, json_null};
 
-static int observation(cursor *c, const unsigned char *body, int64_t *id_at, int64_t *id_len, double *t,
-                       double *x, double *y, int8_t *kind) {
+static int observation(cursor *c, const unsigned char *body, const row *r) {
     int seen = 0;
-    *kind = -1;
+    *r->kind = -1;
     if (!take(c, '{')) return 0;
     for (;;) {
         skip_ws(c);
@@ -166,31 +213,7 @@ static int observation(cursor *c, const unsigned char *body, int64_t *id_at, int
         skip_ws(c);
         if (!take(c, ':')) return 0;
         skip_ws(c);
-        int bit;
-        if (key_is(key, n, "agent_id", 8)) {
-            const unsigned char *at;
-            int64_t len;
-            if (!plain_string(c, &at, &len) || len < 1 || len > 128) return 0;
-            *id_at = at - body;
-            *id_len = len;
-            bit = SEEN_ID;
-        } else if (key_is(key, n, "timestamp", 9)) {
-            if (!number(c, t) || !(*t >= 0.0)) return 0;
-            bit = SEEN_T;
-        } else if (key_is(key, n, "x", 1)) {
-            if (!number(c, x)) return 0;
-            bit = SEEN_X;
-        } else if (key_is(key, n, "y", 1)) {
-            if (!number(c, y)) return 0;
-            bit = SEEN_Y;
-        } else if (key_is(key, n, "agent_type", 10)) {
-            if (!agent_type(c, kind)) return 0;
-            bit = SEEN_TYPE;
-        } else {
-            return 0;
-        }
-        if (seen & bit) return 0; /* a duplicate key: which one counts is the general path's to say */
-        seen |= bit;
+        if (!field(c, &JSON, body, key, n, r, &seen)) return 0;
         skip_ws(c);
         if (take(c, ',')) continue;
         if (take(c, '}')) break;
@@ -200,7 +223,7 @@ static int observation(cursor *c, const unsigned char *body, int64_t *id_at, int
 }
 
 int64_t frame_observations_json(const char *text, int64_t len, int64_t cap, int64_t *id_at, int64_t *id_len,
-                           double *t, double *xy, int8_t *kind) {
+                                double *t, double *xy, int8_t *kind) {
     const unsigned char *body = (const unsigned char *)text;
     cursor c = {body, body + len};
     const unsigned char *key;
@@ -217,9 +240,8 @@ int64_t frame_observations_json(const char *text, int64_t len, int64_t cap, int6
     for (;;) {
         skip_ws(&c);
         if (count >= cap) return 0;
-        if (!observation(&c, body, &id_at[count], &id_len[count], &t[count], &xy[2 * count],
-                         &xy[2 * count + 1], &kind[count]))
-            return 0;
+        row r = {&id_at[count], &id_len[count], &t[count], &xy[2 * count], &xy[2 * count + 1], &kind[count]};
+        if (!observation(&c, body, &r)) return 0;
         count++;
         skip_ws(&c);
         if (take(&c, ',')) continue;
@@ -250,29 +272,23 @@ static int length(cursor *c, int n, int64_t *out) {
     return 1;
 }
 
-static int mp_map(cursor *c, int64_t *n) {
+/* a map's or an array's header: its count. fix: the type's fix form (count in the low nibble); wide: its
+   16-bit form, the 32-bit form next to it */
+static int mp_count(cursor *c, unsigned char fix, unsigned char wide, int64_t *n) {
     if (!need(c, 1)) return 0;
     unsigned char b = *c->p++;
-    if ((b & 0xf0) == 0x80) {
+    if ((b & 0xf0) == fix) {
         *n = b & 0x0f;
         return 1;
     }
-    if (b == 0xde) return length(c, 2, n);
-    if (b == 0xdf) return length(c, 4, n);
+    if (b == wide) return length(c, 2, n);
+    if (b == wide + 1) return length(c, 4, n);
     return 0;
 }
 
-static int mp_array(cursor *c, int64_t *n) {
-    if (!need(c, 1)) return 0;
-    unsigned char b = *c->p++;
-    if ((b & 0xf0) == 0x90) {
-        *n = b & 0x0f;
-        return 1;
-    }
-    if (b == 0xdc) return length(c, 2, n);
-    if (b == 0xdd) return length(c, 4, n);
-    return 0;
-}
+static int mp_map(cursor *c, int64_t *n) { return mp_count(c, 0x80, 0xde, n); }
+
+static int mp_array(cursor *c, int64_t *n) { return mp_count(c, 0x90, 0xdc, n); }
 
 /* a str of printable ASCII: its characters are [*at, *at + *n) */
 static int mp_string(cursor *c, const unsigned char **at, int64_t *n) {
@@ -336,60 +352,25 @@ static int mp_number(cursor *c, double *out) {
     return 1;
 }
 
-static int mp_agent_type(cursor *c, int8_t *kind) {
-    static const char *NAMES[4] = {"vehicle", "pedestrian", "cyclist", "unknown"};
+static int mp_null(cursor *c) {
     if (need(c, 1) && *c->p == 0xc0) {
         c->p++;
-        *kind = -1;
         return 1;
-    }
-    const unsigned char *at;
-    int64_t n;
-    if (!mp_string(c, &at, &n)) return 0;
-    for (int8_t i = 0; i < 4; i++) {
-        if (key_is(at, n, NAMES[i], (int64_t)strlen(NAMES[i]))) {
-            *kind = i;
-            return 1;
-        }
     }
     return 0;
 }
 
-static int mp_observation(cursor *c, const unsigned char *body, int64_t *id_at, int64_t *id_len, double *t,
-                          double *x, double *y, int8_t *kind) {
+static const encoding MSGPACK = {mp_string, mp_number, mp_null};
+
+static int mp_observation(cursor *c, const unsigned char *body, const row *r) {
     int64_t entries;
     int seen = 0;
-    *kind = -1;
+    *r->kind = -1;
     if (!mp_map(c, &entries)) return 0;
     for (int64_t e = 0; e < entries; e++) {
         const unsigned char *key;
         int64_t n;
-        if (!mp_string(c, &key, &n)) return 0;
-        int bit;
-        if (key_is(key, n, "agent_id", 8)) {
-            const unsigned char *at;
-            int64_t len;
-            if (!mp_string(c, &at, &len) || len < 1 || len > 128) return 0;
-            *id_at = at - body;
-            *id_len = len;
-            bit = SEEN_ID;
-        } else if (key_is(key, n, "timestamp", 9)) {
-            if (!mp_number(c, t) || !(*t >= 0.0)) return 0;
-            bit = SEEN_T;
-        } else if (key_is(key, n, "x", 1)) {
-            if (!mp_number(c, x)) return 0;
-            bit = SEEN_X;
-        } else if (key_is(key, n, "y", 1)) {
-            if (!mp_number(c, y)) return 0;
-            bit = SEEN_Y;
-        } else if (key_is(key, n, "agent_type", 10)) {
-            if (!mp_agent_type(c, kind)) return 0;
-            bit = SEEN_TYPE;
-        } else {
-            return 0;
-        }
-        if (seen & bit) return 0;
-        seen |= bit;
+        if (!mp_string(c, &key, &n) || !field(c, &MSGPACK, body, key, n, r, &seen)) return 0;
     }
     return (seen & REQUIRED) == REQUIRED;
 }
@@ -404,8 +385,8 @@ int64_t frame_observations_msgpack(const char *text, int64_t len, int64_t cap, i
     if (!mp_string(&c, &key, &n) || !key_is(key, n, "observations", 12)) return 0;
     if (!mp_array(&c, &count) || count < 1 || count > cap) return 0;
     for (int64_t i = 0; i < count; i++) {
-        if (!mp_observation(&c, body, &id_at[i], &id_len[i], &t[i], &xy[2 * i], &xy[2 * i + 1], &kind[i]))
-            return 0;
+        row r = {&id_at[i], &id_len[i], &t[i], &xy[2 * i], &xy[2 * i + 1], &kind[i]};
+        if (!mp_observation(&c, body, &r)) return 0;
     }
     return c.p == c.end ? count : 0;
 }

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -226,11 +226,39 @@ def test_without_the_reader_built_the_service_validates_every_body(
     assert r.status_code == 200 and len(r.json()["predictions"]) == len(replay.body(0)["observations"])
 
 
+def _same_answers(
+    make_client: MakeClient, frames: Callable[[int], tuple[bytes, bytes]], encoding: str
+) -> None:
+    """Two services fed the same frames, one each frame as ``frames(i)[0]`` (a body the reader takes), the other
+    as ``frames(i)[1]`` (the same observations to the schema, in a body the reader refuses): the same answers,
+    byte for byte, over HTTP (frames 0-5) and then over the stream (6-9)."""
+    read, general = make_client(), make_client()
+    headers = {"content-type": "application/msgpack" if encoding == "msgpack" else "application/json"}
+    for i in range(6):
+        raw, other = frames(i)
+        a = read.post("/v1/ab/predict", content=raw, headers=headers)
+        b = general.post("/v1/ab/predict", content=other, headers=headers)
+        assert a.status_code == b.status_code == 200, (a.text, b.text)
+        assert a.content == b.content
+    with (
+        read.websocket_connect("/v1/stream?route=ab") as ws_read,
+        general.websocket_connect("/v1/stream?route=ab") as ws_general,
+    ):
+        for i in range(6, 10):
+            raw, other = frames(i)
+            if encoding == "msgpack":
+                ws_read.send_bytes(raw)
+                ws_general.send_bytes(other)
+                a_reply, b_reply = ws_read.receive_bytes(), ws_general.receive_bytes()
+            else:
+                ws_read.send_text(raw.decode())
+                ws_general.send_text(other.decode())
+                a_reply, b_reply = ws_read.receive_text().encode(), ws_general.receive_text().encode()
+            assert b"error" not in a_reply[:9] and a_reply == b_reply
+
+
 def test_a_frame_answers_the_same_read_either_way(make_client: MakeClient, replay: Replay) -> None:
-    """Two services fed the same frames, one as the reader takes them, one with the first agent id's first
-    character escaped (the same ids to the schema, refused by the reader): the same answers, byte for byte,
-    over HTTP and then over the stream."""
-    plain, escaped = make_client(), make_client()
+    """The other body escapes the first character of the first agent id."""
 
     def both_ways(i: int) -> tuple[bytes, bytes]:
         body = replay.body(i)
@@ -245,23 +273,7 @@ def test_a_frame_answers_the_same_read_either_way(make_client: MakeClient, repla
         assert _general(other).ids == _general(raw).ids
         return raw, other
 
-    for i in range(6):
-        raw, other = both_ways(i)
-        headers = {"content-type": "application/json"}
-        a = plain.post("/v1/ab/predict", content=raw, headers=headers)
-        b = escaped.post("/v1/ab/predict", content=other, headers=headers)
-        assert a.status_code == b.status_code == 200, (a.text, b.text)
-        assert a.content == b.content
-    with (
-        plain.websocket_connect("/v1/stream?route=ab") as ws_plain,
-        escaped.websocket_connect("/v1/stream?route=ab") as ws_escaped,
-    ):
-        for i in range(6, 10):
-            raw, other = both_ways(i)
-            ws_plain.send_text(raw.decode())
-            ws_escaped.send_text(other.decode())
-            a_text, b_text = ws_plain.receive_text(), ws_escaped.receive_text()
-            assert '"error"' not in a_text[:10] and a_text == b_text
+    _same_answers(make_client, both_ways, "json")
 
 
 # --- MessagePack --------------------------------------------------------------------------------------------
@@ -366,10 +378,7 @@ def test_messagepack_bodies_outside_the_readers_subset_are_left_to_the_schema(bo
 def test_a_messagepack_frame_answers_the_same_read_either_way(
     make_client: MakeClient, replay: Replay
 ) -> None:
-    """As for JSON: one service gets frames the reader takes, the other the same frames with a key repeated
-    in the first observation (msgpack keeps the last: the same observations to the schema, refused by the
-    reader): the same answers, over HTTP and then over the stream."""
-    read, general = make_client(), make_client()
+    """The other body repeats a key in the first observation (msgpack keeps the last, the real one)."""
 
     def both_ways(i: int) -> tuple[bytes, bytes]:
         body = replay.body(i)
@@ -386,20 +395,4 @@ def test_a_messagepack_frame_answers_the_same_read_either_way(
         assert _bits(_general_msgpack(other).xy) == _bits(_general_msgpack(raw).xy)
         return raw, other
 
-    headers = {"content-type": "application/msgpack"}
-    for i in range(6):
-        raw, other = both_ways(i)
-        a = read.post("/v1/ab/predict", content=raw, headers=headers)
-        b = general.post("/v1/ab/predict", content=other, headers=headers)
-        assert a.status_code == b.status_code == 200, (a.text, b.text)
-        assert a.content == b.content
-    with (
-        read.websocket_connect("/v1/stream?route=ab") as ws_read,
-        general.websocket_connect("/v1/stream?route=ab") as ws_general,
-    ):
-        for i in range(6, 10):
-            raw, other = both_ways(i)
-            ws_read.send_bytes(raw)
-            ws_general.send_bytes(other)
-            a_bytes, b_bytes = ws_read.receive_bytes(), ws_general.receive_bytes()
-            assert b"error" not in a_bytes[:8] and a_bytes == b_bytes
+    _same_answers(make_client, both_ways, "msgpack")
