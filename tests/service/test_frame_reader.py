@@ -396,3 +396,29 @@ def test_a_messagepack_frame_answers_the_same_read_either_way(
         return raw, other
 
     _same_answers(make_client, both_ways, "msgpack")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    encoding=st.sampled_from(["json", "msgpack"]),
+    cuts=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=4),
+    truncate=st.integers(0, 10**6),
+)
+def test_damaged_bodies_are_refused_or_read_as_the_schema_reads_them(
+    encoding: str, cuts: list[tuple[int, int]], truncate: int
+) -> None:
+    """A valid two-observation body with bytes overwritten and its end cut: the reader either refuses it, or
+    reads what the general way reads (never something else, never out of the body)."""
+    body = _one(agent_type="cyclist")
+    body["observations"].append(
+        {"agent_id": "b-2", "timestamp": 2.5, "x": -3.25, "y": 1e-3, "agent_type": None}
+    )
+    raw = bytearray(orjson.dumps(body) if encoding == "json" else msgpack.packb(body))
+    for at, value in cuts:
+        raw[at % len(raw)] = value
+    damaged = bytes(raw[: len(raw) - truncate % 8])
+    read = read_frame(damaged, "json" if encoding == "json" else "msgpack")
+    if read is None:
+        return
+    general = _general(damaged) if encoding == "json" else _general_msgpack(damaged)
+    _assert_same(read, general)
