@@ -58,21 +58,17 @@ def read_frame(
     t = np.empty(cap, np.float64)
     xy = np.empty((cap, 2), np.float64)
     kind = np.empty(cap, np.int8)
-    ffi = ext.ffi
-
-    def ptr(a: np.ndarray, c_type: str) -> Any:
-        return ffi.cast(c_type, a.ctypes.data)
-
+    buf = ext.ffi.from_buffer  # typed views of contiguous arrays, checked against the C declaration
     read = ext.lib.frame_observations_json if encoding == "json" else ext.lib.frame_observations_msgpack
     n = read(
-        ffi.from_buffer(body),
+        buf("char[]", body),
         len(body),
         cap,
-        ptr(id_at, "int64_t *"),
-        ptr(id_len, "int64_t *"),
-        ptr(t, "double *"),
-        ptr(xy, "double *"),
-        ptr(kind, "int8_t *"),
+        buf("int64_t[]", id_at),
+        buf("int64_t[]", id_len),
+        buf("double[]", t),
+        buf("double[]", xy),
+        buf("int8_t[]", kind),
     )
     if n <= 0:
         return None
